@@ -1,0 +1,3 @@
+from dlf.cli import main
+
+raise SystemExit(main())
