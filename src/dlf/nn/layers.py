@@ -1,0 +1,299 @@
+"""Layers written from tensor ops: Linear, Embedding, BatchNorm1d, LayerNorm, Tanh, ReLU,
+GELU, Dropout, FlattenConsecutive.
+
+Shapes use B = batch, T = time, C = channels; ``...`` means any leading dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dlf.errors import DlfError
+from dlf.nn.module import Module
+
+__all__ = [
+    "GELU",
+    "BatchNorm1d",
+    "Dropout",
+    "Embedding",
+    "FlattenConsecutive",
+    "LayerNorm",
+    "Linear",
+    "ReLU",
+    "Tanh",
+]
+
+
+def _check_dim(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DlfError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_eps(eps: float) -> float:
+    if not eps >= 0:
+        raise DlfError(f"eps must be >= 0, got {eps!r}")
+    return float(eps)
+
+
+class _Recorder(Module):
+    """Activation layers keep their last output in ``self.out`` for diagnostics.
+
+    ``record_out = False`` stops keeping it (saves memory between steps);
+    ``retain_out_grad = True`` also keeps ``self.out.grad`` after backward."""
+
+    record_out: bool = True
+    retain_out_grad: bool = False
+
+    def _record(self, out: torch.Tensor) -> torch.Tensor:
+        if self.record_out:
+            self.out = out
+            if self.retain_out_grad and out.requires_grad:
+                out.retain_grad()
+        return out
+
+
+class Linear(Module):
+    """``y = x @ weight (+ bias)``. Input (..., fan_in) -> output (..., fan_out).
+
+    ``weight`` has shape (fan_in, fan_out) (the transpose of torch.nn.Linear's), drawn
+    N(0, 1) * gain / sqrt(fan_in) (Kaiming-style: gain 5/3 suits tanh, sqrt(2) ReLU);
+    ``bias`` (fan_out,) starts at zero."""
+
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        bias: bool = True,
+        gain: float = 1.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.fan_in = _check_dim("fan_in", fan_in)
+        self.fan_out = _check_dim("fan_out", fan_out)
+        w = torch.randn((fan_in, fan_out), generator=generator, device=device, dtype=dtype)
+        self.weight = (w * (gain / fan_in**0.5)).requires_grad_()
+        self.bias = (
+            torch.zeros(fan_out, device=device, dtype=dtype).requires_grad_() if bias else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x @ self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        return f"fan_in={self.fan_in}, fan_out={self.fan_out}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """Lookup table. Integer input (...) -> output (..., embedding_dim).
+
+    ``weight`` (num_embeddings, embedding_dim) is drawn N(0, 1)."""
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_embeddings = _check_dim("num_embeddings", num_embeddings)
+        self.embedding_dim = _check_dim("embedding_dim", embedding_dim)
+        self.weight = torch.randn(
+            (num_embeddings, embedding_dim), generator=generator, device=device, dtype=dtype
+        ).requires_grad_()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.weight[idx]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation over channels, with torch.nn.BatchNorm1d's semantics.
+
+    Input (N, C) or (N, L, C) -> output of the same shape. Statistics are per channel
+    over dim 0 (2-D) or dims (0, 1) (3-D; channels last, unlike torch which wants
+    (N, C, L)). Training normalises with the biased batch variance and updates
+    ``running = (1 - momentum) * running + momentum * batch`` with the unbiased
+    variance; eval normalises with the running statistics."""
+
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_dim("dim", dim)
+        self.eps = _check_eps(eps)
+        if not 0.0 <= momentum <= 1.0:
+            raise DlfError(f"momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self.affine = affine
+        if affine:
+            self.weight = torch.ones(dim, device=device, dtype=dtype).requires_grad_()
+            self.bias = torch.zeros(dim, device=device, dtype=dtype).requires_grad_()
+        self.register_buffer("running_mean", torch.zeros(dim, device=device, dtype=dtype))
+        self.register_buffer("running_var", torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim not in (2, 3) or x.shape[-1] != self.dim:
+            raise DlfError(
+                f"BatchNorm1d({self.dim}) expects input (N, {self.dim}) or (N, L, {self.dim}), "
+                f"got {tuple(x.shape)}"
+            )
+        if self.training:
+            dims = (0,) if x.ndim == 2 else (0, 1)
+            n = x.numel() // self.dim  # values per channel
+            if n < 2:
+                raise DlfError("BatchNorm1d needs more than 1 value per channel when training")
+            mean = x.mean(dims)  # (C,)
+            var = x.var(dims, correction=0)  # (C,) biased: used to normalise
+            with torch.no_grad():
+                m = self.momentum
+                unbiased = var.detach() * (n / (n - 1))
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * unbiased)
+        else:
+            mean, var = self.running_mean, self.running_var
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+class LayerNorm(Module):
+    """Normalise over the last dimension (biased variance). Input (..., dim) -> same shape.
+
+    ``weight`` starts at ones, ``bias`` at zeros (``bias=False``: no bias)."""
+
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_dim("dim", dim)
+        self.eps = _check_eps(eps)
+        self.weight = torch.ones(dim, device=device, dtype=dtype).requires_grad_()
+        self.bias = torch.zeros(dim, device=device, dtype=dtype).requires_grad_() if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)  # (..., 1)
+        var = x.var(-1, keepdim=True, correction=0)  # (..., 1)
+        out = (x - mean) * torch.rsqrt(var + self.eps) * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
+
+
+class Tanh(_Recorder):
+    """Elementwise tanh; any shape. Keeps ``self.out`` (saturation diagnostics)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._record(torch.tanh(x))
+
+
+class ReLU(_Recorder):
+    """Elementwise max(x, 0); any shape. Keeps ``self.out``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._record(torch.relu(x))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class GELU(_Recorder):
+    """Gaussian error linear unit; any shape. Keeps ``self.out``.
+
+    ``approximate='none'``: 0.5 * x * (1 + erf(x / sqrt(2))).
+    ``approximate='tanh'``: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise DlfError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.approximate == "tanh":
+            out = 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+        else:
+            out = 0.5 * x * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
+        return self._record(out)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class Dropout(Module):
+    """Inverted dropout; any shape. Training zeroes each element with probability ``p`` and
+    scales the rest by 1 / (1 - p); eval (or p == 0) returns the input unchanged.
+    The mask comes from ``torch.rand``, so ``torch.manual_seed`` controls it."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise DlfError(f"dropout probability must be in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        keep = torch.rand(x.shape, device=x.device) >= self.p  # P(keep) = 1 - p
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class FlattenConsecutive(Module):
+    """Concatenate ``n`` consecutive time steps: (B, T, C) -> (B, T // n, C * n).
+
+    When T // n == 1 the time axis is dropped: output (B, C * n). (WaveNet-style
+    hierarchical merging.)"""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = _check_dim("n", n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3:
+            raise DlfError(f"FlattenConsecutive expects input (B, T, C), got {tuple(x.shape)}")
+        B, T, C = x.shape
+        if T % self.n != 0:
+            raise DlfError(
+                f"FlattenConsecutive({self.n}): time length {T} is not divisible by {self.n}"
+            )
+        out = x.reshape(B, T // self.n, C * self.n)  # (B, T/n, C*n)
+        if out.shape[1] == 1:
+            out = out.squeeze(1)  # (B, C*n)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"

@@ -1,0 +1,437 @@
+"""Optimizers (SGD, AdamW) and learning-rate schedules, written without torch.optim.
+
+Both optimizers follow torch.optim's update rules exactly, so trajectories agree with
+torch to float rounding. ``param_groups`` is a list of dicts; a schedule sets
+``group["lr"]`` before each ``step()``. ``state_dict()`` holds tensors only (it is saved
+with safetensors); hyperparameters are not part of it, they come from the run config.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import torch
+
+from dlf.errors import DlfError
+
+__all__ = [
+    "SGD",
+    "AdamW",
+    "ConstantLR",
+    "CosineLR",
+    "Optimizer",
+    "StepDecayLR",
+    "make_schedule",
+    "param_groups_for_decay",
+]
+
+_STATE_KEY = re.compile(r"^state\.(\d+)\.([A-Za-z_]+)$")
+
+
+class Optimizer:
+    """Shared bookkeeping: parameter groups, per-parameter state, state_dict.
+
+    ``state[i]`` is the state of parameter ``i``, counting parameters across all groups in
+    order. ``step_count`` counts calls to ``step()``."""
+
+    #: per-parameter state entries, name -> True for tensors shaped like the parameter,
+    #: False for integer counters (stored as 0-d int64 tensors)
+    _state_entries: ClassVar[dict[str, bool]] = {}
+
+    def __init__(self, params, defaults: dict) -> None:
+        if isinstance(params, torch.Tensor):
+            raise DlfError("optimizer params must be a list of tensors or of group dicts")
+        params = list(params)
+        if not params:
+            raise DlfError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict] = []
+        seen: set[int] = set()
+        for group in groups:
+            if not isinstance(group, dict) or "params" not in group:
+                raise DlfError("each parameter group must be a dict with a 'params' list")
+            g = {**self.defaults, **group}
+            ps = g["params"]
+            g["params"] = [ps] if isinstance(ps, torch.Tensor) else list(ps)
+            for p in g["params"]:
+                if not isinstance(p, torch.Tensor):
+                    raise DlfError(f"optimizer params must be tensors, got {type(p).__name__}")
+                if not p.is_leaf:
+                    raise DlfError("optimizer can only update leaf tensors (model parameters)")
+                if id(p) in seen:
+                    raise DlfError("a parameter appears more than once in the optimizer")
+                seen.add(id(p))
+            self._check_hyperparameters(g)
+            self.param_groups.append(g)
+        if not seen:
+            raise DlfError("optimizer got an empty parameter list")
+        self.state: dict[int, dict] = {}
+        self.step_count = 0
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        if not group["lr"] >= 0:
+            raise DlfError(f"learning rate must be >= 0, got {group['lr']!r}")
+        if not group["weight_decay"] >= 0:
+            raise DlfError(f"weight_decay must be >= 0, got {group['weight_decay']!r}")
+
+    def _all_params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self) -> None:
+        """Drop every gradient (``grad = None``)."""
+        for p in self._all_params():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Update every parameter that has a gradient; parameters with ``grad None`` are
+        skipped (their state does not advance)."""
+        self.step_count += 1
+        offset = 0
+        for group in self.param_groups:
+            idx, params, grads = [], [], []
+            for j, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    idx.append(offset + j)
+                    params.append(p)
+                    grads.append(p.grad)
+            offset += len(group["params"])
+            if params:
+                self._update(group, idx, params, grads)
+
+    def _update(self, group: dict, idx: list[int], params: list, grads: list) -> None:
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``"step"`` (0-d int64) and ``"state.{i}.{name}"`` for each parameter i with state.
+
+        Tensors are the live state (no copy): save them before the next ``step()``."""
+        out = {"step": torch.tensor(self.step_count, dtype=torch.int64)}
+        for i in sorted(self.state):
+            for name, value in self.state[i].items():
+                if isinstance(value, torch.Tensor):
+                    out[f"state.{i}.{name}"] = value
+                else:
+                    out[f"state.{i}.{name}"] = torch.tensor(value, dtype=torch.int64)
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict()`` returned, for the same parameters in the same order.
+
+        Raises one DlfError listing every problem (unknown keys, wrong shapes, incomplete
+        state) before changing anything."""
+        if not isinstance(state_dict, dict):
+            raise DlfError(f"optimizer state must be a dict, got {type(state_dict).__name__}")
+        params = self._all_params()
+        name = type(self).__name__
+        problems: list[str] = []
+        new_state: dict[int, dict] = {}
+        step = state_dict.get("step")
+        if not isinstance(step, torch.Tensor) or step.numel() != 1:
+            problems.append("missing 0-d tensor 'step'")
+        for key, value in state_dict.items():
+            if key == "step":
+                continue
+            m = _STATE_KEY.match(key)
+            if m is None or m.group(2) not in self._state_entries:
+                problems.append(f"unexpected key {key}")
+                continue
+            i, entry = int(m.group(1)), m.group(2)
+            if i >= len(params):
+                problems.append(f"{key}: optimizer has only {len(params)} parameters")
+                continue
+            if not isinstance(value, torch.Tensor):
+                problems.append(f"{key}: not a tensor")
+                continue
+            p = params[i]
+            if self._state_entries[entry]:
+                if value.shape != p.shape:
+                    problems.append(
+                        f"{key}: shape {tuple(value.shape)} vs parameter {tuple(p.shape)}"
+                    )
+                    continue
+                new_state.setdefault(i, {})[entry] = value.to(
+                    device=p.device, dtype=p.dtype, copy=True
+                )
+            else:
+                if value.numel() != 1:
+                    problems.append(f"{key}: expected a single integer")
+                    continue
+                new_state.setdefault(i, {})[entry] = int(value.item())
+        for i, entries in sorted(new_state.items()):
+            absent = [e for e in self._state_entries if e not in entries]
+            if absent:
+                problems.append(f"state.{i} lacks {', '.join(absent)}")
+        if problems:
+            raise DlfError(f"cannot load {name} state: " + "; ".join(problems))
+        self.state = {i: {e: s[e] for e in self._state_entries} for i, s in new_state.items()}
+        self.step_count = int(step.item())
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}("]
+        for k, g in enumerate(self.param_groups):
+            hp = ", ".join(f"{key}={v}" for key, v in g.items() if key != "params")
+            lines.append(f"  group {k}: {len(g['params'])} tensors, {hp}")
+        return "\n".join(lines) + "\n)"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as torch.optim.SGD with dampening 0.
+
+    With g = grad + weight_decay * p:  buf = momentum * buf + g (buf = g at the first
+    step); update direction d = g + momentum * buf (nesterov) or buf (else), or g when
+    momentum is 0; then p -= lr * d."""
+
+    _state_entries: ClassVar[dict[str, bool]] = {"momentum_buffer": True}
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov},
+        )
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        super()._check_hyperparameters(group)
+        if not group["momentum"] >= 0:
+            raise DlfError(f"momentum must be >= 0, got {group['momentum']!r}")
+        if group["nesterov"] and group["momentum"] <= 0:
+            raise DlfError("nesterov momentum needs momentum > 0")
+
+    def _update(self, group: dict, idx: list[int], params: list, grads: list) -> None:
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if mu != 0:
+            bufs, old_bufs, old_grads = [], [], []
+            for i, g in zip(idx, grads):
+                state = self.state.setdefault(i, {})
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    old_bufs.append(buf)
+                    old_grads.append(g)
+                bufs.append(buf)
+            if old_bufs:
+                torch._foreach_mul_(old_bufs, mu)
+                torch._foreach_add_(old_bufs, old_grads)
+            if group["nesterov"]:
+                grads = torch._foreach_add(grads, bufs, alpha=mu)
+            else:
+                grads = bufs
+        torch._foreach_add_(params, grads, alpha=-lr)
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay, as torch.optim.AdamW (amsgrad off).
+
+    Per parameter, at its step t:  p *= 1 - lr * weight_decay;
+    m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g**2;
+    p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)."""
+
+    _state_entries: ClassVar[dict[str, bool]] = {"step": False, "exp_avg": True, "exp_avg_sq": True}
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(
+            params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        )
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        super()._check_hyperparameters(group)
+        betas = group["betas"]
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise DlfError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if not group["eps"] >= 0:
+            raise DlfError(f"eps must be >= 0, got {group['eps']!r}")
+
+    def _update(self, group: dict, idx: list[int], params: list, grads: list) -> None:
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        states = []
+        for i, p in zip(idx, params):
+            state = self.state.get(i)
+            if state is None:
+                state = self.state[i] = {
+                    "step": 0,
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
+            state["step"] += 1
+            states.append(state)
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+
+        if wd != 0:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+
+        neg_step_sizes = [-lr / (1.0 - beta1 ** s["step"]) for s in states]
+        bias_correction2_sqrt = [math.sqrt(1.0 - beta2 ** s["step"]) for s in states]
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, neg_step_sizes)
+
+
+def param_groups_for_decay(
+    named_params: Iterable[tuple[str, torch.Tensor]], weight_decay: float
+) -> list[dict]:
+    """Split parameters into two groups: ``[decay, no_decay]``.
+
+    A parameter is decayed when ``p.ndim >= 2`` and its name does not contain ``"emb"`` and
+    does not end in ``wte.weight`` / ``wpe.weight``: matmul weights decay; biases, norm
+    weights and embedding tables do not. Parameters with ``requires_grad=False`` are left
+    out. The groups are ``{"params": [...], "weight_decay": weight_decay}`` and
+    ``{"params": [...], "weight_decay": 0.0}``."""
+    if not weight_decay >= 0:
+        raise DlfError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        is_embedding = "emb" in name or name.endswith(("wte.weight", "wpe.weight"))
+        (decay if p.ndim >= 2 and not is_embedding else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+# -- learning-rate schedules: step (0-based optimizer step) -> learning rate ---------------
+
+
+def _check_lr(lr: float, what: str = "learning rate") -> float:
+    if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
+        raise DlfError(f"{what} must be a finite number >= 0, got {lr!r}")
+    return float(lr)
+
+
+def _check_step(step: int) -> int:
+    if step < 0:
+        raise DlfError(f"schedule step must be >= 0, got {step}")
+    return step
+
+
+class ConstantLR:
+    """``lr`` at every step."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = _check_lr(lr)
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        return self.lr
+
+    def __repr__(self) -> str:
+        return f"ConstantLR(lr={self.lr})"
+
+
+class StepDecayLR:
+    """``lr * gamma ** k`` where k = number of milestones <= step.
+
+    The lectures' "0.1, then 0.01 from step 100000" is
+    ``StepDecayLR(0.1, milestones=[100000], gamma=0.1)``."""
+
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float = 0.1) -> None:
+        self.lr = _check_lr(lr)
+        ms = list(milestones)
+        if any(not isinstance(m, int) or m < 0 for m in ms):
+            raise DlfError(f"milestones must be integers >= 0, got {ms!r}")
+        if ms != sorted(ms):
+            raise DlfError(f"milestones must be increasing, got {ms!r}")
+        self.milestones = ms
+        self.gamma = _check_lr(gamma, "gamma")
+
+    def __call__(self, step: int) -> float:
+        k = bisect_right(self.milestones, _check_step(step))
+        return self.lr * self.gamma**k
+
+    def __repr__(self) -> str:
+        return f"StepDecayLR(lr={self.lr}, milestones={self.milestones}, gamma={self.gamma})"
+
+
+class CosineLR:
+    """Linear warmup then cosine decay to ``min_lr`` (nanoGPT's schedule).
+
+    step < warmup_steps:       lr * (step + 1) / (warmup_steps + 1)
+    step >= total_steps:       min_lr
+    otherwise, with r = (step - warmup_steps) / (total_steps - warmup_steps):
+                               min_lr + 0.5 * (1 + cos(pi * r)) * (lr - min_lr)"""
+
+    def __init__(self, lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0):
+        self.lr = _check_lr(lr)
+        self.min_lr = _check_lr(min_lr, "min_lr")
+        if self.min_lr > self.lr:
+            raise DlfError(f"min_lr ({min_lr}) must not exceed lr ({lr})")
+        if warmup_steps < 0 or total_steps < 1 or warmup_steps > total_steps:
+            raise DlfError(
+                f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
+                f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
+        if step >= self.total_steps:
+            return self.min_lr
+        ratio = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+        return self.min_lr + coeff * (self.lr - self.min_lr)
+
+    def __repr__(self) -> str:
+        return (
+            f"CosineLR(lr={self.lr}, warmup_steps={self.warmup_steps}, "
+            f"total_steps={self.total_steps}, min_lr={self.min_lr})"
+        )
+
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def make_schedule(
+    name: str,
+    lr: float,
+    *,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup_steps: int = 0,
+    total_steps: int | None = None,
+    min_lr: float = 0.0,
+) -> ConstantLR | StepDecayLR | CosineLR:
+    """Build a schedule by name: "constant", "step" (milestones, gamma) or "cosine"
+    (warmup_steps, total_steps, min_lr)."""
+    if name == "constant":
+        return ConstantLR(lr)
+    if name == "step":
+        return StepDecayLR(lr, milestones, gamma)
+    if name == "cosine":
+        if total_steps is None:
+            raise DlfError("the cosine schedule needs total_steps")
+        return CosineLR(lr, warmup_steps, total_steps, min_lr)
+    raise DlfError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

@@ -1,0 +1,604 @@
+"""dlf.nn against torch.nn (forward and backward) and against the Module contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+from dlf.errors import DlfError
+from dlf.nn import (
+    GELU,
+    BatchNorm1d,
+    Dropout,
+    Embedding,
+    FlattenConsecutive,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    ReLU,
+    Sequential,
+    Tanh,
+)
+
+HYP = settings(max_examples=12, deadline=None, derandomize=True)
+
+
+def _leaf(*shape: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).requires_grad_()
+
+
+def _twin(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone().requires_grad_()
+
+
+def _backward(out: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    """Backpropagate a fixed random upstream gradient; returns it."""
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    out.backward(g)
+    return g
+
+
+# -- Linear --------------------------------------------------------------------------------
+
+
+def _check_linear(fan_in: int, fan_out: int, lead: tuple[int, ...], bias: bool) -> None:
+    ours = Linear(fan_in, fan_out, bias=bias, generator=torch.Generator().manual_seed(3))
+    ref = torch.nn.Linear(fan_in, fan_out, bias=bias)
+    with torch.no_grad():
+        ref.weight.copy_(ours.weight.T)
+        if bias:
+            ref.bias.copy_(ours.bias)
+    x = _leaf(*lead, fan_in)
+    xr = _twin(x)
+    out, out_ref = ours(x), ref(xr)
+    assert out.shape == (*lead, fan_out)
+    assert_close(out, out_ref)
+    _backward(out)
+    _backward(out_ref)
+    assert_close(x.grad, xr.grad)
+    assert_close(ours.weight.grad, ref.weight.grad.T)
+    if bias:
+        assert_close(ours.bias.grad, ref.bias.grad)
+
+
+def test_linear_matches_torch_forward_and_backward():
+    _check_linear(5, 3, (4,), bias=True)
+    _check_linear(6, 2, (2, 3), bias=False)
+
+
+@HYP
+@given(
+    fan_in=st.integers(1, 12),
+    fan_out=st.integers(1, 12),
+    lead=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    bias=st.booleans(),
+)
+def test_linear_parity_random_shapes(fan_in, fan_out, lead, bias):
+    _check_linear(fan_in, fan_out, tuple(lead), bias)
+
+
+def test_linear_init_scale_and_shapes():
+    lin = Linear(400, 300, gain=5 / 3, generator=torch.Generator().manual_seed(0))
+    assert lin.weight.shape == (400, 300) and lin.bias.shape == (300,)
+    assert lin.weight.is_leaf and lin.weight.requires_grad
+    assert torch.equal(lin.bias, torch.zeros(300))
+    expected_std = (5 / 3) / math.sqrt(400)
+    assert abs(lin.weight.std().item() / expected_std - 1) < 0.02
+    assert abs(lin.weight.mean().item()) < 0.02 * expected_std
+    # the generator makes initialisation reproducible
+    again = Linear(400, 300, gain=5 / 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lin.weight, again.weight)
+
+
+@pytest.mark.parametrize("args", [(-1, 3), (3, 0), (2.5, 3)])
+def test_linear_rejects_bad_dims(args):
+    with pytest.raises(DlfError):
+        Linear(*args)
+
+
+# -- Embedding -----------------------------------------------------------------------------
+
+
+def test_embedding_matches_torch():
+    ours = Embedding(11, 5, generator=torch.Generator().manual_seed(0))
+    assert ours.weight.shape == (11, 5)
+    ref = torch.nn.Embedding(11, 5)
+    with torch.no_grad():
+        ref.weight.copy_(ours.weight)
+    idx = torch.tensor([[0, 3, 3, 10], [7, 0, 1, 2], [5, 5, 5, 5]])
+    out, out_ref = ours(idx), ref(idx)
+    assert out.shape == (3, 4, 5)
+    assert_close(out, out_ref)
+    _backward(out)
+    _backward(out_ref)
+    assert_close(ours.weight.grad, ref.weight.grad)
+
+
+def test_embedding_init_is_standard_normal():
+    w = Embedding(1000, 64, generator=torch.Generator().manual_seed(1)).weight
+    assert abs(w.mean().item()) < 0.01 and abs(w.std().item() - 1) < 0.01
+
+
+# -- BatchNorm1d ---------------------------------------------------------------------------
+
+
+def _bn_pair(C: int, momentum: float = 0.1, affine: bool = True):
+    ours = BatchNorm1d(C, momentum=momentum, affine=affine)
+    ref = torch.nn.BatchNorm1d(C, momentum=momentum, affine=affine)
+    if affine:
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            ours.weight.copy_(torch.rand(C, generator=g) + 0.5)
+            ours.bias.copy_(torch.randn(C, generator=g))
+            ref.weight.copy_(ours.weight)
+            ref.bias.copy_(ours.bias)
+    return ours, ref
+
+
+def _bn_ref_call(ref, x):
+    # torch wants channels in dim 1: (N, C, L); ours takes channels last (N, L, C)
+    return ref(x) if x.ndim == 2 else ref(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _check_batchnorm(shape: tuple[int, ...], momentum: float, affine: bool, steps: int) -> None:
+    C = shape[-1]
+    ours, ref = _bn_pair(C, momentum, affine)
+    for step in range(steps):
+        x = _leaf(*shape, seed=100 + step) * 3 + 1
+        x = x.detach().requires_grad_()
+        xr = _twin(x)
+        out, out_ref = ours(x), _bn_ref_call(ref, xr)
+        assert out.shape == x.shape
+        assert_close(out, out_ref)
+        _backward(out, seed=step)
+        _backward(out_ref, seed=step)
+        assert_close(x.grad, xr.grad)
+        if affine:
+            assert_close(ours.weight.grad, ref.weight.grad)
+            assert_close(ours.bias.grad, ref.bias.grad)
+            ours.zero_grad()
+            ref.zero_grad()
+        assert_close(ours.running_mean, ref.running_mean)
+        assert_close(ours.running_var, ref.running_var)
+    ours.eval()
+    ref.eval()
+    x = _leaf(*shape, seed=999)
+    xr = _twin(x)
+    out, out_ref = ours(x), _bn_ref_call(ref, xr)
+    assert_close(out, out_ref)
+    _backward(out)
+    _backward(out_ref)
+    assert_close(x.grad, xr.grad)
+    before = ours.running_mean.clone()
+    ours(x)
+    assert torch.equal(ours.running_mean, before), "eval must not update running stats"
+
+
+def test_batchnorm_2d_matches_torch_train_eval_and_running_stats():
+    _check_batchnorm((16, 6), momentum=0.1, affine=True, steps=5)
+
+
+def test_batchnorm_3d_matches_torch_on_transposed_input():
+    _check_batchnorm((4, 5, 6), momentum=0.1, affine=True, steps=5)
+
+
+def test_batchnorm_without_affine_has_only_buffers():
+    bn = BatchNorm1d(3, affine=False)
+    assert bn.parameters() == []
+    assert [n for n, _ in bn.named_buffers()] == ["running_mean", "running_var"]
+    _check_batchnorm((8, 3), momentum=0.1, affine=False, steps=2)
+
+
+@HYP
+@given(
+    n=st.integers(2, 6),
+    length=st.one_of(st.none(), st.integers(1, 4)),
+    c=st.integers(1, 5),
+    momentum=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+)
+def test_batchnorm_parity_random_shapes(n, length, c, momentum):
+    shape = (n, c) if length is None else (n, length, c)
+    _check_batchnorm(shape, momentum=momentum, affine=True, steps=2)
+
+
+def test_batchnorm_input_errors():
+    bn = BatchNorm1d(4)
+    with pytest.raises(DlfError, match="more than 1 value"):
+        bn(torch.randn(1, 4))
+    with pytest.raises(DlfError, match="expects input"):
+        bn(torch.randn(3, 5))
+    with pytest.raises(DlfError):
+        BatchNorm1d(4, momentum=1.5)
+    bn.eval()
+    assert bn(torch.randn(1, 4)).shape == (1, 4)  # eval needs no batch statistics
+
+
+# -- LayerNorm -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(4, 8), (2, 3, 8)])
+def test_layernorm_matches_torch(shape, bias):
+    C = shape[-1]
+    ours = LayerNorm(C, bias=bias)
+    ref = torch.nn.LayerNorm(C, bias=bias)
+    assert torch.equal(ours.weight, torch.ones(C))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(C, generator=g))
+        ref.weight.copy_(ours.weight)
+        if bias:
+            ours.bias.copy_(torch.randn(C, generator=g))
+            ref.bias.copy_(ours.bias)
+    x = _leaf(*shape)
+    xr = _twin(x)
+    out, out_ref = ours(x), ref(xr)
+    assert_close(out, out_ref)
+    _backward(out)
+    _backward(out_ref)
+    assert_close(x.grad, xr.grad)
+    assert_close(ours.weight.grad, ref.weight.grad)
+    if bias:
+        assert_close(ours.bias.grad, ref.bias.grad)
+    else:
+        assert ours.bias is None and len(ours.parameters()) == 1
+
+
+# -- activations ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ours", "ref"),
+    [
+        (Tanh(), torch.nn.Tanh()),
+        (ReLU(), torch.nn.ReLU()),
+        (GELU(), torch.nn.GELU()),
+        (GELU("tanh"), torch.nn.GELU(approximate="tanh")),
+    ],
+    ids=["tanh", "relu", "gelu", "gelu-tanh"],
+)
+def test_activations_match_torch(ours, ref):
+    x = torch.cat(
+        [torch.randn(3, 7, generator=torch.Generator().manual_seed(0)) * 4, torch.zeros(1, 7)]
+    ).requires_grad_()  # includes exact zeros (ReLU kink)
+    xr = _twin(x)
+    out, out_ref = ours(x), ref(xr)
+    assert_close(out, out_ref)
+    _backward(out)
+    _backward(out_ref)
+    assert_close(x.grad, xr.grad)
+    assert ours.out is out
+
+
+@HYP
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), approx=st.booleans())
+def test_gelu_parity_random_shapes(shape, approx):
+    approximate = "tanh" if approx else "none"
+    x = _leaf(*shape) * 3
+    x = x.detach().requires_grad_()
+    xr = _twin(x)
+    out, out_ref = GELU(approximate)(x), torch.nn.functional.gelu(xr, approximate=approximate)
+    assert_close(out, out_ref)
+    _backward(out)
+    _backward(out_ref)
+    assert_close(x.grad, xr.grad)
+
+
+def test_tanh_retains_output_grad_only_when_asked():
+    x = _leaf(5, 4)
+    layer = Tanh()
+    out = layer(x)
+    _backward(out)
+    assert not layer.out.retains_grad
+    layer.retain_out_grad = True
+    out = layer(x)
+    g = _backward(out)
+    assert_close(layer.out.grad, g)
+    layer.record_out = False
+    layer(x.detach() + 1)
+    assert layer.out is out  # not overwritten any more
+    assert layer.parameters() == []
+
+
+def test_gelu_rejects_unknown_approximation():
+    with pytest.raises(DlfError):
+        GELU("fast")
+
+
+# -- Dropout -------------------------------------------------------------------------------
+
+
+def test_dropout_identity_cases():
+    x = _leaf(10, 10)
+    assert Dropout(0.0)(x) is x
+    d = Dropout(0.5).eval()
+    assert d(x) is x
+
+
+def test_dropout_training_statistics_and_gradient():
+    p = 0.3
+    d = Dropout(p)
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(0)
+    out = d(x)
+    zero_frac = (out == 0).float().mean().item()
+    assert abs(zero_frac - p) < 0.005
+    assert abs(out.mean().item() - 1.0) < 0.01  # inverted dropout preserves the mean
+    kept = out[out != 0]
+    assert_close(kept, torch.full_like(kept, 1 / (1 - p)))
+    out.sum().backward()
+    assert_close(x.grad, out.detach())  # d out / d x = mask / (1 - p)
+    # global seeding controls the mask
+    torch.manual_seed(0)
+    assert torch.equal(d(x), out)
+
+
+def test_dropout_rejects_bad_probability():
+    for p in (-0.1, 1.5):
+        with pytest.raises(DlfError):
+            Dropout(p)
+    assert torch.equal(Dropout(1.0)(torch.ones(4)), torch.zeros(4))
+
+
+# -- FlattenConsecutive --------------------------------------------------------------------
+
+
+def _flatten_reference(x: torch.Tensor, n: int) -> torch.Tensor:
+    T = x.shape[1]
+    groups = [torch.cat([x[:, i * n + j, :] for j in range(n)], dim=-1) for i in range(T // n)]
+    return torch.stack(groups, dim=1)  # (B, T/n, C*n)
+
+
+@pytest.mark.parametrize(("T", "n"), [(8, 2), (8, 4), (6, 3), (4, 1)])
+def test_flatten_consecutive_concatenates_neighbours(T, n):
+    x = _leaf(3, T, 5)
+    xr = _twin(x)
+    out = FlattenConsecutive(n)(x)
+    assert out.shape == (3, T // n, 5 * n)
+    ref = _flatten_reference(xr, n)
+    assert_close(out, ref)
+    _backward(out)
+    _backward(ref)
+    assert_close(x.grad, xr.grad)
+
+
+def test_flatten_consecutive_squeezes_single_time_step():
+    x = _leaf(3, 8, 2)
+    out = FlattenConsecutive(8)(x)
+    assert out.shape == (3, 16)
+    assert_close(out, _flatten_reference(x, 8)[:, 0, :])
+
+
+def test_flatten_consecutive_errors():
+    with pytest.raises(DlfError, match="not divisible"):
+        FlattenConsecutive(2)(torch.randn(3, 7, 4))
+    with pytest.raises(DlfError, match=r"\(B, T, C\)"):
+        FlattenConsecutive(2)(torch.randn(3, 8))
+    with pytest.raises(DlfError):
+        FlattenConsecutive(0)
+
+
+# -- Module --------------------------------------------------------------------------------
+
+
+class Block(Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln = LayerNorm(d)
+        self.ff = Sequential(Linear(d, 2 * d), GELU(), Linear(2 * d, d), Dropout(0.1))
+
+    def forward(self, x):
+        return x + self.ff(self.ln(x))
+
+
+class Net(Module):
+    def __init__(self, vocab: int = 7, d: int = 4, n_blocks: int = 2) -> None:
+        super().__init__()
+        self.emb = Embedding(vocab, d)
+        self.blocks = ModuleList([Block(d) for _ in range(n_blocks)])
+        self.head = Sequential(Linear(d, d), BatchNorm1d(d), Tanh(), Linear(d, vocab))
+        self.register_buffer("mask", torch.ones(3, 3), persistent=False)
+
+    def forward(self, idx):
+        x = self.emb(idx)  # (B, d)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)  # (B, vocab)
+
+
+def test_named_parameters_follow_attribute_order_and_nesting():
+    net = Net()
+    names = [n for n, _ in net.named_parameters()]
+    assert names == [
+        "emb.weight",
+        "blocks.0.ln.weight",
+        "blocks.0.ln.bias",
+        "blocks.0.ff.0.weight",
+        "blocks.0.ff.0.bias",
+        "blocks.0.ff.2.weight",
+        "blocks.0.ff.2.bias",
+        "blocks.1.ln.weight",
+        "blocks.1.ln.bias",
+        "blocks.1.ff.0.weight",
+        "blocks.1.ff.0.bias",
+        "blocks.1.ff.2.weight",
+        "blocks.1.ff.2.bias",
+        "head.0.weight",
+        "head.0.bias",
+        "head.1.weight",
+        "head.1.bias",
+        "head.3.weight",
+        "head.3.bias",
+    ]
+    assert [n for n, _ in net.named_buffers()] == [
+        "mask",
+        "head.1.running_mean",
+        "head.1.running_var",
+    ]
+    sd = net.state_dict()
+    assert "mask" not in sd  # non-persistent
+    assert set(sd) == set(names) | {"head.1.running_mean", "head.1.running_var"}
+    assert all(not t.requires_grad for t in sd.values())
+    # forward still works on the composed model
+    assert net(torch.tensor([0, 1, 2])).shape == (3, 7)
+
+
+def test_num_parameters_closed_form():
+    d, vocab = 4, 7
+    block = d + d + (d * 2 * d + 2 * d) + (2 * d * d + d)
+    head = (d * d + d) + 2 * d + (d * vocab + vocab)
+    assert Net(vocab, d, 2).num_parameters() == vocab * d + 2 * block + head
+    assert Sequential(Linear(10, 20), BatchNorm1d(20)).num_parameters() == 10 * 20 + 20 + 40
+
+
+def test_sequential_and_modulelist_containers():
+    a, b, c = Linear(2, 3), Tanh(), Linear(3, 1)
+    seq = Sequential(a, b, c)
+    assert len(seq) == 3 and seq[0] is a and seq[-1] is c and list(seq) == [a, b, c]
+    assert seq.layers == [a, b, c]
+    assert isinstance(seq[1:], Sequential) and list(seq[1:]) == [b, c]
+    x = torch.randn(5, 2)
+    assert_close(seq(x), c(b(a(x))))
+    ml = ModuleList()
+    ml.append(a).append(c)
+    assert len(ml) == 2 and ml[1] is c
+    assert [n for n, _ in ml.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    nested = Sequential(Linear(2, 2), Sequential(Linear(2, 2), BatchNorm1d(2)))
+    assert [n for n, _ in nested.named_parameters()] == [
+        "0.weight",
+        "0.bias",
+        "1.0.weight",
+        "1.0.bias",
+        "1.1.weight",
+        "1.1.bias",
+    ]
+    with pytest.raises(DlfError):
+        ml.append("not a module")
+
+
+def test_train_eval_recurse_and_return_self():
+    net = Net()
+    assert all(m.training for m in net.modules())
+    assert net.eval() is net
+    assert not any(m.training for m in net.modules())
+    assert net.train() is net
+    assert all(m.training for m in net.modules())
+    assert len(net.modules()) == len({id(m) for m in net.modules()})
+
+
+def test_state_dict_round_trip_copies_in_place():
+    torch.manual_seed(0)
+    src, dst = Net(), Net()
+    src.head[1].running_mean.add_(3.0)
+    dst_params = dst.parameters()
+    dst.load_state_dict(src.state_dict())
+    assert [p is q for p, q in zip(dst.parameters(), dst_params)] == [True] * len(dst_params)
+    assert all(p.is_leaf and p.requires_grad for p in dst.parameters())
+    for (k, v), (k2, v2) in zip(src.state_dict().items(), dst.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    src.eval()
+    dst.eval()
+    idx = torch.tensor([1, 2, 3, 4])
+    assert torch.equal(src(idx), dst(idx))
+
+
+def test_strict_load_reports_every_problem_in_one_error():
+    net = Net()
+    sd = dict(net.state_dict())
+    del sd["emb.weight"]
+    sd["extra.weight"] = torch.zeros(2)
+    sd["head.0.weight"] = torch.zeros(5, 5)
+    with pytest.raises(DlfError) as info:
+        net.load_state_dict(sd)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "missing keys: emb.weight" in msg
+    assert "unexpected keys: extra.weight" in msg
+    assert "head.0.weight: checkpoint (5, 5) vs model (4, 4)" in msg
+    # non-strict forgives missing/unexpected keys but never a shape mismatch
+    with pytest.raises(DlfError, match="shape mismatch"):
+        net.load_state_dict(sd, strict=False)
+    del sd["head.0.weight"]
+    before = net.emb.weight.detach().clone()
+    net.load_state_dict(sd, strict=False)
+    assert torch.equal(net.emb.weight, before)
+    with pytest.raises(DlfError):
+        net.load_state_dict([1, 2])
+
+
+def test_to_dtype_keeps_leaves_ties_and_integer_buffers():
+    class Tied(Module):
+        def __init__(self):
+            super().__init__()
+            self.a = Linear(3, 3)
+            self.b = Linear(3, 3)
+            self.b.weight = self.a.weight  # weight tying
+            self.register_buffer("count", torch.zeros(2, dtype=torch.int64))
+
+    m = Tied()
+    assert len(m.parameters()) == 3  # tied weight counted once
+    assert m.num_parameters() == 9 + 3 + 3
+    assert set(m.state_dict()) == {"a.weight", "a.bias", "b.weight", "b.bias", "count"}
+    same = m.parameters()
+    m.to()  # nothing to change: the very same tensors stay
+    assert all(p is q for p, q in zip(m.parameters(), same))
+    m.a.weight.sum().backward()
+    m.to(dtype=torch.float64)
+    for p in m.parameters():
+        assert p.dtype == torch.float64 and p.is_leaf and p.requires_grad and p.grad is None
+    assert m.b.weight is m.a.weight
+    assert m.count.dtype == torch.int64
+    assert torch.equal(m.a.weight.float(), same[0].detach())
+    x = torch.randn(2, 3, dtype=torch.float64)
+    m.b(m.a(x)).sum().backward()
+    assert m.a.weight.grad is not None
+    with pytest.raises(DlfError):
+        m.to(dtype=torch.int32)
+
+
+def test_to_moves_buffers_including_non_persistent():
+    net = Net().to(dtype=torch.float64)
+    assert net.mask.dtype == torch.float64
+    assert net.head[1].running_var.dtype == torch.float64
+    assert net(torch.tensor([0, 1])).dtype == torch.float64
+
+
+def test_zero_grad_frozen_parameters_and_plain_tensor_attributes():
+    lin = Linear(3, 2)
+    lin(torch.randn(4, 3)).sum().backward()
+    assert lin.weight.grad is not None
+    lin.zero_grad()
+    assert lin.weight.grad is None and lin.bias.grad is None
+    lin.bias.requires_grad_(False)  # frozen: still a parameter, still saved
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+    lin.cache = lin.weight * 2  # a non-leaf tensor attribute is not a parameter
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+    assert "cache" not in lin.state_dict()
+
+
+def test_repr_is_readable():
+    text = repr(Sequential(Linear(2, 3), Tanh(), BatchNorm1d(3)))
+    assert text.splitlines() == [
+        "Sequential(",
+        "  (0): Linear(fan_in=2, fan_out=3, bias=True)",
+        "  (1): Tanh()",
+        "  (2): BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True)",
+        ")",
+    ]
+
+
+def test_no_torch_nn_module_in_dlf_nn():
+    import dlf.nn.layers
+    import dlf.nn.module
+
+    for mod in (dlf.nn.module, dlf.nn.layers):
+        for obj in vars(mod).values():
+            if isinstance(obj, type):
+                assert not issubclass(obj, torch.nn.Module), obj

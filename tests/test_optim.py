@@ -1,0 +1,357 @@
+"""dlf.optim against torch.optim trajectories and closed-form schedules."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch.testing import assert_close
+
+from dlf.errors import DlfError
+from dlf.optim import (
+    SGD,
+    AdamW,
+    ConstantLR,
+    CosineLR,
+    StepDecayLR,
+    make_schedule,
+    param_groups_for_decay,
+)
+
+# -- a small fixed problem: 2-layer tanh MLP regression ------------------------------------
+
+_G = torch.Generator().manual_seed(0)
+X = torch.randn(32, 6, generator=_G)
+Y = torch.randn(32, 2, generator=_G)
+INIT = {
+    "w1": torch.randn(6, 8, generator=_G) / 6**0.5,
+    "b1": torch.randn(8, generator=_G) * 0.1,
+    "w2": torch.randn(8, 2, generator=_G) / 8**0.5,
+    "b2": torch.zeros(2),
+    "unused": torch.randn(3, generator=_G),  # never receives a gradient
+}
+
+
+def make_params() -> dict[str, torch.Tensor]:
+    return {k: v.clone().requires_grad_() for k, v in INIT.items()}
+
+
+def loss_fn(p: dict[str, torch.Tensor]) -> torch.Tensor:
+    h = torch.tanh(X @ p["w1"] + p["b1"])
+    return ((h @ p["w2"] + p["b2"] - Y) ** 2).mean()
+
+
+def run(opt, params, steps: int, lrs=None) -> list[torch.Tensor]:
+    """Train; returns the loss at each step. ``lrs(step)`` sets every group's lr first."""
+    losses = []
+    for step in range(steps):
+        if lrs is not None:
+            for group in opt.param_groups:
+                group["lr"] = lrs(step)
+        opt.zero_grad()
+        loss = loss_fn(params)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return losses
+
+
+def groups(params: dict[str, torch.Tensor], split: bool, **second):
+    if not split:
+        return list(params.values())
+    return [
+        {"params": [params["w1"], params["w2"]]},
+        {"params": [params["b1"], params["b2"], params["unused"]], **second},
+    ]
+
+
+def assert_same_trajectory(ours_cls, ref_cls, kwargs, split=False, second=None, steps=50, lrs=None):
+    p_ours, p_ref = make_params(), make_params()
+    opt = ours_cls(groups(p_ours, split, **(second or {})), **kwargs)
+    ref = ref_cls(groups(p_ref, split, **(second or {})), **kwargs)
+    losses = run(opt, p_ours, steps, lrs)
+    losses_ref = run(ref, p_ref, steps, lrs)
+    assert_close(torch.stack(losses), torch.stack(losses_ref))
+    for k in p_ours:
+        assert_close(p_ours[k], p_ref[k], msg=k)
+    assert torch.equal(p_ours["unused"], INIT["unused"])
+    assert losses[-1] < losses[0]  # the problem is actually being optimised
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lr": 0.1},
+        {"lr": 0.05, "momentum": 0.9},
+        {"lr": 0.1, "weight_decay": 0.01},
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.05, "nesterov": True},
+    ],
+    ids=["plain", "momentum", "wd", "momentum-wd", "nesterov", "nesterov-wd"],
+)
+def test_sgd_matches_torch(kwargs):
+    assert_same_trajectory(SGD, torch.optim.SGD, kwargs)
+
+
+def test_sgd_param_groups_and_lr_changes_match_torch():
+    assert_same_trajectory(
+        SGD,
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.02},
+        split=True,
+        second={"weight_decay": 0.0, "momentum": 0.5},
+    )
+    assert_same_trajectory(SGD, torch.optim.SGD, {"lr": 0.1}, lrs=lambda s: 0.1 if s < 25 else 0.01)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lr": 1e-2, "weight_decay": 0.0},
+        {"lr": 1e-2},  # default weight_decay 0.01
+        {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
+    ],
+    ids=["no-wd", "default-wd", "custom"],
+)
+def test_adamw_matches_torch(kwargs):
+    assert_same_trajectory(AdamW, torch.optim.AdamW, kwargs)
+
+
+def test_adamw_two_groups_one_without_decay_matches_torch():
+    assert_same_trajectory(
+        AdamW,
+        torch.optim.AdamW,
+        {"lr": 1e-2, "weight_decay": 0.1},
+        split=True,
+        second={"weight_decay": 0.0},
+    )
+
+
+def test_adamw_with_schedule_matches_torch():
+    sched = CosineLR(1e-2, warmup_steps=5, total_steps=40, min_lr=1e-3)
+    assert_same_trajectory(AdamW, torch.optim.AdamW, {"lr": 1e-2}, lrs=sched)
+
+
+def test_adamw_defaults_match_torch():
+    opt = AdamW([torch.zeros(1, requires_grad=True)])
+    ref = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    for key in ("lr", "betas", "eps", "weight_decay"):
+        assert opt.param_groups[0][key] == ref.param_groups[0][key], key
+
+
+# -- state_dict ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [(SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}), (AdamW, {"lr": 1e-2})],
+    ids=["sgd", "adamw"],
+)
+def test_state_dict_resume_equals_uninterrupted(cls, kwargs):
+    p_full = make_params()
+    run(cls(groups(p_full, True, weight_decay=0.0), **kwargs), p_full, 20)
+
+    p_a = make_params()
+    opt_a = cls(groups(p_a, True, weight_decay=0.0), **kwargs)
+    run(opt_a, p_a, 10)
+    blob = st_save(opt_a.state_dict())  # tensors only: safetensors accepts it
+    sd = st_load(blob)
+    assert sd["step"].dtype == torch.int64 and sd["step"].ndim == 0 and int(sd["step"]) == 10
+
+    p_b = {k: v.detach().clone().requires_grad_() for k, v in p_a.items()}
+    opt_b = cls(groups(p_b, True, weight_decay=0.0), **kwargs)
+    opt_b.load_state_dict(sd)
+    assert opt_b.step_count == 10
+    run(opt_b, p_b, 10)
+    for k in p_full:
+        assert torch.equal(p_b[k], p_full[k]), k
+
+
+def test_state_dict_keys_index_parameters_across_groups():
+    params = make_params()
+    opt = AdamW(groups(params, True, weight_decay=0.0), lr=1e-2)
+    run(opt, params, 1)
+    keys = set(opt.state_dict())
+    # parameters 0..3 got gradients; 4 ("unused") never did, so it has no state
+    expected = {"step"} | {
+        f"state.{i}.{name}" for i in range(4) for name in ("step", "exp_avg", "exp_avg_sq")
+    }
+    assert keys == expected
+    # w1 is index 0 (first group), b1 index 2 (second group)
+    assert opt.state_dict()["state.0.exp_avg"].shape == params["w1"].shape
+    assert opt.state_dict()["state.2.exp_avg"].shape == params["b1"].shape
+
+
+def test_load_state_dict_rejects_mismatches():
+    params = make_params()
+    sgd = SGD(list(params.values()), lr=0.1, momentum=0.9)
+    adamw = AdamW(list(params.values()))
+    run(sgd, params, 1)
+    run(adamw, params, 1)
+
+    with pytest.raises(DlfError, match="unexpected key state.0.momentum_buffer"):
+        adamw.load_state_dict(sgd.state_dict())
+    bad = dict(adamw.state_dict())
+    bad["state.0.exp_avg"] = torch.zeros(2, 2)
+    with pytest.raises(DlfError, match=r"state.0.exp_avg: shape \(2, 2\) vs parameter \(6, 8\)"):
+        adamw.load_state_dict(bad)
+    bad = dict(adamw.state_dict())
+    del bad["state.1.exp_avg_sq"]
+    with pytest.raises(DlfError, match="state.1 lacks exp_avg_sq"):
+        adamw.load_state_dict(bad)
+    bad = dict(adamw.state_dict())
+    del bad["step"]
+    with pytest.raises(DlfError, match="'step'"):
+        adamw.load_state_dict(bad)
+    bad = dict(sgd.state_dict())
+    bad["state.9.momentum_buffer"] = torch.zeros(1)
+    with pytest.raises(DlfError, match="only 5 parameters"):
+        sgd.load_state_dict(bad)
+    # a failed load leaves the optimizer untouched
+    assert adamw.step_count == 1 and len(adamw.state) == 4
+
+
+# -- construction and hyperparameters ------------------------------------------------------
+
+
+def test_zero_grad_sets_none_and_step_skips_missing_grads():
+    params = make_params()
+    opt = SGD(list(params.values()), lr=0.1)
+    loss_fn(params).backward()
+    opt.zero_grad()
+    assert all(p.grad is None for p in params.values())
+    before = {k: v.detach().clone() for k, v in params.items()}
+    opt.step()  # no gradients anywhere: nothing moves
+    assert all(torch.equal(params[k], before[k]) for k in params)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda p: SGD(p, lr=-0.1),
+        lambda p: SGD(p, lr=0.1, momentum=-0.5),
+        lambda p: SGD(p, lr=0.1, nesterov=True),
+        lambda p: SGD(p, lr=0.1, weight_decay=-1.0),
+        lambda p: AdamW(p, lr=-1e-3),
+        lambda p: AdamW(p, betas=(0.9, 1.0)),
+        lambda p: AdamW(p, eps=-1.0),
+        lambda p: AdamW([{"params": p, "lr": float("nan")}]),
+        lambda p: AdamW([]),
+        lambda p: AdamW(p + p),
+        lambda p: AdamW([p[0] * 2]),
+        lambda p: AdamW([{"lr": 0.1}]),
+    ],
+)
+def test_impossible_hyperparameters_raise_dlf_error(build):
+    with pytest.raises(DlfError):
+        build(list(make_params().values()))
+
+
+def test_param_groups_are_dicts_a_schedule_can_edit():
+    params = make_params()
+    opt = AdamW(
+        [{"params": [params["w1"]], "weight_decay": 0.0, "lr": 5e-3}, {"params": [params["b1"]]}],
+        lr=1e-3,
+        weight_decay=0.1,
+    )
+    assert opt.param_groups[0]["lr"] == 5e-3 and opt.param_groups[0]["weight_decay"] == 0.0
+    assert opt.param_groups[1]["lr"] == 1e-3 and opt.param_groups[1]["weight_decay"] == 0.1
+    assert opt.param_groups[1]["betas"] == (0.9, 0.999)
+
+
+def test_param_groups_for_decay_rule():
+    def t(*shape):
+        return torch.zeros(*shape, requires_grad=True)
+
+    named = [
+        ("wte.weight", t(10, 4)),
+        ("wpe.weight", t(8, 4)),
+        ("emb.weight", t(10, 4)),
+        ("blocks.0.attn.weight", t(4, 12)),
+        ("blocks.0.attn.bias", t(12)),
+        ("blocks.0.ln.weight", t(4)),
+        ("head.weight", t(4, 10)),
+        ("conv.weight", t(2, 3, 4)),
+        ("frozen.weight", torch.zeros(4, 4)),
+    ]
+    decay, no_decay = param_groups_for_decay(named, 0.1)
+    by_id = {id(p): n for n, p in named}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert [by_id[id(p)] for p in decay["params"]] == [
+        "blocks.0.attn.weight",
+        "head.weight",
+        "conv.weight",
+    ]
+    assert [by_id[id(p)] for p in no_decay["params"]] == [
+        "wte.weight",
+        "wpe.weight",
+        "emb.weight",
+        "blocks.0.attn.bias",
+        "blocks.0.ln.weight",
+    ]
+    AdamW([decay, no_decay])  # usable directly
+    with pytest.raises(DlfError):
+        param_groups_for_decay(named, -0.1)
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+def test_constant_schedule():
+    s = ConstantLR(3e-4)
+    assert [s(i) for i in (0, 1, 10**6)] == [3e-4] * 3
+
+
+def test_step_decay_lecture_schedule():
+    s = StepDecayLR(0.1, milestones=[100_000], gamma=0.1)
+    assert s(0) == 0.1 and s(99_999) == 0.1
+    assert math.isclose(s(100_000), 0.01) and math.isclose(s(200_000), 0.01)
+    s2 = StepDecayLR(1.0, milestones=[10, 20], gamma=0.5)
+    assert [s2(i) for i in (0, 9, 10, 19, 20, 100)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    with pytest.raises(DlfError):
+        StepDecayLR(0.1, milestones=[20, 10])
+
+
+def test_cosine_schedule_closed_form():
+    lr, lo, warm, total = 6e-4, 6e-5, 10, 110
+    s = CosineLR(lr, warmup_steps=warm, total_steps=total, min_lr=lo)
+    assert math.isclose(s(0), lr / 11)
+    assert math.isclose(s(9), lr * 10 / 11)
+    assert math.isclose(s(warm), lr)  # decay starts from the peak
+    assert math.isclose(s(60), (lr + lo) / 2)  # halfway through the decay
+    assert math.isclose(s(35), lo + (lr - lo) * (1 + math.cos(math.pi / 4)) / 2)
+    assert s(total) == lo and s(10 * total) == lo
+    values = [s(i) for i in range(warm, total + 1)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    no_warm = CosineLR(1.0, warmup_steps=0, total_steps=4)
+    assert [round(no_warm(i), 12) for i in range(5)] == [
+        1.0,
+        round((1 + math.cos(math.pi / 4)) / 2, 12),
+        0.5,
+        round((1 + math.cos(3 * math.pi / 4)) / 2, 12),
+        0.0,
+    ]
+    for bad in (
+        lambda: CosineLR(1e-3, warmup_steps=20, total_steps=10),
+        lambda: CosineLR(1e-3, warmup_steps=0, total_steps=10, min_lr=1e-2),
+        lambda: s(-1),
+    ):
+        with pytest.raises(DlfError):
+            bad()
+
+
+def test_make_schedule_factory():
+    assert isinstance(make_schedule("constant", 0.1), ConstantLR)
+    step = make_schedule("step", 0.1, milestones=[5], gamma=0.1)
+    assert isinstance(step, StepDecayLR) and math.isclose(step(5), 0.01)
+    cos = make_schedule("cosine", 1.0, warmup_steps=2, total_steps=10, min_lr=0.1)
+    assert isinstance(cos, CosineLR) and cos(10) == 0.1
+    with pytest.raises(DlfError, match="unknown learning-rate schedule 'linear'"):
+        make_schedule("linear", 0.1)
+    with pytest.raises(DlfError, match="total_steps"):
+        make_schedule("cosine", 0.1)
