@@ -1,2 +1,202 @@
-def main(argv=None):
-    raise SystemExit("not yet")
+"""`dlf` command line: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dlf.errors import DlfError
+
+EPILOG = """examples:
+  dlf presets                                  list the packaged configurations
+  dlf train names-mlp                          train into runs/names-mlp
+  dlf train names-mlp --set train.lr=0.05 --max-steps 2000 --out runs/try
+  dlf sample runs/names-mlp -n 10 --seed 0     print 10 names
+  dlf eval runs/names-mlp --split test --json
+
+Data: named datasets (names, shakespeare) are read from $DLF_DATA_DIR, then
+~/.cache/dlf, else downloaded and sha256-checked. --data PATH uses any UTF-8 file.
+Bad input gets one line on stderr and exit status 2."""
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train", help="train a model from a preset or a TOML config",
+        description="Train a model. The run directory receives config.toml, tokenizer.json, "
+        "model.safetensors (best validation weights), state.safetensors (last step, for "
+        "--resume), metrics.jsonl, result.json, loss.png and samples.txt. Ctrl-C stops after "
+        "the current step and checkpoints; run the same command with --resume to continue.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: dlf train names-mlp --set model.n_hidden=300 --set train.lr=0.05")
+    p.add_argument("config", metavar="PRESET|CONFIG.toml",
+                   help="a preset name (see `dlf presets`) or a path to a TOML config")
+    p.add_argument("--data", metavar="PATH", help="train on this UTF-8 file instead of the "
+                   "preset's dataset (set data.format=text for a character stream)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<preset name>)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="override train.max_steps")
+    p.add_argument("--device", metavar="D", help="auto (default), cpu or cuda")
+    p.add_argument("--seed", type=int, metavar="S", help="override train.seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. train.lr=0.01 or model.n_embd=64 "
+                   "(repeatable; the section may be left out when the key is unambiguous)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its state.safetensors")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_sample(sub):
+    p = sub.add_parser(
+        "sample", help="generate from a trained run",
+        description="Generate from a run directory's best weights. Names models print one "
+        "item per line; text models stream characters as they are generated.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("-n", "--num", type=int, default=None,
+                   help="number of samples (default: 20 for line data, 1 for text)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divide logits by T: <1 sharper, >1 more random, 0 greedy (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the K likeliest")
+    p.add_argument("--prompt", default="", help="text the samples start with")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same samples (default 0)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="characters to generate (default: 50 per name, 500 for text)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--no-cache", action="store_true",
+                   help="text models: recompute the whole window each step (no KV cache)")
+
+
+def _add_eval(sub):
+    p = sub.add_parser(
+        "eval", help="loss of a trained run on a split",
+        description="Mean cross-entropy (nats per character) of the run's best weights. "
+        "Line data is evaluated exactly over the split; text data over train.eval_iters "
+        "fixed batches.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--split", choices=["train", "val", "test"], default="val")
+    p.add_argument("--json", action="store_true", help='print {"split": ..., "loss": ...}')
+    p.add_argument("--device", default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlf",
+        description="deep-learning-foundations: language models from first principles "
+        "(bigram, MLP, WaveNet, Transformer), trained fast and made visible.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    from dlf import __version__
+
+    parser.add_argument("--version", action="version", version=f"dlf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("presets", help="list the packaged presets",
+                   description="List the packaged presets with one-line descriptions.")
+    _add_train(sub)
+    _add_sample(sub)
+    _add_eval(sub)
+    return parser
+
+
+def cmd_presets(args) -> int:
+    from dlf.config import list_presets
+
+    rows = list_presets()
+    width = max(len(n) for n, _ in rows)
+    for name, desc in rows:
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from dlf import config as C
+    from dlf.engine.trainer import Trainer
+
+    cfg = C.resolve(args.config)
+    if args.data:
+        cfg.data.dataset = str(Path(args.data).resolve())
+    C.apply_overrides(cfg, args.set)
+    if args.max_steps is not None:
+        cfg.train.max_steps = args.max_steps
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    if args.device:
+        cfg.train.device = args.device
+    out = Path(args.out or Path("runs") / cfg.name)
+    trainer = Trainer(cfg, out, resume=args.resume, force=args.force,
+                      progress=False if args.quiet else None)
+    r = trainer.fit()
+    if r.get("interrupted"):
+        return 130
+    test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
+    print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
+          f"({r['steps']} steps, {r['wall_seconds']:.1f} s, {r['num_parameters']:,} parameters)")
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from dlf.engine.run import open_run
+    from dlf.sample import sample_lines, sample_text
+
+    run = open_run(args.run, device=args.device)
+    if run.tokenizer.boundary is not None:
+        n = 20 if args.num is None else args.num
+        names = sample_lines(run.model, run.tokenizer, n, seed=args.seed,
+                             temperature=args.temperature, top_k=args.top_k, prompt=args.prompt,
+                             max_new_tokens=args.max_new_tokens or 50, device=run.device)
+        print("\n".join(names))
+        return 0
+    n = 1 if args.num is None else args.num
+    for i in range(n):
+        sys.stdout.write(args.prompt)
+        sample_text(run.model, run.tokenizer, seed=args.seed + i, temperature=args.temperature,
+                    top_k=args.top_k, prompt=args.prompt,
+                    max_new_tokens=args.max_new_tokens or 500, device=run.device,
+                    stream=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
+                    use_cache=not args.no_cache)
+        sys.stdout.write("\n" if i == n - 1 else "\n\n---\n\n")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from dlf.engine.run import evaluate, open_run, prepare_data
+
+    run = open_run(args.run, device=args.device)
+    data = prepare_data(run.config, tokenizer=run.tokenizer)
+    ds = getattr(data, args.split)
+    if ds is None:
+        raise DlfError(f"{run.config.data.dataset} is text data with no test split "
+                       "(90/10 train/val); use --split val")
+    t = run.config.train
+    loss = evaluate(run.model, ds, device=run.device, dtype=t.dtype,
+                    batch_size=t.batch_size or 32, iters=t.eval_iters, seed=t.seed + 2)
+    if args.json:
+        print(json.dumps({"split": args.split, "loss": loss}))
+    else:
+        print(f"{args.split} loss: {loss:.4f} nats/char")
+    return 0
+
+
+COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except DlfError as e:
+        print(f"dlf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dlf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Model registry: a config `type` names a (config dataclass, model class) pair.
+
+Every gradient-trained model follows one contract:
+`logits, loss = model(idx, targets=None)`, `parameters()`, `train()`, `eval()`,
+`state_dict()`, `load_state_dict()`, `block_size`. The count bigram is fitted
+with `fit(X, Y)` instead of trained.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dlf.errors import DlfError
+
+# type -> (module, config class, model class); imported lazily so `dlf --help` stays fast.
+_REGISTRY = {
+    "count-bigram": ("dlf.models.bigram", "CountBigramConfig", "CountBigram"),
+    "neural-bigram": ("dlf.models.bigram", "NeuralBigramConfig", "NeuralBigram"),
+    "mlp": ("dlf.models.mlp", "MLPConfig", "MLP"),
+    "manual-mlp": ("dlf.manual.mlp", "ManualMLPConfig", "ManualMLP"),
+    "wavenet": ("dlf.models.wavenet", "WaveNetConfig", "WaveNet"),
+    "transformer": ("dlf.models.transformer", "TransformerConfig", "Transformer"),
+}
+
+
+def model_types() -> list[str]:
+    return list(_REGISTRY)
+
+
+def _lookup(type_: str, index: int):
+    if type_ not in _REGISTRY:
+        raise DlfError(f"unknown model type {type_!r}; known: {', '.join(_REGISTRY)}")
+    module, *names = _REGISTRY[type_]
+    return getattr(importlib.import_module(module), names[index])
+
+
+def model_config_class(type_: str):
+    return _lookup(type_, 0)
+
+
+def build_model(config, **kwargs):
+    """Instantiate the model that `config` (a registered config dataclass) describes."""
+    return _lookup(config.type, 1)(config, **kwargs)

@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine (they create .venv when needed):
+#   make demo   train the default model (names-mlp) and print samples
+#   make test   run the test suite
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+DLF    := $(VENV)/bin/dlf
+# Use the shared copies of the data sets when they sit beside the checkout.
+export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+runs/names-mlp/result.json: $(VENV)/.installed
+	$(DLF) train names-mlp --out runs/names-mlp $(if $(wildcard runs/names-mlp/state.safetensors),--resume,)
+
+demo: runs/names-mlp/result.json
+	$(DLF) sample runs/names-mlp -n 10 --seed 0
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,143 @@
+"""Run directories and the data a run trains on.
+
+A run directory holds: config.toml, tokenizer.json, model.safetensors (best
+validation weights), state.safetensors (last step: weights, optimizer moments,
+RNG states, step), metrics.jsonl, result.json, loss.png, samples.txt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dlf import config as C
+from dlf.data.datasets import TextDataset, WordDataset, split_lines, split_text
+from dlf.data.sources import load_corpus
+from dlf.data.tokenizer import CharTokenizer
+from dlf.engine.checkpoint import load_tensors
+from dlf.errors import DlfError
+from dlf.models import build_model
+
+RUN_FILES = ("config.toml", "tokenizer.json", "model.safetensors", "state.safetensors",
+             "metrics.jsonl", "result.json", "loss.png", "samples.txt")
+
+
+@dataclass
+class RunData:
+    """Tokenizer and split datasets. `test` is None for text data (90/10 split)."""
+
+    format: str  # "lines" | "text"
+    tokenizer: CharTokenizer
+    train: WordDataset | TextDataset
+    val: WordDataset | TextDataset
+    test: WordDataset | TextDataset | None
+    train_items: list[str] | str  # the raw train split (names, or text)
+
+
+def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> RunData:
+    """Read, split, tokenize. A given tokenizer (from a run directory) is reused."""
+    items, fmt = load_corpus(cfg.data.dataset, format=cfg.data.format or None)
+    block_size = cfg.model.block_size
+    if fmt == "lines":
+        train, val, test = split_lines(items)
+        tok = tokenizer or CharTokenizer.from_lines(train + val + test)
+        ds = [WordDataset(s, tok, block_size) for s in (train, val, test)]
+        return RunData(fmt, tok, ds[0], ds[1], ds[2], train)
+    train, val = split_text(items)
+    tok = tokenizer or CharTokenizer.from_text(items)
+    for name, part in (("train", train), ("val", val)):
+        if len(part) <= block_size:
+            raise DlfError(f"block size {block_size} is longer than the {name} split "
+                           f"({len(part)} characters) of {cfg.data.dataset}")
+    return RunData(fmt, tok, TextDataset(train, tok, block_size), TextDataset(val, tok, block_size),
+                   None, train)
+
+
+def check_model_fits_data(model, fmt: str) -> None:
+    sequence = getattr(model, "sequence_model", False)
+    if fmt == "text" and not sequence:
+        raise DlfError(f"model type {model.config.type!r} predicts one next character from a "
+                       "fixed window and trains on line data (format = lines); for a text "
+                       "stream use the transformer")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DlfError(f"device {name!r} requested but CUDA is not available here")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0) -> float:
+    """Mean cross-entropy in nats. Word data: exact over the whole split.
+    Text data: mean over `iters` random batches drawn with a fixed seed, so the
+    same batches are used at every evaluation."""
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(ds, WordDataset):
+            total, n = 0.0, len(ds)
+            chunk = 8192
+            for i in range(0, n, chunk):
+                x = ds.X[i : i + chunk].to(device)
+                y = ds.Y[i : i + chunk].to(device)
+                with autocast(device, dtype):
+                    _, loss = model(x, y)
+                total += loss.item() * len(y)
+            return total / n
+        g = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in range(iters):
+            x, y = ds.batch(batch_size, g)
+            with autocast(device, dtype):
+                _, loss = model(x.to(device), y.to(device))
+            losses.append(loss.item())
+        return sum(losses) / len(losses)
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class Run:
+    """A finished (or checkpointed) run, opened for sampling or evaluation."""
+
+    path: Path
+    config: C.RunConfig
+    tokenizer: CharTokenizer
+    model: object
+    device: torch.device
+
+
+def open_run(run_dir: str | Path, device: str = "auto", weights: str = "model") -> Run:
+    """Load a run directory's config, tokenizer and weights (`model` = best, `state` = last)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise DlfError(f"run directory not found: {path}")
+    if not (path / "config.toml").exists():
+        raise DlfError(f"{path} is not a run directory (no config.toml)")
+    cfg = C.load_toml(path / "config.toml")
+    tok = CharTokenizer.load(path / "tokenizer.json")
+    dev = pick_device(device)
+    tensors, meta = load_tensors(path / f"{weights}.safetensors")
+    if weights == "state":
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    saved_type = meta.get("model_type")
+    if saved_type != cfg.model.type:
+        raise DlfError(f"{path}/{weights}.safetensors holds a {saved_type or 'unknown'} model "
+                       f"but config.toml describes a {cfg.model.type} model")
+    model = build_model(cfg.model)
+    model.load_state_dict(tensors)
+    model.to(dev)
+    model.eval()
+    return Run(path, cfg, tok, model, dev)

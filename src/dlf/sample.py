@@ -1,0 +1,136 @@
+"""Generation: temperature, top-k, a seed, a prompt.
+
+Line data (names): every sample starts from a window of boundary tokens (plus
+the prompt) and stops when the model emits the boundary token. Text data
+(Shakespeare): one stream of `max_new_tokens` characters after the prompt.
+Models that offer `generate_cached` (the Transformer's KV cache) use it for text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dlf.engine.checkpoint import atomic_write_text
+from dlf.errors import DlfError
+
+
+def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
+    if not temperature >= 0:
+        raise DlfError(f"--temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise DlfError(f"--top-k must be >= 1, got {top_k}")
+    if max_new_tokens < 1:
+        raise DlfError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
+               generator: torch.Generator) -> torch.Tensor:
+    """logits (B, V) -> sampled ids (B, 1). temperature 0 means greedy."""
+    logits = logits.float().cpu()  # sample on the CPU so a CPU generator seeds it everywhere
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def _last_logits(model, idx: torch.Tensor) -> torch.Tensor:
+    logits, _ = model(idx)
+    return logits[:, -1, :] if logits.dim() == 3 else logits  # (B, V)
+
+
+@torch.no_grad()
+def sample_lines(model, tokenizer, n: int, *, seed: int = 0, temperature: float = 1.0,
+                 top_k: int | None = None, prompt: str = "", max_new_tokens: int = 50,
+                 device="cpu") -> list[str]:
+    """n items (e.g. names), each ended by the boundary token or max_new_tokens."""
+    check_sampling_args(temperature, top_k, max_new_tokens)
+    g = torch.Generator().manual_seed(seed)
+    bs = model.block_size
+    start = [tokenizer.boundary] * bs + tokenizer.encode(prompt)
+    idx = torch.tensor([start] * n, dtype=torch.long)  # (n, bs + len(prompt))
+    out = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            window = idx[:, -bs:].to(device)  # (n, bs)
+            nxt = next_token(_last_logits(model, window), temperature, top_k, g)  # (n, 1)
+            idx = torch.cat([idx, nxt], dim=1)
+            for i in range(n):
+                if not done[i]:
+                    if nxt[i, 0].item() == tokenizer.boundary:
+                        done[i] = True
+                    else:
+                        out[i].append(nxt[i, 0].item())
+            if done.all():
+                break
+    finally:
+        model.train(was_training)
+    return [prompt + tokenizer.decode(ids) for ids in out]
+
+
+@torch.no_grad()
+def sample_text(model, tokenizer, *, seed: int = 0, temperature: float = 1.0,
+                top_k: int | None = None, prompt: str = "", max_new_tokens: int = 500,
+                device="cpu", stream=None, use_cache: bool = True) -> str:
+    """Continue `prompt` by max_new_tokens characters; `stream(text)` gets each piece."""
+    check_sampling_args(temperature, top_k, max_new_tokens)
+    g = torch.Generator().manual_seed(seed)
+    if prompt:
+        start = tokenizer.encode(prompt)
+    else:
+        start = tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
+    idx = torch.tensor([start], dtype=torch.long, device=device)  # (1, T)
+
+    def pick(logits):
+        return next_token(logits, temperature, top_k, g).to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if use_cache and hasattr(model, "generate_cached"):
+            ids = model.generate_cached(idx, max_new_tokens, pick, stream=_decoder(tokenizer, stream))
+        else:
+            ids = []
+            emit = _decoder(tokenizer, stream)
+            for _ in range(max_new_tokens):
+                nxt = pick(_last_logits(model, idx[:, -model.block_size :]))  # (1, 1)
+                idx = torch.cat([idx, nxt], dim=1)
+                ids.append(nxt.item())
+                emit(ids[-1])
+    finally:
+        model.train(was_training)
+    return prompt + tokenizer.decode(ids)
+
+
+def _decoder(tokenizer, stream):
+    def emit(token_id: int):
+        if stream is not None:
+            stream(tokenizer.decode([token_id]))
+
+    return emit
+
+
+def write_samples(model, data, path: str | Path, train_cfg, device="cpu") -> dict:
+    """samples.txt for a finished run; returns the figures result.json records."""
+    n, seed = train_cfg.num_samples, train_cfg.seed
+    if n == 0:
+        atomic_write_text(path, "")
+        return {}
+    if data.format == "lines":
+        samples = sample_lines(model, data.tokenizer, n, seed=seed, device=device)
+        train_set = set(data.train_items)
+        novel = sum(s not in train_set for s in samples) / len(samples)
+        atomic_write_text(path, "\n".join(samples) + "\n")
+        return {"novel_fraction": novel}
+    text = sample_text(model, data.tokenizer, seed=seed, max_new_tokens=train_cfg.sample_tokens,
+                       device=device)
+    atomic_write_text(path, text + "\n")
+    return {}

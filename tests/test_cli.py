@@ -1,0 +1,151 @@
+"""The command line: help, presets, train/sample/eval, and one-line errors with status 2."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dlf.cli import main
+from dlf.engine.checkpoint import load_tensors, save_tensors
+
+TINY = ["--set", "model.block_size=3", "--set", "model.n_embd=4", "--set", "model.n_hidden=16",
+        "--set", "train.eval_interval=10", "--set", "train.batch_size=16",
+        "--set", "train.schedule=constant", "--set", "train.num_samples=4", "--quiet"]
+
+
+def run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(d):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+
+@pytest.fixture
+def trained(tmp_path, names_file, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(["train", "names-mlp", "--data", str(names_file), "--out", str(out),
+                             "--max-steps", "20", *TINY], capsys)
+    assert code == 0, err
+    assert "val" in stdout
+    return out
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["sample"], ["eval"]])
+def test_help(cmd, capsys):
+    code, out, _ = run([*cmd, "--help"], capsys)
+    assert code == 0
+    assert "usage: dlf" in out and len(out.splitlines()) > 8
+
+
+def test_presets(capsys):
+    code, out, _ = run(["presets"], capsys)
+    assert code == 0
+    for name in ("names-bigram", "names-bigram-neural", "names-mlp", "names-wavenet"):
+        assert name in out
+
+
+def test_sample_is_reproducible(trained, capsys):
+    a = run(["sample", str(trained), "-n", "8", "--seed", "3"], capsys)
+    b = run(["sample", str(trained), "-n", "8", "--seed", "3"], capsys)
+    c = run(["sample", str(trained), "-n", "8", "--seed", "4"], capsys)
+    assert a[0] == 0 and a[1] == b[1] and a[1] != c[1]
+    assert len(a[1].splitlines()) == 8
+    code, out, _ = run(["sample", str(trained), "-n", "3", "--prompt", "ka", "--top-k", "3",
+                        "--temperature", "0.5", "--max-new-tokens", "4"], capsys)
+    assert code == 0
+    assert all(s.startswith("ka") and len(s) <= 6 for s in out.splitlines())
+
+
+def test_eval_json(trained, capsys):
+    code, out, _ = run(["eval", str(trained), "--split", "test", "--json"], capsys)
+    assert code == 0
+    d = json.loads(out)
+    assert d["split"] == "test"
+    result = json.loads((trained / "result.json").read_text())
+    assert d["loss"] == pytest.approx(result["test_loss"], rel=1e-6)
+
+
+def error_case(argv, capsys, match):
+    code, out, err = run(argv, capsys)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 or lines[-1].startswith("dlf: error") or "usage:" in err, err
+    assert match in err, err
+    return err
+
+
+def test_bad_data_files(tmp_path, capsys):
+    cases = {
+        "missing.txt": (None, "no such file"),
+        "empty.txt": (b"", "empty"),
+        "binary.txt": (b"abc\x00\x01\x02" * 10, "binary"),
+        "latin1.txt": ("café\n".encode("latin-1") * 20, "UTF-8"),
+        "one.txt": (b"emma\n", "1 line"),
+    }
+    for name, (content, match) in cases.items():
+        p = tmp_path / name
+        if content is not None:
+            p.write_bytes(content)
+        error_case(["train", "names-mlp", "--data", str(p), "--out", str(tmp_path / "o"),
+                    "--quiet"], capsys, match)
+    assert not (tmp_path / "o").exists()
+
+
+def test_block_size_longer_than_text(tmp_path, capsys):
+    p = tmp_path / "short.txt"
+    p.write_text("hello world, a short text\n" * 3)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(f'[data]\ndataset = "{p}"\nformat = "text"\n[model]\ntype = "transformer"\n'
+                   'block_size = 64\n')
+    pytest.importorskip("dlf.models.transformer")
+    error_case(["train", str(cfg), "--out", str(tmp_path / "o")], capsys, "longer than")
+
+
+def test_unknown_preset_and_keys(tmp_path, capsys, names_file):
+    error_case(["train", "no-such-preset"], capsys, "unknown preset")
+    error_case(["train", "names-mlp", "--set", "model.widht=3"], capsys, "valid keys")
+    error_case(["train", "names-mlp", "--set", "train.lr=fast"], capsys, "must be a number")
+    error_case(["train", "names-mlp", "--data", str(names_file), "--set", "train.lr=-1"],
+               capsys, "lr")
+
+
+def test_bad_run_directories(trained, tmp_path, capsys, names_file):
+    before = snapshot(trained)
+    # training into an existing run without --resume
+    error_case(["train", "names-mlp", "--data", str(names_file), "--out", str(trained),
+                *TINY], capsys, "already holds a run")
+    # resume with another model type
+    error_case(["train", "names-wavenet", "--data", str(names_file), "--out", str(trained),
+                "--resume"], capsys, "holds a mlp run")
+    assert snapshot(trained) == before
+    error_case(["sample", str(tmp_path / "nowhere")], capsys, "not found")
+    error_case(["sample", str(trained), "--prompt", "k@"], capsys, "'@'")
+    error_case(["sample", str(trained), "--temperature", "-1"], capsys, "temperature")
+
+    # corrupt, truncated, and another model type's weights
+    model = trained / "model.safetensors"
+    good = model.read_bytes()
+    model.write_bytes(good[: len(good) // 3])
+    error_case(["sample", str(trained)], capsys, "corrupt or truncated")
+    model.write_bytes(b"not a checkpoint at all")
+    error_case(["eval", str(trained)], capsys, "corrupt or truncated")
+    model.write_bytes(good)
+    tensors, _ = load_tensors(model)  # the same weights, labelled as another model's
+    save_tensors(model, tensors, {"model_type": "wavenet"})
+    error_case(["sample", str(trained)], capsys, "holds a wavenet model")
+
+
+def test_python_dash_m_and_traceback_free_exit():
+    r = subprocess.run([sys.executable, "-m", "dlf", "train", "no-such-preset"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 2
+    assert r.stderr.startswith("dlf: error: unknown preset") and "Traceback" not in r.stderr

@@ -1,0 +1,172 @@
+"""Trainer, run directories, resume, config overrides, atomic checkpoints."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from dlf import config as C
+from dlf.engine import checkpoint
+from dlf.engine.run import open_run
+from dlf.engine.trainer import Trainer, clip_grad_norm
+from dlf.errors import DlfError
+
+
+def tiny_mlp(names_file, **train):
+    cfg = C.load_preset("names-mlp")
+    cfg.data.dataset = str(names_file)
+    C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
+                            "model.n_layer=2"])
+    t = {"max_steps": 30, "batch_size": 16, "eval_interval": 10, "log_interval": 1,
+         "num_samples": 5, "schedule": "constant", "milestones": []}
+    t.update(train)
+    for k, v in t.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def losses(run_dir):
+    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in recs if "loss" in r], \
+        [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
+
+
+def test_run_directory_has_every_file(tmp_path, names_file):
+    out = tmp_path / "run"
+    result = Trainer(tiny_mlp(names_file), out, progress=False).fit()
+    for f in ("config.toml", "tokenizer.json", "model.safetensors", "state.safetensors",
+              "metrics.jsonl", "result.json", "loss.png", "samples.txt"):
+        assert (out / f).stat().st_size > 0, f
+    saved = json.loads((out / "result.json").read_text())
+    for key in ("train_loss", "val_loss", "test_loss", "steps", "wall_seconds", "num_parameters"):
+        assert key in saved
+    assert saved["steps"] == 30 == result["steps"]
+    assert saved["num_parameters"] == sum(p.numel() for p in open_run(out).model.parameters())
+    # the resolved config reproduces itself
+    again = C.load_toml(out / "config.toml")
+    assert C.to_dict(again) == C.to_dict(C.load_toml(out / "config.toml"))
+    assert again.model.vocab_size == 1 + len(set("".join((names_file.read_text()).split())))
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("adamw", "cosine"), ("sgd", "step")])
+def test_resume_equals_uninterrupted(tmp_path, names_file, optimizer, schedule):
+    extra = {"optimizer": optimizer, "schedule": schedule, "warmup_steps": 5,
+             "lr": 0.01 if optimizer == "adamw" else 0.1, "milestones": [20],
+             "momentum": 0.9 if optimizer == "sgd" else 0.0, "weight_decay": 0.1, "grad_clip": 1.0}
+    a = tmp_path / "a"
+    Trainer(tiny_mlp(names_file, **extra), a, progress=False).fit()
+
+    b = tmp_path / "b"
+
+    def stop_at_13(trainer, step):
+        if step == 13:
+            trainer.request_stop()
+
+    r = Trainer(tiny_mlp(names_file, **extra), b, progress=False, callback=stop_at_13).fit()
+    assert r == {"interrupted": True, "steps": 13}
+    assert max(s for s, _ in losses(b)[0]) == 13
+    Trainer(tiny_mlp(names_file, **extra), b, progress=False, resume=True).fit()
+    assert losses(a) == losses(b)  # every logged batch loss and val loss, bit for bit
+    ra = json.loads((a / "result.json").read_text())
+    rb = json.loads((b / "result.json").read_text())
+    assert ra["val_loss"] == rb["val_loss"] and ra["test_loss"] == rb["test_loss"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, names_file):
+    out = tmp_path / "run"
+    Trainer(tiny_mlp(names_file, max_steps=5), out, progress=False).fit()
+    before = {f: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(DlfError, match="already holds a run"):
+        Trainer(tiny_mlp(names_file, max_steps=5), out, progress=False)
+    assert {f: f.read_bytes() for f in out.iterdir()} == before
+
+
+def test_resume_rejects_other_model_type(tmp_path, names_file):
+    out = tmp_path / "run"
+    Trainer(tiny_mlp(names_file, max_steps=5), out, progress=False).fit()
+    other = C.load_preset("names-bigram-neural")
+    other.data.dataset = str(names_file)
+    with pytest.raises(DlfError, match="holds a mlp run"):
+        Trainer(other, out, resume=True, progress=False)
+
+
+def test_text_data_rejects_window_model(tmp_path, text_file):
+    cfg = tiny_mlp(text_file)
+    cfg.data.format = "text"
+    with pytest.raises(DlfError, match="fixed window"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_overrides_are_type_checked():
+    cfg = C.load_preset("names-mlp")
+    C.apply_overrides(cfg, ["train.lr=0.5", "n_hidden=64", "milestones=1,2"])
+    assert cfg.train.lr == 0.5 and cfg.model.n_hidden == 64 and cfg.train.milestones == [1, 2]
+    with pytest.raises(DlfError, match="valid keys: .*train.lr"):
+        C.apply_overrides(cfg, ["train.learning_rate=1"])
+    with pytest.raises(DlfError, match="must be an integer"):
+        C.apply_overrides(cfg, ["model.n_hidden=big"])
+    with pytest.raises(DlfError, match="must be true or false"):
+        C.apply_overrides(cfg, ["train.compile=maybe"])
+
+
+def test_toml_round_trip():
+    for name in C.preset_names():
+        cfg = C.load_preset(name)
+        again = C.from_dict(__import__("tomllib").loads(C.to_toml(cfg)))
+        assert C.to_dict(again) == C.to_dict(cfg)
+
+
+def test_impossible_hyperparameters(tmp_path, names_file):
+    for bad in (["train.lr=-1"], ["train.batch_size=-2"], ["train.optimizer=adam"],
+                ["model.n_hidden=0"], ["train.dtype=fp8"]):
+        cfg = tiny_mlp(names_file)
+        with pytest.raises(DlfError):
+            C.apply_overrides(cfg, bad)
+            Trainer(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_tensors(path, {"w": torch.ones(3)}, {"model_type": "mlp"})
+    good = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        checkpoint.save_tensors(path, {"w": torch.zeros(3)})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+
+
+def test_corrupt_checkpoint_is_clear_error(tmp_path):
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_tensors(path, {"w": torch.ones(100)}, {"model_type": "mlp"})
+    tensors, meta = checkpoint.load_tensors(path)
+    assert torch.equal(tensors["w"], torch.ones(100)) and meta == {"model_type": "mlp"}
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DlfError, match="corrupt or truncated"):
+        checkpoint.load_tensors(path)
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(DlfError, match="corrupt or truncated"):
+        checkpoint.load_tensors(path)
+
+
+def test_clip_grad_norm_matches_torch():
+    torch.manual_seed(0)
+    ps = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    refs = [p.detach().clone().requires_grad_() for p in ps]
+    for p, r in zip(ps, refs):
+        g = torch.randn_like(p) * 3
+        p.grad, r.grad = g.clone(), g.clone()
+    n1 = clip_grad_norm(ps, 1.0)
+    n2 = torch.nn.utils.clip_grad_norm_(refs, 1.0)
+    assert n1 == pytest.approx(n2.item(), rel=1e-6)
+    for p, r in zip(ps, refs):
+        torch.testing.assert_close(p.grad, r.grad)
+
