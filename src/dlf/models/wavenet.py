@@ -1,0 +1,66 @@
+"""WaveNet-style hierarchical model (van den Oord et al. 2016, as in makemore part 5).
+
+Characters are fused two at a time: 8 -> 4 -> 2 -> 1 positions, each level a
+FlattenConsecutive(2) -> Linear -> BatchNorm1d -> Tanh, then the output Linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch.nn.functional as F
+
+from dlf.errors import DlfError
+from dlf.models.mlp import check_common, hidden_block, output_layer
+from dlf.nn import Embedding, FlattenConsecutive, Module, Sequential
+
+
+@dataclass
+class WaveNetConfig:
+    type: ClassVar[str] = "wavenet"
+    vocab_size: int = 0
+    block_size: int = 8  # a power of `group`
+    n_embd: int = 24
+    n_hidden: int = 128
+    group: int = 2  # positions fused per level
+    batchnorm: bool = True
+    linear_bias: bool = False
+    init: str = "kaiming"
+    last_layer_scale: float = 0.1
+
+
+class WaveNet(Module):
+    """idx (B, block_size) -> logits (B, vocab_size)."""
+
+    def __init__(self, config: WaveNetConfig):
+        super().__init__()
+        check_common(config)
+        c = config
+        if c.group < 2:
+            raise DlfError(f"model.group must be >= 2, got {c.group}")
+        levels, n = 0, c.block_size
+        while n > 1 and n % c.group == 0:
+            n //= c.group
+            levels += 1
+        if n != 1 or levels == 0:
+            raise DlfError(f"model.block_size must be a power of model.group={c.group} "
+                           f"(e.g. 8 for group 2), got {c.block_size}")
+        self.config = config
+        self.block_size = c.block_size
+        layers: list[Module] = [Embedding(c.vocab_size, c.n_embd)]
+        fan_in = c.n_embd
+        for _ in range(levels):
+            layers.append(FlattenConsecutive(c.group))
+            layers += hidden_block(fan_in * c.group, c)
+            fan_in = c.n_hidden
+        layers.append(output_layer(c))
+        self.net = Sequential(*layers)
+
+    def forward(self, idx, targets=None):
+        if idx.shape[1] != self.block_size:
+            raise DlfError(f"WaveNet expects {self.block_size} context characters, "
+                           f"got {idx.shape[1]}")
+        logits = self.net(idx)  # (B, T, n_embd) -> ... -> (B, V)
+        loss = None if targets is None else F.cross_entropy(logits, targets)
+        return logits, loss
