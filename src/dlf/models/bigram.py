@@ -148,7 +148,7 @@ def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
     labels = _labels(tokenizer)
     size = max(6, 0.6 * V)
     fig, ax = plt.subplots(figsize=(size, size), dpi=80)
-    ax.imshow(N.float().log1p(), cmap="Blues")
+    ax.imshow(N.float().log1p().numpy(), cmap="Blues")
     fs = max(4, min(8, 200 // max(V, 1)))
     for i in range(V):
         for j in range(V):

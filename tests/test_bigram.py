@@ -1,0 +1,126 @@
+"""Count and neural bigram: closed-form NLL, same distribution, sampling, '.' in the data."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dlf import config as C
+from dlf.data.datasets import WordDataset
+from dlf.data.tokenizer import CharTokenizer
+from dlf.engine.run import open_run
+from dlf.engine.trainer import Trainer
+from dlf.models.bigram import (
+    CountBigram,
+    CountBigramConfig,
+    NeuralBigram,
+    NeuralBigramConfig,
+    kl_divergence_rows,
+)
+from dlf.sample import sample_lines
+
+WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "ella"]
+
+
+def direct_nll(words, k):
+    """By hand: count pairs in Python dicts, smooth, average -log p over every bigram."""
+    chars = sorted(set("".join(words)))
+    vocab = ["<b>", *chars]
+    counts = {(a, b): 0 for a in vocab for b in vocab}
+    seqs = [["<b>", *w, "<b>"] for w in words]
+    for s in seqs:
+        for a, b in zip(s, s[1:]):
+            counts[a, b] += 1
+    total, n = 0.0, 0
+    for s in seqs:
+        for a, b in zip(s, s[1:]):
+            row = sum(counts[a, c] + k for c in vocab)
+            total -= math.log((counts[a, b] + k) / row)
+            n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("k", [1.0, 0.5, 0.0])
+def test_count_nll_matches_closed_form(k):
+    tok = CharTokenizer.from_lines(WORDS)
+    ds = WordDataset(WORDS, tok, 1)
+    model = CountBigram(CountBigramConfig(vocab_size=tok.vocab_size, smoothing=k))
+    model.fit(ds.X, ds.Y)
+    _, loss = model(ds.X, ds.Y)
+    assert loss.item() == pytest.approx(direct_nll(WORDS, k), rel=1e-6)
+    assert model.counts.sum().item() == sum(len(w) + 1 for w in WORDS)
+
+
+def bigram_cfg(names_file, preset, **train):
+    cfg = C.load_preset(preset)
+    cfg.data.dataset = str(names_file)
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    cfg.train.num_samples = 10
+    return cfg
+
+
+def test_neural_reaches_count_model(tmp_path, names_file):
+    """Unregularised gradient descent converges to the maximum-likelihood table, which is
+    the count model with k = 0: same train NLL (its minimum) and the same distribution."""
+    counts = bigram_cfg(names_file, "names-bigram")
+    counts.model.smoothing = 0.0
+    count = Trainer(counts, tmp_path / "c", progress=False).fit()
+    neural_cfg = bigram_cfg(names_file, "names-bigram-neural", max_steps=400, eval_interval=100,
+                            momentum=0.9, lr=10.0)
+    neural_cfg.model.compare_smoothing = 0.0
+    neural = Trainer(neural_cfg, tmp_path / "n", progress=False).fit()
+    assert count["train_loss"] - 1e-4 <= neural["train_loss"] <= count["train_loss"] + 0.01
+    assert 0 <= neural["kl_count_to_neural"] < 0.01
+    assert (tmp_path / "n" / "probs.png").stat().st_size > 0
+    assert (tmp_path / "c" / "counts.png").stat().st_size > 0
+    assert 0 <= count["novel_fraction"] <= 1
+
+
+def test_neural_equals_one_hot_matmul():
+    model = NeuralBigram(NeuralBigramConfig(vocab_size=7))
+    idx = torch.tensor([[0], [3], [6]])
+    logits, _ = model(idx)
+    onehot = torch.nn.functional.one_hot(idx[:, -1], 7).float()
+    torch.testing.assert_close(logits, onehot @ model.W)
+
+
+def test_kl_closed_form():
+    P = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    Q = torch.tensor([[0.25, 0.75], [0.9, 0.1]])
+    w = torch.tensor([3.0, 1.0])
+    kl0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert kl_divergence_rows(P, Q, w) == pytest.approx(3 * kl0 / 4)
+    assert kl_divergence_rows(P, P, w) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sampling_is_reproducible_and_stops_at_boundary(tmp_path, names_file):
+    Trainer(bigram_cfg(names_file, "names-bigram"), tmp_path / "c", progress=False).fit()
+    run = open_run(tmp_path / "c")
+    a = sample_lines(run.model, run.tokenizer, 15, seed=7)
+    assert a == sample_lines(run.model, run.tokenizer, 15, seed=7)
+    assert a != sample_lines(run.model, run.tokenizer, 15, seed=8)
+    assert all(run.tokenizer.boundary_symbol not in s for s in a)
+    short = sample_lines(run.model, run.tokenizer, 15, seed=7, max_new_tokens=2)
+    assert all(len(s) <= 2 for s in short)
+    written = (tmp_path / "c" / "samples.txt").read_text().splitlines()
+    assert len(written) == 10
+
+
+def test_dataset_with_dots_trains_and_samples(tmp_path):
+    words = [f"{a}.{b}" for a in "abcdefg" for b in ("jr", "sr", "xy")] + ["st.john", "dr.no"]
+    p = tmp_path / "dotted.txt"
+    p.write_text("\n".join(words))
+    for preset in ("names-bigram", "names-bigram-neural"):
+        cfg = bigram_cfg(p, preset, max_steps=50, eval_interval=50)
+        r = Trainer(cfg, tmp_path / preset, progress=False).fit()
+        tok = CharTokenizer.load(tmp_path / preset / "tokenizer.json")
+        assert tok.boundary_symbol != "." and "." in tok.chars
+        run = open_run(tmp_path / preset)
+        samples = sample_lines(run.model, run.tokenizer, 40, seed=0)
+        assert any("." in s for s in samples)  # the data character is generated ...
+        assert all(tok.boundary_symbol not in s for s in samples)  # ... the boundary is not
+        assert math.isfinite(r["val_loss"])
+    res = json.loads((tmp_path / "names-bigram" / "result.json").read_text())
+    assert res["steps"] == 0
