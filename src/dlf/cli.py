@@ -78,6 +78,21 @@ def _add_eval(sub):
     p.add_argument("--device", default="auto")
 
 
+def _add_gradcheck(sub):
+    p = sub.add_parser(
+        "gradcheck", help="check the hand-written backward pass against autograd",
+        description="Run one batch of the manual-backprop MLP in float64 and compare every "
+        "hand-written gradient (each intermediate and parameter, plus the fused cross-entropy "
+        "and BatchNorm forms) with autograd's. Exits 1 if any max difference is >= 1e-10.")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-batchnorm", action="store_true",
+                   help="normalise with the biased variance (1/n) as torch.nn.BatchNorm1d "
+                   "instead of the lecture's 1/(n-1)")
+    p.add_argument("--json", action="store_true",
+                   help="print a list of {name, exact, approx, max_abs_diff}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlf",
@@ -93,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sample(sub)
     _add_eval(sub)
+    _add_gradcheck(sub)
     return parser
 
 
@@ -178,7 +194,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+def cmd_gradcheck(args) -> int:
+    from dlf.manual.mlp import ManualMLPConfig, format_gradcheck_table, gradcheck
+
+    rows = gradcheck(batch_size=args.batch_size, seed=args.seed,
+                     config=ManualMLPConfig(bessel=not args.torch_batchnorm))
+    worst = max(r["max_abs_diff"] for r in rows)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_gradcheck_table(rows))
+        print(f"\n{len(rows)} gradients, largest difference {worst:.2e} "
+              f"({'ok' if worst < 1e-10 else 'FAILED'}: limit 1e-10, float64)")
+    return 0 if worst < 1e-10 else 1
+
+
+COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+            "gradcheck": cmd_gradcheck}
 
 
 def main(argv=None) -> int:
@@ -196,6 +228,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("dlf: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `dlf sample ... | head`: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

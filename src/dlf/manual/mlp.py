@@ -83,6 +83,7 @@ class ManualMLPConfig:
     bias1: bool = True
     eps: float = 1e-5
     momentum: float = 0.001
+    bessel: bool = True  # lecture: normalise with 1/(n-1); False: 1/n, as torch.nn.BatchNorm1d
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
@@ -257,6 +258,10 @@ class ManualMLP:
             )
 
     # ------------------------------------------------------------------ forward passes
+    def _var_div(self, n: int) -> int:
+        """Divisor of the batch variance: n - 1 (Bessel, the lecture) or n (torch)."""
+        return n - 1 if self.config.bessel else n
+
     def _update_running(self, bnmeani: torch.Tensor, bnvar: torch.Tensor) -> None:
         m = self.config.momentum
         with torch.no_grad():
@@ -283,8 +288,8 @@ class ManualMLP:
         if self.training:
             self._check_batch_stats(B)
             mean = hprebn.mean(0, keepdim=True)
-            var = hprebn.var(0, keepdim=True, unbiased=True)
-            self._update_running(mean, var)
+            var = hprebn.var(0, keepdim=True, unbiased=self.config.bessel)
+            self._update_running(mean, hprebn.var(0, keepdim=True, unbiased=True))
         else:
             mean, var = self.bnmean_running, self.bnvar_running
         hpreact = self.bngain * (hprebn - mean) * (var + eps) ** -0.5 + self.bnbias
@@ -316,7 +321,7 @@ class ManualMLP:
         bnmeani = 1 / n * hprebn.sum(0, keepdim=True)
         bndiff = hprebn - bnmeani
         bndiff2 = bndiff**2
-        bnvar = 1 / (n - 1) * bndiff2.sum(0, keepdim=True)  # Bessel's correction
+        bnvar = 1 / self._var_div(n) * bndiff2.sum(0, keepdim=True)  # (n-1): Bessel's correction
         bnvar_inv = (bnvar + eps) ** -0.5
         bnraw = bndiff * bnvar_inv
         hpreact = self.bngain * bnraw + self.bnbias
@@ -332,7 +337,8 @@ class ManualMLP:
         loss = -logprobs[torch.arange(n, device=self.device), targets].mean()
 
         if self.training and update_running:
-            self._update_running(bnmeani, bnvar)
+            # the running estimate is always the unbiased variance (as torch does)
+            self._update_running(bnmeani, bnvar * self._var_div(n) / (n - 1))
         local = locals()
         return {k: local[k] for k in CACHE_NAMES}
 
@@ -390,7 +396,8 @@ class ManualMLP:
         g["dbnraw"] = dbnraw = self.bngain * dhpreact
         g["dbnvar_inv"] = dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True)
         g["dbnvar"] = dbnvar = (-0.5 * (c["bnvar"] + eps) ** -1.5) * dbnvar_inv
-        g["dbndiff2"] = dbndiff2 = (1.0 / (n - 1)) * torch.ones_like(c["bndiff2"]) * dbnvar
+        div = self._var_div(n)
+        g["dbndiff2"] = dbndiff2 = (1.0 / div) * torch.ones_like(c["bndiff2"]) * dbnvar
         g["dbndiff"] = dbndiff = bnvar_inv * dbnraw + (2 * bndiff) * dbndiff2
         g["dbnmeani"] = dbnmeani = (-dbndiff).sum(0, keepdim=True)
         g["dhprebn"] = dhprebn = dbndiff + 1.0 / n * (torch.ones_like(c["hprebn"]) * dbnmeani)
@@ -435,7 +442,7 @@ class ManualMLP:
             * (
                 n * dhpreact
                 - dhpreact.sum(0, keepdim=True)
-                - n / (n - 1) * bnraw * (dhpreact * bnraw).sum(0, keepdim=True)
+                - n / self._var_div(n) * bnraw * (dhpreact * bnraw).sum(0, keepdim=True)
             )
         )
         g["dW1"] = cache["embcat"].detach().T @ dhprebn
