@@ -39,3 +39,11 @@ def _isolated_env(monkeypatch, tmp_path):
     """Never touch the user's cache or the network from tests."""
     monkeypatch.setenv("DLF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+def pytest_configure(config):
+    # Tiny models run fastest, and deterministically, on one thread; several threads
+    # fight over 2 cores when anything else is running.
+    import torch
+
+    torch.set_num_threads(1)

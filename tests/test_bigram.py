@@ -2,6 +2,7 @@
 
 import json
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -30,11 +31,11 @@ def direct_nll(words, k):
     counts = {(a, b): 0 for a in vocab for b in vocab}
     seqs = [["<b>", *w, "<b>"] for w in words]
     for s in seqs:
-        for a, b in zip(s, s[1:]):
+        for a, b in pairwise(s):
             counts[a, b] += 1
     total, n = 0.0, 0
     for s in seqs:
-        for a, b in zip(s, s[1:]):
+        for a, b in pairwise(s):
             row = sum(counts[a, c] + k for c in vocab)
             total -= math.log((counts[a, b] + k) / row)
             n += 1

@@ -31,7 +31,7 @@ def test_layered_mlp_gradients_equal_manual_path():
     y = torch.randint(0, V, (B,))
     cache = manual.forward_cache(idx, y)
     grads = manual.backward_fast(cache, idx, y)
-    logits, loss = layered(idx, y)
+    _, loss = layered(idx, y)
     loss.backward()
     assert loss.item() == pytest.approx(cache["loss"].item(), abs=1e-12)
     pairs = {"wte.weight": "dC", "net.0.weight": "dW1", "net.0.bias": "db1",

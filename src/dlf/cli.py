@@ -93,6 +93,30 @@ def _add_gradcheck(sub):
                    help="print a list of {name, exact, approx, max_abs_diff}")
 
 
+def _add_bench(sub):
+    p = sub.add_parser(
+        "bench", help="measure training and sampling speed",
+        description="Speed measurements (not tests). `train`: tokens/s, achieved GFLOP/s "
+        "(matmul FLOPs of forward + backward) and MFU against a matmul peak measured in the "
+        "same process and dtype. `sample`: tokens/s with and without the KV cache.")
+    bsub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    t = bsub.add_parser("train", help="training throughput and MFU")
+    t.add_argument("--preset", default="shakespeare-transformer",
+                   help="preset whose model and batch to time (default shakespeare-transformer)")
+    t.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    t.add_argument("--steps", type=int, default=10, help="timed steps after one warm-up")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    s = bsub.add_parser("sample", help="generation speed with and without the KV cache")
+    s.add_argument("--preset", default="shakespeare-transformer")
+    s.add_argument("--new-tokens", type=int, default=1000)
+    s.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlf",
@@ -109,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_eval(sub)
     _add_gradcheck(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -209,8 +234,38 @@ def cmd_gradcheck(args) -> int:
     return 0 if worst < 1e-10 else 1
 
 
+def cmd_bench(args) -> int:
+    from dlf import bench
+
+    if args.bench_command == "train":
+        r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
+                              batch_size=args.batch_size, device=args.device, overrides=args.set)
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"{r['preset']} ({r['num_parameters']:,} parameters), batch {r['batch_size']} "
+                  f"x block {r['block_size']}, {r['dtype']} on {r['device']} "
+                  f"({r['threads']} threads, {r['cpu']})")
+            print(f"  {r['seconds_per_step'] * 1e3:.1f} ms/step, "
+                  f"{r['tokens_per_second']:,.0f} tokens/s")
+            print(f"  {r['gflops']:.1f} GFLOP/s achieved, matmul peak {r['peak_gflops']:.1f} "
+                  f"GFLOP/s -> MFU {r['mfu']:.1%}")
+        return 0
+    r = bench.bench_sample(args.preset, new_tokens=args.new_tokens, dtype=args.dtype,
+                           device=args.device)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['preset']}: {r['new_tokens']} new tokens, block {r['block_size']}, "
+              f"{r['dtype']}")
+        print(f"  KV cache:    {r['cached_tokens_per_second']:,.1f} tokens/s")
+        print(f"  no cache:    {r['uncached_tokens_per_second']:,.1f} tokens/s")
+        print(f"  speedup:     {r['speedup']:.1f}x (identical tokens: {r['identical_tokens']})")
+    return 0
+
+
 COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
-            "gradcheck": cmd_gradcheck}
+            "gradcheck": cmd_gradcheck, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:

@@ -54,7 +54,8 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the training forward pass
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (one per core)
     num_samples: int = 20  # samples written to samples.txt at the end
     sample_tokens: int = 500  # characters per sample for text data
 
@@ -275,6 +276,7 @@ def validate(cfg: RunConfig) -> None:
          f"train.device must be auto, cpu or cuda, got {t.device!r}"),
         (t.dtype in ("fp32", "bf16"), f"train.dtype must be fp32 or bf16, got {t.dtype!r}"),
         (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
+        (t.threads >= 0, "train.threads must be >= 0 (0 = one per core)"),
         (0 <= t.momentum < 1, "train.momentum must be in [0, 1)"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),

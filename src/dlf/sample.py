@@ -16,6 +16,18 @@ from dlf.engine.checkpoint import atomic_write_text
 from dlf.errors import DlfError
 
 
+def slide_window(start: int, length: int, block_size: int) -> int:
+    """Where the context of the next prediction starts, given `length` tokens so far.
+
+    The context grows until it would pass block_size, then restarts with the last
+    block_size // 2 tokens. A KV cache therefore re-prefills once every block_size // 2
+    tokens instead of recomputing a full window at every step; the uncached loop
+    follows the same rule, so both produce the same tokens."""
+    if length - start > block_size:
+        return length - max(1, block_size // 2)
+    return start
+
+
 def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
     if not temperature >= 0:
         raise DlfError(f"--temperature must be >= 0, got {temperature}")
@@ -98,10 +110,11 @@ def sample_text(model, tokenizer, *, seed: int = 0, temperature: float = 1.0,
         if use_cache and hasattr(model, "generate_cached"):
             ids = model.generate_cached(idx, max_new_tokens, pick, stream=_decoder(tokenizer, stream))
         else:
-            ids = []
+            ids, start = [], 0
             emit = _decoder(tokenizer, stream)
             for _ in range(max_new_tokens):
-                nxt = pick(_last_logits(model, idx[:, -model.block_size :]))  # (1, 1)
+                start = slide_window(start, idx.shape[1], model.block_size)
+                nxt = pick(_last_logits(model, idx[:, start:]))  # (1, 1)
                 idx = torch.cat([idx, nxt], dim=1)
                 ids.append(nxt.item())
                 emit(ids[-1])

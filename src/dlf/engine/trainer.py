@@ -75,12 +75,16 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.device = pick_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         self.data = prepare_data(cfg, tokenizer=self._saved_tokenizer() if resume else None)
         cfg.model.vocab_size = self.data.tokenizer.vocab_size
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg.model)
         check_model_fits_data(self.model, self.data.format)
         self.model.to(self.device)
+        # torch.compile traces any callable; our Module is one. Eval and sampling stay eager.
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.fitted = hasattr(self.model, "fit")
         self.manual = hasattr(self.model, "manual_step")
         if not resume:
@@ -302,7 +306,7 @@ class Trainer:
         for _ in range(t.grad_accum):
             x, y = self._batch()
             with autocast(self.device, t.dtype):
-                _, loss = self.model(x, y)
+                _, loss = self.forward(x, y)
             (loss / t.grad_accum).backward()
             total = total + loss.detach()
         if t.grad_clip > 0:

@@ -1,0 +1,162 @@
+"""`dlf bench`: training throughput, achieved FLOP rate and MFU; sampling speed with and
+without the KV cache. Measurements only: nothing here is asserted by tests.
+
+MFU (model FLOPs utilisation) = achieved matmul FLOP/s of a training step divided by
+the matmul peak measured in the same process, dtype and thread count, so the ratio
+says how much of what this machine can do the training loop actually uses.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import torch
+
+from dlf import config as C
+from dlf import optim
+from dlf.engine.run import autocast, pick_device
+from dlf.errors import DlfError
+from dlf.models import build_model
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: str = "fp32", device="cpu", n: int = 2048, seconds: float = 1.5) -> float:
+    """Best sustained GFLOP/s of an (n x n) @ (n x n) matmul in `dtype`."""
+    device = torch.device(device)
+    a = torch.randn(n, n, device=device).to(DTYPES[dtype])
+    b = torch.randn(n, n, device=device).to(DTYPES[dtype])
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        _sync(device)
+        best = max(best, 3 * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def flops_per_token(model) -> float:
+    """Forward + backward matmul FLOPs per trained token (6 per weight, plus attention)."""
+    if hasattr(model, "flops_per_token"):
+        return float(model.flops_per_token())
+    return 6.0 * model.num_parameters()
+
+
+def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", steps: int = 10,
+                batch_size: int | None = None, device: str = "auto", overrides=()) -> dict:
+    """Time full training steps (forward, backward, AdamW update) on random tokens."""
+    if dtype not in DTYPES:
+        raise DlfError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    if steps < 1:
+        raise DlfError("--steps must be >= 1")
+    cfg = C.apply_overrides(C.resolve(preset), list(overrides))
+    dev = pick_device(device)
+    cfg.model.vocab_size = cfg.model.vocab_size or 65
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    model.to(dev)
+    model.train()
+    B = batch_size or cfg.train.batch_size or 32
+    T = cfg.model.block_size
+    sequence = getattr(model, "sequence_model", False)
+    x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)
+    y = torch.randint(0, cfg.model.vocab_size, (B, T) if sequence else (B,), device=dev)
+    opt = optim.AdamW(model.parameters(), lr=1e-4)
+    ctx = autocast(dev, dtype)
+
+    def step():
+        with ctx:
+            _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()  # warm-up: allocations, kernel selection
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    dt = (time.perf_counter() - t0) / steps
+    tokens = B * (T if sequence else 1)
+    tps = tokens / dt
+    gflops = flops_per_token(model) * tps / 1e9
+    peak = matmul_peak(dtype, dev)
+    return {"preset": cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
+            "block_size": T, "num_parameters": model.num_parameters(),
+            "seconds_per_step": dt, "tokens_per_second": tps, "gflops": gflops,
+            "peak_gflops": peak, "mfu": gflops / peak, **machine()}
+
+
+def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000,
+                 dtype: str = "fp32", device: str = "auto") -> dict:
+    """Tokens/s generating `new_tokens` after a one-character prompt, with and without the
+    KV cache, on the preset's (untrained: speed does not depend on the weights) model."""
+    from dlf.sample import next_token, slide_window
+
+    if new_tokens < 1:
+        raise DlfError("--new-tokens must be >= 1")
+    cfg = C.resolve(preset)
+    if cfg.model.type != "transformer":
+        raise DlfError(f"bench sample needs a transformer preset, {preset} is {cfg.model.type}")
+    dev = pick_device(device)
+    cfg.model.vocab_size = cfg.model.vocab_size or 65
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    model.to(dev)
+    model.eval()
+    T = model.block_size
+    idx = torch.zeros((1, 1), dtype=torch.long, device=dev)
+    ctx = autocast(dev, dtype)
+
+    def pick_from(g):
+        return lambda logits: next_token(logits, 1.0, None, g).to(dev)
+
+    with torch.no_grad(), ctx:
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        cached = model.generate_cached(idx, new_tokens, pick_from(g))
+        _sync(dev)
+        t_cached = time.perf_counter() - t0
+
+        g = torch.Generator().manual_seed(0)
+        pick = pick_from(g)
+        seq, start = idx, 0
+        t0 = time.perf_counter()
+        for _ in range(new_tokens):
+            start = slide_window(start, seq.shape[1], T)
+            logits, _ = model(seq[:, start:])
+            seq = torch.cat([seq, pick(logits[:, -1, :])], dim=1)
+        _sync(dev)
+        t_uncached = time.perf_counter() - t0
+    same = cached == seq[0, 1:].tolist()
+    return {"preset": cfg.name, "new_tokens": new_tokens, "block_size": T, "dtype": dtype,
+            "cached_tokens_per_second": new_tokens / t_cached,
+            "uncached_tokens_per_second": new_tokens / t_uncached,
+            "speedup": t_uncached / t_cached, "identical_tokens": same, **machine()}

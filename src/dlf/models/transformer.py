@@ -1,0 +1,286 @@
+"""A decoder-only Transformer (GPT-2 style, as in nanoGPT) from our own layers.
+
+Token + learned position embeddings, n_layer pre-norm blocks of causal self-attention
+and an MLP, a final LayerNorm and a linear head over the vocabulary. Attention is the
+explicit masked softmax ("manual") or PyTorch's fused kernel ("sdpa"), one switch,
+same weights. `generate_cached` samples with a key/value cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dlf.errors import DlfError
+from dlf.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+
+ATTENTION_KINDS = ("manual", "sdpa")
+
+
+@dataclass
+class TransformerConfig:
+    type: ClassVar[str] = "transformer"
+    vocab_size: int = 0  # filled in from the tokenizer
+    block_size: int = 256  # longest context (learned positions 0 .. block_size - 1)
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 6  # attention heads per block; head size is n_embd // n_head
+    n_embd: int = 384  # residual stream width
+    dropout: float = 0.2  # on embeddings, attention probabilities and residual branches
+    bias: bool = True  # biases in the Linear and LayerNorm layers
+    tie_weights: bool = False  # the head reuses the token embedding: logits = x @ wte.weight.T
+    attention: str = "manual"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
+
+
+def check_config(c: TransformerConfig) -> None:
+    if c.vocab_size < 2:
+        raise DlfError(f"model.vocab_size must be >= 2, got {c.vocab_size}")
+    for name in ("block_size", "n_layer", "n_head", "n_embd"):
+        if getattr(c, name) < 1:
+            raise DlfError(f"model.{name} must be >= 1, got {getattr(c, name)}")
+    if c.n_embd % c.n_head != 0:
+        raise DlfError(f"n_embd {c.n_embd} is not divisible by n_head {c.n_head}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise DlfError(f"model.dropout must be in [0, 1), got {c.dropout}")
+    if c.attention not in ATTENTION_KINDS:
+        raise DlfError(f"unknown model.attention {c.attention!r}; "
+                       f"known: {', '.join(ATTENTION_KINDS)}")
+
+
+class KVCache:
+    """Keys and values of every position seen so far by one attention layer.
+
+    k, v: (B, nh, L, hs), or None before the prompt has been run."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
+class CausalSelfAttention(Module):
+    """Multi-head self-attention where position t sees positions <= t.
+
+    x (B, T, C) -> (B, T, C). With a `cache`, the new keys and values are appended to it
+    and the queries attend over everything cached; after the first call a cache takes
+    one token at a time."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.attention = config.attention
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
+        # rebuilt on construction, so kept out of state_dict; a buffer so `to()` moves it
+        T = config.block_size
+        mask = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T) True where allowed
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        causal = True
+        if cache is not None:
+            if len(cache) > 0:
+                if T != 1:
+                    raise DlfError("a filled KV cache takes one new token at a time")
+                causal = False  # the one new query may see every cached key
+                k = torch.cat([cache.k, k], dim=2)  # (B, nh, L + 1, hs)
+                v = torch.cat([cache.v, v], dim=2)  # (B, nh, L + 1, hs)
+            cache.k, cache.v = k, v
+        if self.attention == "sdpa":
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=p,
+                                               is_causal=causal)  # (B, nh, T, hs)
+        else:
+            att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, L)
+            if causal:
+                att = att.masked_fill(~self.mask[:T, :T], float("-inf"))
+            att = torch.softmax(att, dim=-1)
+            att = self.attn_dropout(att)
+            y = att @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(Module):
+    """Position-wise feed-forward: (B, T, C) -> (B, T, 4C) -> (B, T, C)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = GELU()
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c_fc(x)  # (B, T, 4C)
+        x = self.gelu(x)
+        x = self.c_proj(x)  # (B, T, C)
+        return self.dropout(x)
+
+
+class Block(Module):
+    """Pre-norm residual block: x + attn(ln1(x)), then + mlp(ln2(x)). (B, T, C) -> same."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache)
+        x = x + self.mlp(self.ln2(x))
+        return x
+
+
+class Transformer(Module):
+    """idx (B, T) with T <= block_size -> logits (B, T, vocab_size), loss.
+
+    targets (B, T): mean cross-entropy over every position (text streams);
+    targets (B,): cross-entropy of the last position only (line data: fixed windows of
+    the previous block_size characters, one target each)."""
+
+    sequence_model = True  # predicts at every position, so it also trains on text streams
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        check_config(config)
+        self.config = config
+        self.block_size = config.block_size
+        c = config
+        self.wte = Embedding(c.vocab_size, c.n_embd)
+        self.wpe = Embedding(c.block_size, c.n_embd)
+        self.drop = Dropout(c.dropout)
+        self.blocks = ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = LayerNorm(c.n_embd, bias=c.bias)
+        # tied: no weight of its own (see head()), so the tensor is listed once, as wte.weight
+        self.lm_head = None if c.tie_weights else Linear(c.n_embd, c.vocab_size, bias=False)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """GPT-2: weights N(0, 0.02), biases 0, LayerNorm 1/0; the projections that write
+        into the residual stream get std 0.02 / sqrt(2 * n_layer), since 2 * n_layer of
+        them add up there."""
+        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, mod in self.named_modules():
+            if isinstance(mod, Linear):
+                mod.weight.normal_(0.0, resid_std if name.endswith("c_proj") else 0.02)
+                if mod.bias is not None:
+                    mod.bias.zero_()
+            elif isinstance(mod, Embedding):
+                mod.weight.normal_(0.0, 0.02)
+            elif isinstance(mod, LayerNorm):
+                mod.weight.fill_(1.0)
+                if mod.bias is not None:
+                    mod.bias.zero_()
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> logits (..., V)."""
+        if self.lm_head is None:
+            return x @ self.wte.weight.T  # (..., V); wte.weight is (V, C)
+        return self.lm_head(x)
+
+    def logits(self, idx: torch.Tensor, start: int = 0,
+               caches: list[KVCache] | None = None) -> torch.Tensor:
+        """idx (B, T) at positions start .. start + T - 1 -> logits (B, T, V)."""
+        T = idx.shape[1]
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if caches is None else caches[i])  # (B, T, C)
+        x = self.ln_f(x)
+        return self.head(x)  # (B, T, V)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.shape
+        if T > self.block_size:
+            raise DlfError(f"sequence length {T} is longer than the model's "
+                           f"block_size {self.block_size}")
+        logits = self.logits(idx)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            if targets.shape == (B,):
+                loss = F.cross_entropy(logits[:, -1, :], targets)
+            elif targets.shape == (B, T):
+                loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+            else:
+                raise DlfError(f"targets must have shape ({B}, {T}) or ({B},), "
+                               f"got {tuple(targets.shape)}")
+        return logits, loss
+
+    @torch.no_grad()
+    def generate_cached(self, idx: torch.Tensor, max_new_tokens: int,
+                        pick: Callable[[torch.Tensor], torch.Tensor],
+                        stream: Callable[[int], None] | None = None) -> list[int]:
+        """Continue idx (1, T0) by max_new_tokens ids, with a key/value cache.
+
+        `pick(logits (1, V)) -> (1, 1)` chooses each next id; `stream(id)` sees each one.
+        Call in eval mode. The context is `idx[:, start:]` with `start` from
+        `dlf.sample.slide_window`: it grows to block_size, then restarts from the last
+        block_size // 2 tokens. The window is prefilled once (keys and values of every
+        layer cached), each new token then runs alone at position len - 1 - start, and a
+        restart re-prefills, since learned positions change when the window moves. The
+        tokens equal, one for one, the uncached loop that feeds `idx[:, start:]` whole."""
+        from dlf.sample import slide_window
+
+        start = slide_window(0, idx.shape[1], self.block_size)
+        caches = [KVCache() for _ in self.blocks]
+        logits = self.logits(idx[:, start:], 0, caches)[:, -1, :]  # (1, V): prefill
+        out: list[int] = []
+        for step in range(max_new_tokens):
+            nxt = pick(logits)  # (1, 1)
+            out.append(int(nxt.item()))
+            if stream is not None:
+                stream(out[-1])
+            if step == max_new_tokens - 1:
+                break  # no logits needed after the last token
+            idx = torch.cat([idx, nxt.view(1, 1).to(idx.device)], dim=1)  # (1, L)
+            L = idx.shape[1]
+            new_start = slide_window(start, L, self.block_size)
+            if new_start != start:  # the window moved: re-prefill its tokens
+                start = new_start
+                caches = [KVCache() for _ in self.blocks]
+                logits = self.logits(idx[:, start:], 0, caches)[:, -1, :]  # (1, V)
+            else:
+                logits = self.logits(idx[:, -1:], L - 1 - start, caches)[:, -1, :]  # (1, V)
+        return out
+
+    def flops_per_token(self) -> float:
+        """Matmul FLOPs per trained token (forward + backward) at full context:
+
+            6 * N + 12 * n_layer * n_embd * block_size
+
+        N counts the weights used in matmuls: every Linear weight in the blocks (12 *
+        n_embd**2 per layer) plus the head (n_embd * vocab_size, also when tied). Each
+        weight costs 2 FLOPs forward and 4 backward. The second term is attention's
+        q @ k^T and att @ v (2 * 2 * n_embd * block_size forward per layer, counted
+        without the causal saving), times 3 for the backward (PaLM appendix B)."""
+        c = self.config
+        N = sum(blk.attn.c_attn.weight.numel() + blk.attn.c_proj.weight.numel()
+                + blk.mlp.c_fc.weight.numel() + blk.mlp.c_proj.weight.numel()
+                for blk in self.blocks)
+        N += c.n_embd * c.vocab_size
+        return float(6 * N + 12 * c.n_layer * c.n_embd * c.block_size)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"vocab_size={c.vocab_size}, block_size={c.block_size}, n_layer={c.n_layer}, "
+                f"n_head={c.n_head}, n_embd={c.n_embd}, attention={c.attention!r}")

@@ -1,0 +1,288 @@
+"""The Transformer against independent references: a per-head loop, torch's own kernels,
+closed-form parameter and FLOP counts, and the plain uncached sampling loop."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from dlf.errors import DlfError
+from dlf.models import build_model
+from dlf.models.transformer import Transformer, TransformerConfig
+from dlf.optim import AdamW
+
+
+def tiny(**kw) -> TransformerConfig:
+    base = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16,
+            "dropout": 0.0}
+    return TransformerConfig(**{**base, **kw})
+
+
+def make(seed: int = 0, **kw) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(tiny(**kw))
+
+
+def test_registry_and_config_type():
+    cfg = tiny()
+    assert TransformerConfig.type == "transformer"
+    assert "type" not in {f.name for f in dataclasses.fields(cfg)}  # a ClassVar
+    model = build_model(cfg)
+    assert isinstance(model, Transformer)
+    assert model.block_size == 8 and model.sequence_model
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_manual_and_sdpa_attention_agree(tie):
+    a = make(tie_weights=tie)
+    b = Transformer(tiny(tie_weights=tie, attention="sdpa"))
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(1)
+    idx = torch.randint(0, 11, (3, 8))
+    targets = torch.randint(0, 11, (3, 8))
+    la, loss_a = a(idx, targets)
+    lb, loss_b = b(idx, targets)
+    torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-5)
+    loss_a.backward()
+    loss_b.backward()
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert na == nb
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=na)
+
+
+def test_manual_and_sdpa_agree_in_eval_with_dropout():
+    a = make(dropout=0.3)
+    b = Transformer(tiny(dropout=0.3, attention="sdpa"))
+    b.load_state_dict(a.state_dict())
+    a.eval()
+    b.eval()
+    idx = torch.randint(0, 11, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(a(idx)[0], b(idx)[0], rtol=1e-5, atol=1e-5)
+    # and in training the dropout masks are live: two calls differ
+    a.train()
+    assert not torch.equal(a(idx)[0], a(idx)[0])
+
+
+def reference_block(block, x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """One pre-norm block written the slow way: each head and each query position alone."""
+    B, T, C = x.shape
+    hs = C // n_head
+    attn, mlp = block.attn, block.mlp
+
+    def lin(layer, h):  # our Linear stores weight as (fan_in, fan_out)
+        return F.linear(h, layer.weight.T, layer.bias)
+
+    h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
+    qkv = lin(attn.c_attn, h)
+    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+    heads = []
+    for head in range(n_head):
+        cols = slice(head * hs, (head + 1) * hs)
+        out = torch.zeros(B, T, hs)
+        for t in range(T):
+            scores = q[:, t, cols].unsqueeze(1) @ k[:, : t + 1, cols].transpose(1, 2)  # (B,1,t+1)
+            weights = torch.softmax(scores / math.sqrt(hs), dim=-1)
+            out[:, t] = (weights @ v[:, : t + 1, cols]).squeeze(1)
+        heads.append(out)
+    x = x + lin(attn.c_proj, torch.cat(heads, dim=-1))
+    h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
+    return x + lin(mlp.c_proj, F.gelu(lin(mlp.c_fc, h)))
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+def test_block_matches_per_head_loop(attention):
+    model = make(attention=attention, n_head=4, n_embd=32)
+    with torch.no_grad():  # nonzero biases so they are checked too
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 6, 32)
+    block = model.blocks[0]
+    torch.testing.assert_close(block(x), reference_block(block, x, 4), rtol=1e-5, atol=1e-5)
+
+
+def test_causal_future_tokens_do_not_change_the_past():
+    model = make(n_layer=2)
+    model.eval()
+    idx = torch.randint(0, 11, (1, 8))
+    changed = idx.clone()
+    changed[0, 5] = (idx[0, 5] + 1) % 11
+    with torch.no_grad():
+        a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def closed_form_params(V, T, L, C, bias, tie) -> int:
+    ln = 2 * C if bias else C
+    linear_bias = (3 * C + C + 4 * C + C) if bias else 0
+    per_layer = 2 * ln + 12 * C * C + linear_bias
+    return V * C + T * C + L * per_layer + ln + (0 if tie else C * V)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("tie", [False, True])
+def test_parameter_count_closed_form(bias, tie):
+    model = make(bias=bias, tie_weights=tie, n_layer=3, n_embd=24, n_head=3)
+    assert model.num_parameters() == closed_form_params(11, 8, 3, 24, bias, tie)
+    params = model.parameters()
+    assert len({id(p) for p in params}) == len(params)
+    keys = set(model.state_dict())
+    assert ("lm_head.weight" in keys) != tie
+    assert not any(k.endswith("mask") for k in keys)  # the causal mask is rebuilt, not saved
+    assert sum(v.numel() for v in model.state_dict().values()) == model.num_parameters()
+
+
+def test_tied_head_uses_the_embedding():
+    model = make(tie_weights=True)
+    x = torch.randn(2, 3, 16)
+    torch.testing.assert_close(model.head(x), x @ model.wte.weight.T)
+    idx = torch.randint(0, 11, (2, 8))
+    model(idx, idx)[1].backward()
+    assert model.wte.weight.grad is not None
+
+
+def test_gpt2_init_statistics():
+    torch.manual_seed(0)
+    L, C = 4, 256
+    model = Transformer(TransformerConfig(vocab_size=50, block_size=16, n_layer=L, n_head=4,
+                                          n_embd=C, dropout=0.0))
+    resid = 0.02 / math.sqrt(2 * L)
+    for blk in model.blocks:
+        assert blk.attn.c_proj.weight.std().item() == pytest.approx(resid, rel=0.03)
+        assert blk.mlp.c_proj.weight.std().item() == pytest.approx(resid, rel=0.03)
+        assert blk.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.03)
+        assert blk.mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.03)
+        assert torch.all(blk.attn.c_attn.bias == 0)
+        assert torch.all(blk.ln1.weight == 1) and torch.all(blk.ln1.bias == 0)
+    assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.03)
+    assert model.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.03)
+
+
+def test_initial_loss_is_about_ln_vocab():
+    V = 65
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=V, block_size=32, n_layer=2, n_head=4,
+                                          n_embd=64, dropout=0.0))
+    idx = torch.randint(0, V, (16, 32))
+    targets = torch.randint(0, V, (16, 32))
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(V)) < 0.1
+
+
+def test_last_position_targets():
+    model = make()
+    idx = torch.randint(0, 11, (5, 8))
+    y = torch.randint(0, 11, (5,))
+    logits, loss = model(idx, y)
+    assert logits.shape == (5, 8, 11)
+    torch.testing.assert_close(loss, F.cross_entropy(logits[:, -1, :], y))
+    logits, loss = model(idx)
+    assert logits.shape == (5, 8, 11) and loss is None
+    with pytest.raises(DlfError, match="targets must have shape"):
+        model(idx, torch.zeros(5, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"n_embd": 100, "n_head": 6}, "n_embd 100 is not divisible by n_head 6"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"dropout": -0.1}, "dropout"),
+        ({"n_layer": 0}, "n_layer"),
+        ({"block_size": 0}, "block_size"),
+        ({"vocab_size": 1}, "vocab_size"),
+        ({"attention": "flash"}, "attention"),
+    ],
+)
+def test_config_errors(kw, match):
+    with pytest.raises(DlfError, match=match):
+        Transformer(tiny(**kw))
+
+
+def test_sequence_longer_than_block_size_is_an_error():
+    model = make()
+    with pytest.raises(DlfError, match=r"9.*block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def uncached(model, idx, n, pick) -> list[int]:
+    """Full forward of the whole context at every step. The context grows to block_size,
+    then restarts from the last block_size // 2 tokens (the rule generation follows)."""
+    out, start, bs = [], 0, model.block_size
+    for _ in range(n):
+        if idx.shape[1] - start > bs:
+            start = idx.shape[1] - bs // 2
+        nxt = pick(model(idx[:, start:])[0][:, -1, :])
+        idx = torch.cat([idx, nxt], dim=1)
+        out.append(nxt.item())
+    return out
+
+
+def seeded_sampler(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return lambda logits: torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=g)
+
+
+def greedy(logits):
+    return logits.argmax(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+@pytest.mark.parametrize("prompt_len", [1, 3, 8, 12])
+def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len):
+    model = make(attention=attention, dropout=0.1, tie_weights=prompt_len == 3)
+    with torch.no_grad():  # large random weights: sharp logits that depend on everything
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.eval()
+    prompt = torch.randint(0, 11, (1, prompt_len))
+    with torch.no_grad():
+        for name, make_pick in (("sample", lambda: seeded_sampler(7)), ("greedy", lambda: greedy)):
+            ref = uncached(model, prompt, 30, make_pick())
+            seen = []
+            got = model.generate_cached(prompt, 30, make_pick(), stream=seen.append)
+            assert got == ref, name
+            assert seen == got
+            assert len(set(ref)) > 1, name  # a non-trivial sequence
+
+
+def test_flops_per_token_matches_counted_matmuls():
+    """Count the matmul FLOPs of one training step at full context with torch's counter."""
+    for tie in (False, True):
+        model = make(tie_weights=tie, n_layer=2, n_head=2, n_embd=16, block_size=8)
+        B, T = 3, 8
+        idx = torch.randint(0, 11, (B, T))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(idx, idx)[1].backward()
+        assert model.flops_per_token() == counter.get_total_flops() / (B * T)
+
+
+def test_training_lowers_loss_on_a_pattern():
+    torch.manual_seed(0)
+    V = 8
+    model = Transformer(TransformerConfig(vocab_size=V, block_size=8, n_layer=2, n_head=2,
+                                          n_embd=32, dropout=0.0))
+    data = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 3, 1] * 20)
+    opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        ix = torch.randint(0, len(data) - 9, (16,), generator=g)
+        x = torch.stack([data[i : i + 8] for i in ix])  # (16, 8)
+        y = torch.stack([data[i + 1 : i + 9] for i in ix])  # (16, 8)
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * math.log(V)
+
+
+def test_to_float64_keeps_the_mask_and_runs():
+    model = make().to(dtype=torch.float64)
+    logits, _ = model(torch.randint(0, 11, (2, 8)))
+    assert logits.dtype == torch.float64
+    assert model.blocks[0].attn.mask.dtype == torch.bool
