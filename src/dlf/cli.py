@@ -44,6 +44,9 @@ def _add_train(sub):
                    help="continue the run in --out from its state.safetensors")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="also record update:data ratios and write the tanh health plots "
+                   "(activations, gradients, weight gradients, update ratios) at the end")
 
 
 def _add_sample(sub):
@@ -117,6 +120,51 @@ def _add_bench(sub):
     s.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _add_diagnose(sub):
+    p = sub.add_parser(
+        "diagnose", help="health plots of a trained tanh network (MLP, WaveNet)",
+        description="Write activations.png, activation_grads.png, weight_grads.png (one fixed "
+        "training batch through the best weights) and update_ratio.png (a scratch copy of the "
+        "last checkpoint trained --steps more steps) plus diagnostics.json into the run "
+        "directory. Nothing else in the run directory changes.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--steps", type=int, default=200,
+                   help="steps to measure update:data ratios over (0: skip; default 200)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_experiment(sub):
+    from dlf.experiments import EXPERIMENTS
+
+    p = sub.add_parser(
+        "experiment", help="how design choices change learning",
+        description="Train the variants of an experiment and write results.md (a table with a "
+        "computed interpretation), results.json and loss_curves.png. Experiments: "
+        + "; ".join(f"{k}: {v.description}" for k, v in EXPERIMENTS.items()))
+    p.add_argument("name", choices=list(EXPERIMENTS))
+    p.add_argument("--out", metavar="DIR", help="default: runs/experiments/<name>")
+    p.add_argument("--data", metavar="PATH", help="a lines file instead of the names dataset")
+    p.add_argument("--quick", action="store_true", help="about 100 steps per variant")
+    p.add_argument("--steps", type=int, help="steps per variant (overrides --quick)")
+    p.add_argument("--force", action="store_true", help="replace existing variant runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_report(sub):
+    p = sub.add_parser(
+        "report", help="reproduce the whole results table in one command",
+        description="Train (or reuse, when a run directory is complete and its config matches) "
+        "every named model, run the experiments and write DIR/REPORT.md with the results "
+        "table, loss curves, experiment tables and samples. An interrupted report resumes "
+        "where it stopped.")
+    p.add_argument("--out", metavar="DIR", default="report", help="default: report/")
+    p.add_argument("--quick", action="store_true",
+                   help="the same pipeline with tiny budgets (a smoke test, not the figures)")
+    p.add_argument("--names", metavar="PATH", help="a lines file instead of the names dataset")
+    p.add_argument("--text", metavar="PATH", help="a text file instead of tinyshakespeare")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlf",
@@ -134,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_gradcheck(sub)
     _add_bench(sub)
+    _add_diagnose(sub)
+    _add_experiment(sub)
+    _add_report(sub)
     return parser
 
 
@@ -164,9 +215,14 @@ def cmd_train(args) -> int:
     if args.device:
         cfg.train.device = args.device
     out = Path(args.out or Path("runs") / cfg.name)
-    trainer = Trainer(cfg, out, resume=args.resume, force=args.force,
-                      progress=False if args.quiet else None)
-    r = trainer.fit()
+    progress = False if args.quiet else None
+    if args.diagnostics:
+        from dlf.diagnostics import train_with_diagnostics
+
+        r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
+                                   progress=progress)
+    else:
+        r = Trainer(cfg, out, resume=args.resume, force=args.force, progress=progress).fit()
     if r.get("interrupted"):
         return 130
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
@@ -264,8 +320,39 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    from dlf.diagnostics import diagnose_run
+
+    for path in diagnose_run(args.run, steps=args.steps, device=args.device):
+        print(path)
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from pathlib import Path
+
+    from dlf.experiments import run_experiment
+
+    out = Path(args.out or Path("runs") / "experiments" / args.name)
+    run_experiment(args.name, out, data=args.data, quick=args.quick, steps=args.steps,
+                   progress=not args.quiet and sys.stderr.isatty(), force=args.force)
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"written: {out}/results.md, results.json, loss_curves.png")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from dlf.report import generate_report
+
+    path = generate_report(args.out, quick=args.quick, names=args.names, text=args.text,
+                           progress=False if args.quiet else None)
+    print(path)
+    return 0
+
+
 COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
-            "gradcheck": cmd_gradcheck, "bench": cmd_bench}
+            "gradcheck": cmd_gradcheck, "bench": cmd_bench, "diagnose": cmd_diagnose,
+            "experiment": cmd_experiment, "report": cmd_report}
 
 
 def main(argv=None) -> int:

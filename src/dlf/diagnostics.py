@@ -1,0 +1,456 @@
+"""Health checks of a deep tanh network (makemore part 3): activation and gradient
+statistics per layer, gradient:data and update:data ratios per weight, and their plots.
+
+One *measurement* is a training-mode forward and backward pass on a fixed batch. It
+leaves the model as it found it: BatchNorm running statistics, train/eval mode and
+parameter gradients are restored afterwards, and no weight changes.
+
+Figures (PNG, written atomically):
+
+- ``activations.png``       histogram of every Tanh output, legend: mean, std, saturated %
+- ``activation_grads.png``  histogram of the gradient at every Tanh output
+- ``weight_grads.png``      histogram of the gradient of every 2-D weight, legend: grad:data
+- ``update_ratio.png``      log10(update std / weight std) per 2-D weight over steps, with
+                            the 1e-3 guide line (-3): far below it learns too slowly, far
+                            above it changes too fast
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dlf.engine.checkpoint import load_tensors, write_json
+from dlf.engine.metrics import save_figure
+from dlf.errors import DlfError
+from dlf.nn import Tanh
+
+__all__ = [
+    "ACTIVATIONS_PNG",
+    "ACTIVATION_GRADS_PNG",
+    "DIAGNOSTICS_JSON",
+    "SATURATION",
+    "UPDATE_RATIO_PNG",
+    "WEIGHT_GRADS_PNG",
+    "DiagnosticsCallback",
+    "UpdateRatioTracker",
+    "activation_stats",
+    "diagnose_run",
+    "fixed_batch",
+    "gradient_stats",
+    "measure",
+    "plot_activation_grads",
+    "plot_activations",
+    "plot_update_ratios",
+    "plot_weight_grads",
+    "tanh_layers",
+    "train_with_diagnostics",
+    "weight_grad_stats",
+]
+
+SATURATION = 0.97  # |tanh| above this: the unit passes almost no gradient (1 - t^2 < 0.06)
+ACTIVATIONS_PNG = "activations.png"
+ACTIVATION_GRADS_PNG = "activation_grads.png"
+WEIGHT_GRADS_PNG = "weight_grads.png"
+UPDATE_RATIO_PNG = "update_ratio.png"
+DIAGNOSTICS_JSON = "diagnostics.json"
+UPDATE_RATIO_GUIDE = -3.0  # log10(1e-3), the lecture's rule of thumb
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def tanh_layers(model) -> list[tuple[str, Tanh]]:
+    """(dotted name, layer) of every Tanh in the model, in forward order."""
+    named = getattr(model, "named_modules", None)
+    found = [(n, m) for n, m in named() if isinstance(m, Tanh)] if callable(named) else []
+    if not found:
+        kind = getattr(getattr(model, "config", None), "type", type(model).__name__)
+        raise DlfError(f"diagnostics need a model with tanh layers; a {kind} model has none")
+    return found
+
+
+def _recorded(layer: Tanh, name: str) -> torch.Tensor:
+    out = getattr(layer, "out", None)
+    if out is None:
+        raise DlfError(f"tanh layer {name} has no recorded output: run a forward pass first")
+    return out
+
+
+def activation_stats(model) -> list[dict]:
+    """Per Tanh layer, from its last output ``layer.out``: index (position among the tanh
+    layers), name, mean, std and ``saturated`` (share of |t| > 0.97, in [0, 1])."""
+    rows = []
+    for i, (name, layer) in enumerate(tanh_layers(model)):
+        t = _recorded(layer, name).detach().float()
+        rows.append({"index": i, "name": name, "mean": t.mean().item(), "std": t.std().item(),
+                     "saturated": (t.abs() > SATURATION).float().mean().item()})
+    return rows
+
+
+def gradient_stats(model) -> list[dict]:
+    """Per Tanh layer, from ``layer.out.grad`` (set ``retain_out_grad = True`` before the
+    forward pass, then backward): index, name, mean, std."""
+    rows = []
+    for i, (name, layer) in enumerate(tanh_layers(model)):
+        out = _recorded(layer, name)
+        g = out.grad if (out.is_leaf or out.retains_grad) else None
+        if g is None:
+            raise DlfError(f"tanh layer {name} kept no output gradient: set retain_out_grad "
+                           "before the forward pass and call backward")
+        g = g.float()
+        rows.append({"index": i, "name": name, "mean": g.mean().item(), "std": g.std().item()})
+    return rows
+
+
+def _weights(model) -> list[tuple[str, torch.Tensor]]:
+    # 2-D parameters only: embedding tables and Linear weights (biases and BatchNorm
+    # gains are 1-D and behave differently; the lecture leaves them out too)
+    return [(n, p) for n, p in model.named_parameters() if p.ndim == 2]
+
+
+def weight_grad_stats(model) -> list[dict]:
+    """Per 2-D weight with a gradient: name, shape, gradient mean and std, and
+    ``grad_data_ratio`` = grad.std() / weight.std()."""
+    rows = []
+    for name, p in _weights(model):
+        if p.grad is None:
+            continue
+        g = p.grad.float()
+        rows.append({"name": name, "shape": list(p.shape), "mean": g.mean().item(),
+                     "std": g.std().item(),
+                     "grad_data_ratio": (g.std() / p.detach().float().std()).item()})
+    return rows
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def fixed_batch(dataset, batch_size: int, seed: int = 0):
+    """The same (x, y) batch every time for a given dataset, size and seed."""
+    return dataset.batch(batch_size, torch.Generator().manual_seed(seed))
+
+
+@contextlib.contextmanager
+def _untouched(model, tanhs):
+    """Restore mode, buffers (BatchNorm running stats), gradients and tanh flags on exit."""
+    was_training = model.training
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p, p.grad) for p in model.parameters()]
+    flags = [(layer, vars(layer).get("retain_out_grad")) for _, layer in tanhs]
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for p, g in grads:
+            p.grad = g
+        for layer, flag in flags:
+            if flag is None:
+                vars(layer).pop("retain_out_grad", None)
+            else:
+                layer.retain_out_grad = flag
+
+
+def measure(model, x: torch.Tensor, y: torch.Tensor, plot_dir: str | Path | None = None) -> dict:
+    """One training-mode forward/backward on (x, y); returns the loss and every statistic.
+
+    With ``plot_dir``, also writes activations.png, activation_grads.png and
+    weight_grads.png there. The model is left as it was (see the module docstring)."""
+    tanhs = tanh_layers(model)
+    device = model.parameters()[0].device
+    with _untouched(model, tanhs):
+        model.train()
+        for _, layer in tanhs:
+            layer.retain_out_grad = True
+            layer.record_out = True
+        for p in model.parameters():
+            p.grad = None
+        _, loss = model(x.to(device), y.to(device))
+        loss.backward()
+        stats = {"loss": loss.item(), "batch_size": len(y),
+                 "activations": activation_stats(model), "activation_grads": gradient_stats(model),
+                 "weight_grads": weight_grad_stats(model)}
+        if plot_dir is not None:
+            plot_dir = Path(plot_dir)
+            plot_activations(model, plot_dir / ACTIVATIONS_PNG)
+            plot_activation_grads(model, plot_dir / ACTIVATION_GRADS_PNG)
+            plot_weight_grads(model, plot_dir / WEIGHT_GRADS_PNG)
+        for _, layer in tanhs:
+            layer.out = layer.out.detach()  # drop the graph (and its memory)
+    return stats
+
+
+class UpdateRatioTracker:
+    """Trainer callback: how big each optimizer step is relative to the weights.
+
+    For every 2-D weight W and step t it records
+
+        log10( std(W_t - W_{t-1}) / std(W_t) )
+
+    where W_t is the weight after step t. ``W_t - W_{t-1}`` is the update the optimizer
+    actually applied (``-lr * grad`` for plain SGD; with momentum, weight decay, AdamW or
+    clipping it is whatever they produced), so the figure is exact for any optimizer. It
+    needs the previous step's weights: call ``snapshot(model)`` before training, or the
+    first call only takes the snapshot. ``every = k`` records steps k, 2k, ... and only
+    copies weights on the step before each of those."""
+
+    def __init__(self, every: int = 1):
+        if every < 1:
+            raise DlfError(f"update-ratio interval must be >= 1, got {every}")
+        self.every = every
+        self.steps: list[int] = []
+        self.ratios: dict[str, list[float]] = {}  # weight name -> log10 ratio per step
+        self.shapes: dict[str, list[int]] = {}
+        self._prev: dict[str, torch.Tensor] | None = None
+        self._prev_step: int | None = None
+
+    def snapshot(self, model, step: int = 0) -> None:
+        """Remember the model's weights as those after ``step``."""
+        self.start({n: p.detach().clone() for n, p in _weights(model)}, step)
+
+    def start(self, weights: dict[str, torch.Tensor], step: int) -> None:
+        """Remember ``weights`` (name -> tensor, e.g. from a checkpoint) as those after
+        ``step``; names that are not 2-D model weights are ignored."""
+        self._prev = dict(weights)
+        self._prev_step = step
+
+    def __call__(self, trainer, step: int) -> None:
+        self.update(trainer.model, step)
+
+    @torch.no_grad()
+    def update(self, model, step: int) -> None:
+        """Record the step that just happened (if the previous weights are known)."""
+        if self._prev is not None and self._prev_step == step - 1:
+            self.steps.append(step)
+            for name, p in _weights(model):
+                w = p.detach().float()
+                ratio = ((w - self._prev[name].float()).std() / w.std()).item()
+                self.ratios.setdefault(name, []).append(
+                    math.log10(ratio) if ratio > 0 else -math.inf)
+                self.shapes[name] = list(p.shape)
+        self._prev = None
+        if (step + 1) % self.every == 0:
+            self.snapshot(model, step)
+
+    def summary(self) -> list[dict]:
+        """Per weight: shape, and the mean log10 ratio over the last half of the record."""
+        rows = []
+        for name, values in self.ratios.items():
+            tail = [v for v in values[len(values) // 2:] if math.isfinite(v)]
+            rows.append({"name": name, "shape": self.shapes[name],
+                         "mean_log10_update_ratio": sum(tail) / len(tail) if tail else None})
+        return rows
+
+    def to_dict(self) -> dict:
+        clean = {n: [v if math.isfinite(v) else None for v in vs] for n, vs in self.ratios.items()}
+        return {"steps": self.steps, "log10_update_ratio": clean, "summary": self.summary()}
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _histogram_figure(series, title: str, xlabel: str, path: str | Path) -> None:
+    """series: (tensor, legend label) pairs drawn as density curves on one axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    for t, label in series:
+        t = t.detach().float().cpu().flatten()
+        lo, hi = t.min().item(), t.max().item()
+        if hi <= lo:  # a constant tensor: widen the range so the histogram exists
+            lo, hi = lo - 1e-8, hi + 1e-8
+        bins = int(min(100, max(10, math.sqrt(t.numel()))))  # fewer bins for small samples
+        hy, hx = torch.histogram(t, bins=bins, range=(lo, hi), density=True)
+        centres = (hx[:-1] + hx[1:]) / 2
+        ax.plot(centres.numpy(), hy.numpy(), label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_activations(model, path: str | Path) -> None:
+    """Histogram of each Tanh layer's last output; legend: mean, std, saturated share."""
+    layers = tanh_layers(model)
+    stats = activation_stats(model)
+    series = [(_recorded(layer, name), (f"{name}: mean {s['mean']:+.2f}, std {s['std']:.2f}, "
+                                        f"saturated {100 * s['saturated']:.1f}%"))
+              for (name, layer), s in zip(layers, stats, strict=True)]
+    _histogram_figure(series, f"activation distribution (tanh outputs; saturated: |t| > "
+                      f"{SATURATION})", "tanh output", path)
+
+
+def plot_activation_grads(model, path: str | Path) -> None:
+    """Histogram of the gradient at each Tanh output (needs retain_out_grad + backward)."""
+    layers = tanh_layers(model)
+    stats = gradient_stats(model)
+    series = [(_recorded(layer, name).grad, f"{name}: mean {s['mean']:+.2e}, std {s['std']:.2e}")
+              for (name, layer), s in zip(layers, stats, strict=True)]
+    _histogram_figure(series, "gradient distribution at the tanh outputs",
+                      "d loss / d tanh output", path)
+
+
+def plot_weight_grads(model, path: str | Path) -> None:
+    """Histogram of each 2-D weight's gradient; legend: shape, std, grad:data ratio."""
+    named = dict(_weights(model))
+    series = [(named[s["name"]].grad, (f"{s['name']} {tuple(s['shape'])}: std {s['std']:.2e}, "
+                                       f"grad:data {s['grad_data_ratio']:.2e}"))
+              for s in weight_grad_stats(model)]
+    if not series:
+        raise DlfError("no 2-D weight has a gradient: run backward first")
+    _histogram_figure(series, "weight gradient distribution", "gradient", path)
+
+
+def plot_update_ratios(tracker: UpdateRatioTracker, path: str | Path) -> None:
+    """log10(update std / weight std) per 2-D weight over steps, with the 1e-3 guide."""
+    if not tracker.steps:
+        raise DlfError("no update ratios recorded: train at least two steps")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    for name, values in tracker.ratios.items():
+        ax.plot(tracker.steps, values, lw=0.8, label=f"{name} {tuple(tracker.shapes[name])}")
+    ax.axhline(UPDATE_RATIO_GUIDE, color="k", ls="--", lw=1, label="1e-3 guide")
+    ax.set_title("update : data ratio per step")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10(update std / weight std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+def _measure_batch_size(train_cfg, batch_size: int | None) -> int:
+    # Full-batch runs (batch_size 0) are measured on a large ordinary batch instead.
+    return batch_size or train_cfg.batch_size or 512
+
+
+class DiagnosticsCallback:
+    """Trainer callback for a run with diagnostics: records update ratios every step and,
+    after the last step, measures the model on a fixed batch and writes all four figures
+    and ``diagnostics.json`` into the run directory."""
+
+    def __init__(self, batch_size: int | None = None, seed: int = 0, every: int = 1):
+        self.tracker = UpdateRatioTracker(every)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.files: list[Path] = []
+
+    def __call__(self, trainer, step: int) -> None:
+        self.tracker(trainer, step)
+        if step == trainer.cfg.train.max_steps:
+            self.files = self.finish(trainer)
+
+    def finish(self, trainer) -> list[Path]:
+        out = Path(trainer.out)
+        bs = _measure_batch_size(trainer.cfg.train, self.batch_size)
+        x, y = fixed_batch(trainer.data.train, bs, self.seed)
+        stats = measure(trainer.model, x, y, plot_dir=out)
+        files = [out / ACTIVATIONS_PNG, out / ACTIVATION_GRADS_PNG, out / WEIGHT_GRADS_PNG]
+        if self.tracker.steps:
+            plot_update_ratios(self.tracker, out / UPDATE_RATIO_PNG)
+            files.append(out / UPDATE_RATIO_PNG)
+        write_json(out / DIAGNOSTICS_JSON, {"step": trainer.cfg.train.max_steps,
+                                            "weights": "last step", "seed": self.seed, **stats,
+                                            "update_ratio": self.tracker.to_dict()})
+        return [*files, out / DIAGNOSTICS_JSON]
+
+
+def train_with_diagnostics(cfg, out_dir: str | Path, **trainer_kwargs) -> dict:
+    """Train like ``Trainer(cfg, out_dir, **trainer_kwargs).fit()`` and also write the
+    diagnostics figures and diagnostics.json (see DiagnosticsCallback). Returns the
+    trainer's result dict with ``diagnostics_files`` added."""
+    from dlf.engine.trainer import Trainer
+
+    callback = DiagnosticsCallback()
+    trainer = Trainer(cfg, out_dir, callback=callback, **trainer_kwargs)
+    tanh_layers(trainer.model)  # fail before training, not after
+    if not trainer.resume:
+        callback.tracker.snapshot(trainer.model)  # the initial weights: step 1 is recorded
+    result = trainer.fit()
+    result["diagnostics_files"] = [str(p) for p in callback.files]
+    return result
+
+
+def _continue_copy(run_dir: Path, steps: int) -> UpdateRatioTracker:
+    """Resume a scratch copy of the run's last checkpoint (weights, optimizer moments,
+    RNG, schedule position) for ``steps`` steps and record the update ratios."""
+    from dlf import config as C
+    from dlf.engine.trainer import Trainer
+
+    tracker = UpdateRatioTracker()
+    with tempfile.TemporaryDirectory(prefix="dlf-diagnose-") as tmp:
+        scratch = Path(tmp)
+        for name in ("config.toml", "tokenizer.json", "model.safetensors", "state.safetensors"):
+            if not (run_dir / name).exists():
+                raise DlfError(f"{run_dir} has no {name}; cannot continue it to measure updates")
+            shutil.copy2(run_dir / name, scratch / name)
+        tensors, _ = load_tensors(scratch / "state.safetensors")
+        if "step" not in tensors:
+            raise DlfError(f"{run_dir}/state.safetensors is incomplete (missing step)")
+        start = int(tensors["step"])
+        # the checkpoint's weights are those before the first continued step
+        tracker.start({k[6:]: v for k, v in tensors.items()
+                       if k.startswith("model.") and v.ndim == 2}, start)
+        cfg = C.load_toml(scratch / "config.toml")
+        t = cfg.train
+        t.max_steps = start + steps
+        t.eval_interval = t.max_steps
+        t.log_interval = t.max_steps
+        t.num_samples = 0
+        Trainer(cfg, scratch, resume=True, progress=False, callback=tracker).fit()
+    return tracker
+
+
+def diagnose_run(run_dir: str | Path, steps: int = 200, *, batch_size: int | None = None,
+                 seed: int = 0, device: str = "auto") -> list[Path]:
+    """Write the diagnostics of a trained run into its directory; returns the written paths.
+
+    The first three figures measure the best weights (model.safetensors) on one fixed-seed
+    training batch (``batch_size``: the run's, or 512 for full-batch runs). For
+    update_ratio.png a scratch copy of the last checkpoint (state.safetensors, with its
+    optimizer state and schedule) trains ``steps`` more steps in a temporary directory;
+    ``steps = 0`` skips it. Only the PNGs and diagnostics.json are written to ``run_dir``.
+    (A cosine schedule is stretched to the longer total, so its lr differs slightly.)"""
+    from dlf.engine.run import open_run, prepare_data
+
+    if steps < 0:
+        raise DlfError(f"steps must be >= 0, got {steps}")
+    run = open_run(run_dir, device=device)
+    tanh_layers(run.model)
+    data = prepare_data(run.config, tokenizer=run.tokenizer)
+    bs = _measure_batch_size(run.config.train, batch_size)
+    x, y = fixed_batch(data.train, bs, seed)
+    out = run.path
+    stats = measure(run.model, x, y, plot_dir=out)
+    files = [out / ACTIVATIONS_PNG, out / ACTIVATION_GRADS_PNG, out / WEIGHT_GRADS_PNG]
+    report = {"weights": "model.safetensors (best validation)", "seed": seed, **stats}
+    if steps > 0:
+        tracker = _continue_copy(out, steps)
+        plot_update_ratios(tracker, out / UPDATE_RATIO_PNG)
+        files.append(out / UPDATE_RATIO_PNG)
+        report["update_ratio"] = {"source": f"state.safetensors continued for {steps} steps",
+                                  **tracker.to_dict()}
+    write_json(out / DIAGNOSTICS_JSON, report)
+    return [*files, out / DIAGNOSTICS_JSON]

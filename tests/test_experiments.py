@@ -1,0 +1,98 @@
+"""Experiments in quick mode on tiny synthetic names: files, tables, and the real effects."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dlf.errors import DlfError
+from dlf.experiments import EXPERIMENTS, flat_mlp_matching, run_experiment
+
+STEPS = 30
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def test_mlp_init_shows_what_bad_init_does(tmp_path, names_file):
+    threads = torch.get_num_threads()
+    out = tmp_path / "init"
+    result = run_experiment("mlp-init", out, data=names_file, quick=True, steps=STEPS)
+    assert torch.get_num_threads() == threads  # the Trainer's setting does not leak
+    for f in ("results.json", "results.md", "loss_curves.png"):
+        assert (out / f).stat().st_size > 0
+    for variant in ("normal", "kaiming", "kaiming-batchnorm"):
+        assert (out / variant / "result.json").exists()
+        assert json.loads((out / variant / "result.json").read_text())["steps"] == STEPS
+    assert json.loads((out / "results.json").read_text()) == result
+    table = (out / "results.md").read_text()
+    for variant in ("`normal`", "`kaiming`", "`kaiming-batchnorm`"):
+        assert variant in table
+    assert result["interpretation"] in table
+
+    by = {r["variant"]: r for r in result["variants"]}
+    naive, kai, bn = by["normal"], by["kaiming"], by["kaiming-batchnorm"]
+    uniform = math.log(naive["vocab_size"])  # what a network that knows nothing scores
+    # Kaiming (with the shrunk output layer) starts at the uniform guess; N(0, 1) far above it
+    assert abs(kai["initial_loss"] - uniform) < 0.25
+    assert abs(bn["initial_loss"] - uniform) < 0.25
+    assert naive["initial_loss"] > 3 * kai["initial_loss"]
+    assert naive["initial_loss"] > 3 * bn["initial_loss"]
+    # and saturates its tanh units: most of them at init, far more than either fix
+    assert len(naive["saturated_init"]) == 5
+    assert _mean(naive["saturated_init"]) > 0.5
+    assert _mean(naive["saturated_init"]) > _mean(kai["saturated_init"]) + 0.3
+    assert _mean(naive["saturated_init"]) > _mean(bn["saturated_init"]) + 0.3
+    assert _mean(bn["saturated_init"]) < 0.1  # BatchNorm puts every layer at unit scale
+    assert f"{naive['initial_loss']:.2f}" in result["interpretation"]
+
+
+def test_wavenet_vs_flat_matches_parameters(tmp_path, names_file):
+    out = tmp_path / "wf"
+    result = run_experiment("wavenet-vs-flat", out, data=names_file, steps=STEPS)
+    assert [r["variant"] for r in result["variants"]] == ["wavenet", "flat-mlp"]
+    w, f = result["variants"]
+    assert abs(f["num_parameters"] / w["num_parameters"] - 1) < 0.10
+    for r in (w, f):
+        assert math.isfinite(r["val_loss"]) and r["steps"] == STEPS
+        assert r["steps_per_second"] > 0
+        saved = json.loads((out / r["variant"] / "result.json").read_text())
+        assert saved["num_parameters"] == r["num_parameters"]
+    table = (out / "results.md").read_text()
+    assert "`wavenet`" in table and "`flat-mlp`" in table and f"{w['num_parameters']:,}" in table
+    assert (out / "loss_curves.png").stat().st_size > 0
+    # the same context: both runs saw 8 characters
+    for variant in ("wavenet", "flat-mlp"):
+        assert "block_size = 8" in (out / variant / "config.toml").read_text()
+
+
+def test_flat_mlp_matching_is_the_closest_parameter_count():
+    V, T, E, target = 27, 8, 24, 76_579
+
+    def params(h):  # embedding + Linear (no bias) + BatchNorm gain/shift + output Linear
+        return V * E + T * E * h + 2 * h + h * V + V
+
+    cfg = flat_mlp_matching(target, T, E, V)
+    h = cfg.n_hidden
+    assert cfg.n_layer == 1 and cfg.block_size == T and cfg.n_embd == E
+    assert abs(params(h) - target) <= min(abs(params(h - 1) - target),
+                                          abs(params(h + 1) - target))
+    assert abs(params(h) / target - 1) < 0.01
+
+
+def test_unknown_experiment_and_existing_runs(tmp_path, names_file):
+    with pytest.raises(DlfError, match="unknown experiment 'nope'; available: " +
+                       ", ".join(EXPERIMENTS)):
+        run_experiment("nope", tmp_path / "x")
+    with pytest.raises(DlfError, match="at least 3 steps"):
+        run_experiment("mlp-init", tmp_path / "x", data=names_file, steps=1)
+    out = tmp_path / "again"
+    run_experiment("wavenet-vs-flat", out, data=names_file, steps=3)
+    with pytest.raises(DlfError, match="already holds a run"):
+        run_experiment("wavenet-vs-flat", out, data=names_file, steps=3)
+    result = run_experiment("wavenet-vs-flat", out, data=names_file, steps=4, force=True)
+    assert result["steps"] == 4
