@@ -223,11 +223,12 @@ def test_batchnorm_input_errors():
 # -- LayerNorm -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(4, 8), (2, 3, 8)])
-def test_layernorm_matches_torch(shape, bias):
+def test_layernorm_matches_torch(shape, bias, fused):
     C = shape[-1]
-    ours = LayerNorm(C, bias=bias)
+    ours = LayerNorm(C, bias=bias, fused=fused)
     ref = torch.nn.LayerNorm(C, bias=bias)
     assert torch.equal(ours.weight, torch.ones(C))
     g = torch.Generator().manual_seed(5)
@@ -261,8 +262,10 @@ def test_layernorm_matches_torch(shape, bias):
         (ReLU(), torch.nn.ReLU()),
         (GELU(), torch.nn.GELU()),
         (GELU("tanh"), torch.nn.GELU(approximate="tanh")),
+        (GELU(fused=True), torch.nn.GELU()),
+        (GELU("tanh", fused=True), torch.nn.GELU(approximate="tanh")),
     ],
-    ids=["tanh", "relu", "gelu", "gelu-tanh"],
+    ids=["tanh", "relu", "gelu", "gelu-tanh", "gelu-fused", "gelu-tanh-fused"],
 )
 def test_activations_match_torch(ours, ref):
     x = torch.cat(
@@ -289,6 +292,19 @@ def test_gelu_parity_random_shapes(shape, approx):
     _backward(out)
     _backward(out_ref)
     assert_close(x.grad, xr.grad)
+
+
+def test_fused_kernels_equal_written_out_formulas():
+    """The fused switch changes the kernel, not the maths: compare the two paths directly."""
+    x = _leaf(6, 16) * 3
+    for approximate in ("none", "tanh"):
+        torch.testing.assert_close(GELU(approximate, fused=True)(x), GELU(approximate)(x))
+    a, b = LayerNorm(16, fused=True), LayerNorm(16)
+    with torch.no_grad():
+        a.weight.normal_()
+        a.bias.normal_()
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a(x), b(x))
 
 
 def test_tanh_retains_output_grad_only_when_asked():

@@ -286,3 +286,13 @@ def test_to_float64_keeps_the_mask_and_runs():
     logits, _ = model(torch.randint(0, 11, (2, 8)))
     assert logits.dtype == torch.float64
     assert model.blocks[0].attn.mask.dtype == torch.bool
+
+
+def test_fused_and_written_out_kernels_give_the_same_model():
+    a = make(fused=True)
+    b = make(fused=False)
+    b.load_state_dict(a.state_dict())
+    idx = torch.randint(0, 11, (2, 8))
+    la, _ = a(idx)
+    lb, _ = b(idx)
+    torch.testing.assert_close(la, lb)

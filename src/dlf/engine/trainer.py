@@ -201,6 +201,7 @@ class Trainer:
         self.t0 = time.perf_counter()
         self.wall_before = 0.0
         self.best_val = math.inf
+        self.best_losses = None  # train/val of model.safetensors, when measured this session
         self.gen = torch.Generator().manual_seed(t.seed + 1)
         self.optimizer = None if (self.fitted or self.manual) else make_optimizer(self.model, t)
         schedule = make_schedule(t)
@@ -259,9 +260,11 @@ class Trainer:
                         bar.write(msg)
                     if losses["val_loss"] < self.best_val:
                         self.best_val = losses["val_loss"]
+                        self.best_losses = losses
                         self._save_best()
                     self._save_state(step)
-                    plot_loss(log.read(), out / "loss.png", title=cfg.name)
+                    if step < t.max_steps:  # the last plot is drawn once, by _finish
+                        plot_loss(log.read(), out / "loss.png", title=cfg.name)
                 if self.callback is not None:
                     self.callback(self, step)
                 if self._stop_requested and step < t.max_steps:
@@ -337,7 +340,7 @@ class Trainer:
             "name": cfg.name,
             "model_type": cfg.model.type,
             "dataset": cfg.data.dataset,
-            **self._eval_losses(),
+            **(self.best_losses or self._eval_losses()),
             "test_loss": self._evaluate(self.data.test) if self.data.test is not None else None,
             "steps": step,
             "wall_seconds": round(wall, 2),

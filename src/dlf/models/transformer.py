@@ -34,6 +34,7 @@ class TransformerConfig:
     bias: bool = True  # biases in the Linear and LayerNorm layers
     tie_weights: bool = False  # the head reuses the token embedding: logits = x @ wte.weight.T
     attention: str = "manual"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
+    fused: bool = True  # LayerNorm and GELU via torch's one-pass kernels (same maths, tested)
 
 
 def check_config(c: TransformerConfig) -> None:
@@ -123,7 +124,7 @@ class MLP(Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = GELU()
+        self.gelu = GELU(fused=config.fused)
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
@@ -139,9 +140,9 @@ class Block(Module):
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.ln1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln1 = LayerNorm(config.n_embd, bias=config.bias, fused=config.fused)
         self.attn = CausalSelfAttention(config)
-        self.ln2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln2 = LayerNorm(config.n_embd, bias=config.bias, fused=config.fused)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -169,7 +170,7 @@ class Transformer(Module):
         self.wpe = Embedding(c.block_size, c.n_embd)
         self.drop = Dropout(c.dropout)
         self.blocks = ModuleList(Block(c) for _ in range(c.n_layer))
-        self.ln_f = LayerNorm(c.n_embd, bias=c.bias)
+        self.ln_f = LayerNorm(c.n_embd, bias=c.bias, fused=c.fused)
         # tied: no weight of its own (see head()), so the tensor is listed once, as wte.weight
         self.lm_head = None if c.tie_weights else Linear(c.n_embd, c.vocab_size, bias=False)
         self._init_weights()

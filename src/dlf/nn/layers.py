@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from dlf.errors import DlfError
 from dlf.nn.module import Module
@@ -181,7 +182,10 @@ class BatchNorm1d(Module):
 class LayerNorm(Module):
     """Normalise over the last dimension (biased variance). Input (..., dim) -> same shape.
 
-    ``weight`` starts at ones, ``bias`` at zeros (``bias=False``: no bias)."""
+    ``weight`` starts at ones, ``bias`` at zeros (``bias=False``: no bias).
+    ``fused=True`` computes the same formula with torch's one-pass kernel
+    (``F.layer_norm``, tested equal): several times faster on a CPU, where the written-out
+    version makes five passes over the activations."""
 
     def __init__(
         self,
@@ -190,14 +194,18 @@ class LayerNorm(Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         self.dim = _check_dim("dim", dim)
         self.eps = _check_eps(eps)
+        self.fused = fused
         self.weight = torch.ones(dim, device=device, dtype=dtype).requires_grad_()
         self.bias = torch.zeros(dim, device=device, dtype=dtype).requires_grad_() if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
         mean = x.mean(-1, keepdim=True)  # (..., 1)
         var = x.var(-1, keepdim=True, correction=0)  # (..., 1)
         out = (x - mean) * torch.rsqrt(var + self.eps) * self.weight
@@ -230,16 +238,20 @@ class GELU(_Recorder):
     """Gaussian error linear unit; any shape. Keeps ``self.out``.
 
     ``approximate='none'``: 0.5 * x * (1 + erf(x / sqrt(2))).
-    ``approximate='tanh'``: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))."""
+    ``approximate='tanh'``: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))).
+    ``fused=True``: the same function from torch's kernel (``F.gelu``, tested equal)."""
 
-    def __init__(self, approximate: str = "none") -> None:
+    def __init__(self, approximate: str = "none", fused: bool = False) -> None:
         super().__init__()
         if approximate not in ("none", "tanh"):
             raise DlfError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.approximate == "tanh":
+        if self.fused:
+            out = F.gelu(x, approximate=self.approximate)
+        elif self.approximate == "tanh":
             out = 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
         else:
             out = 0.5 * x * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))

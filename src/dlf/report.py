@@ -1,0 +1,226 @@
+"""`dlf report`: train (or reuse) every named model, run the experiments, write REPORT.md.
+
+Each stage lives in its own run directory under DIR/runs/ or DIR/experiments/. A
+stage whose directory holds a finished run of the same config is reused; one with a
+checkpoint but no result is resumed; anything else is trained from scratch. So an
+interrupted report continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlf import config as C
+from dlf.engine.checkpoint import atomic_write_text, read_json
+from dlf.engine.metrics import MetricsLog, save_figure
+from dlf.engine.trainer import Trainer
+from dlf.errors import DlfError
+
+
+@dataclass(frozen=True)
+class Stage:
+    preset: str
+    label: str
+    reference: str  # the figure the lectures / nanoGPT quote, for comparison
+    quick_steps: int
+
+
+STAGES = [
+    Stage("names-bigram", "count bigram", "2.45", 0),
+    Stage("names-bigram-neural", "neural bigram", "~2.45 (lecture ~2.49 incl. L2 term)", 30),
+    Stage("names-mlp-manual", "MLP, manual backprop", "val ~2.10", 200),
+    Stage("names-mlp", "MLP, dlf.nn layers + BatchNorm", "val ~2.0 (lecture 2.106)", 200),
+    Stage("names-wavenet", "WaveNet (hierarchical)", "train ~1.9, val ~2.0 (lecture 1.769/1.994)",
+          200),
+    Stage("names-transformer", "Transformer on names", "-", 60),
+    Stage("shakespeare-transformer-cpu", "Transformer on Shakespeare (CPU recipe)",
+          "train ~1.1, val ~1.5 (6-layer GPU run)", 30),
+]
+EXPERIMENTS = ["mlp-init", "wavenet-vs-flat"]
+QUICK_EXPERIMENT_STEPS = 40
+
+
+def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None) -> C.RunConfig:
+    cfg = C.load_preset(stage.preset)
+    override = names if cfg.data.format in ("", "lines") and cfg.data.dataset == "names" else text
+    if override and cfg.data.dataset in ("names", "shakespeare"):
+        cfg.data.dataset = str(Path(override).resolve())
+    if quick:  # the same pipeline with a tiny budget: the schedule shrinks with it
+        t = cfg.train
+        full = max(1, t.max_steps)
+        t.max_steps = min(t.max_steps, stage.quick_steps)
+        t.milestones = [max(1, m * t.max_steps // full) for m in t.milestones]
+        t.warmup_steps = t.warmup_steps * t.max_steps // full
+        t.eval_interval = max(1, t.max_steps)
+        t.log_interval = max(1, t.max_steps // 20)
+        t.eval_iters = min(t.eval_iters, 4)
+        t.sample_tokens = min(t.sample_tokens, 200)
+    return cfg
+
+
+def _same_config(run_dir: Path, cfg: C.RunConfig) -> bool:
+    try:
+        saved = C.load_toml(run_dir / "config.toml")
+    except DlfError:
+        return False
+    want = C.to_dict(cfg)
+    want["model"]["vocab_size"] = saved.model.vocab_size
+    return C.to_dict(saved) == want
+
+
+def run_stage(cfg: C.RunConfig, run_dir: Path, progress: bool) -> tuple[dict, str]:
+    """Train, resume or reuse; returns (result.json, what was done)."""
+    if (run_dir / "result.json").exists() and _same_config(run_dir, cfg):
+        return read_json(run_dir / "result.json"), "reused"
+    if (run_dir / "state.safetensors").exists() and _same_config(run_dir, cfg):
+        Trainer(cfg, run_dir, resume=True, progress=progress).fit()
+        how = "resumed"
+    else:
+        Trainer(cfg, run_dir, force=True, progress=progress).fit()
+        how = "trained"
+    if not (run_dir / "result.json").exists():  # stopped by Ctrl-C: the report stops too
+        raise KeyboardInterrupt
+    return read_json(run_dir / "result.json"), how
+
+
+def run_experiment_stage(name: str, out: Path, quick: bool, names: str | None,
+                         progress: bool) -> tuple[dict, str]:
+    from dlf.experiments import run_experiment
+
+    steps = QUICK_EXPERIMENT_STEPS if quick else None
+    done = out / "results.json"
+    if done.exists():
+        prev = read_json(done)
+        if prev.get("quick") == quick and prev.get("data") == (names or "names") and \
+                (steps is None or prev.get("steps") == steps):
+            return prev, "reused"
+    return run_experiment(name, out, data=names, quick=quick, steps=steps, progress=progress,
+                          force=True), "ran"
+
+
+def plot_names_curves(runs: dict[str, Path], path: Path) -> None:
+    """Validation loss of every names model against training progress (fraction of steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for label, run_dir in runs.items():
+        recs = MetricsLog(run_dir / "metrics.jsonl").read()
+        batch = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+        evals = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
+        if batch:
+            k = max(1, len(batch) // 40)
+            xs = [s for s, _ in batch][k - 1:]
+            ys = [sum(v for _, v in batch[i - k + 1: i + 1]) / k for i in range(k - 1, len(batch))]
+            line, = ax.plot(xs, ys, lw=1.2, label=f"{label} (train, mean of {k})")
+            ax.plot([s for s, _ in evals], [v for _, v in evals], "o", ms=3, color=line.get_color())
+        elif evals:
+            ax.axhline(evals[-1][1], ls="--", lw=1, label=f"{label} (fitted, val)")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("step (log scale)")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_ylim(top=3.5)
+    ax.set_title("names models: training loss (lines) and validation loss (dots)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _samples(run_dir: Path, n: int = 10) -> list[str]:
+    from dlf.engine.run import open_run
+    from dlf.sample import sample_lines, sample_text
+
+    run = open_run(run_dir, device="cpu")
+    if run.tokenizer.boundary is not None:
+        return sample_lines(run.model, run.tokenizer, n, seed=0)
+    return [sample_text(run.model, run.tokenizer, seed=0, max_new_tokens=400)]
+
+
+def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
+                    names: str | None = None, text: str | None = None,
+                    progress: bool | None = None, log=None) -> Path:
+    """Run every stage and write DIR/REPORT.md; returns its path."""
+    from dlf.bench import machine
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    progress = sys.stderr.isatty() if progress is None else progress
+    total = len(STAGES) + len(EXPERIMENTS)
+    rows, run_dirs = [], {}
+    for i, stage in enumerate(STAGES, 1):
+        cfg = stage_config(stage, quick, names, text)
+        run_dir = out / "runs" / stage.preset
+        log(f"[{i}/{total}] {stage.preset}: {stage.label} ...")
+        result, how = run_stage(cfg, run_dir, progress)
+        log(f"[{i}/{total}] {stage.preset}: {how}, val {_fmt(result['val_loss'])} "
+            f"({result['wall_seconds']:.0f} s)")
+        rows.append((stage, cfg, result))
+        run_dirs[stage.preset] = run_dir
+    experiments = {}
+    for j, name in enumerate(EXPERIMENTS, len(STAGES) + 1):
+        log(f"[{j}/{total}] experiment {name} ...")
+        res, how = run_experiment_stage(name, out / "experiments" / name, quick, names, progress)
+        log(f"[{j}/{total}] experiment {name}: {how} ({res.get('wall_seconds', 0):.0f} s)")
+        experiments[name] = res
+
+    names_runs = {s.label: run_dirs[s.preset] for s, cfg, _ in rows
+                  if s.preset.startswith("names-")}
+    plot_names_curves(names_runs, out / "names_loss.png")
+    md = _markdown(out, rows, run_dirs, experiments, quick, machine())
+    atomic_write_text(out / "REPORT.md", md)
+    log(f"report written: {out / 'REPORT.md'}")
+    return out / "REPORT.md"
+
+
+def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# dlf results" + (" (quick: tiny budgets, not the real figures)" if quick else ""),
+        "",
+        f"Generated {now} by `dlf report{' --quick' if quick else ''}` on {mach['cpu']} "
+        f"({mach['cores']} cores, {mach['threads']} torch threads), torch {mach['torch']}"
+        + (f", GPU {mach['cuda']}" if mach.get("cuda") else "") + ".",
+        "",
+        "| model | dataset | parameters | train | val | test | reference | steps | wall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stage, cfg, r in rows:
+        ds = Path(cfg.data.dataset).name if "/" in cfg.data.dataset else cfg.data.dataset
+        lines.append(f"| {stage.label} (`{stage.preset}`) | {ds} | {r['num_parameters']:,} | "
+                     f"{_fmt(r['train_loss'])} | {_fmt(r['val_loss'])} | {_fmt(r['test_loss'])} | "
+                     f"{stage.reference} | {r['steps']:,} | {r['wall_seconds']:.0f} s |")
+    lines += ["", ("Losses are mean cross-entropy in nats per character of each run's best-"
+                   "validation weights; names splits are exact, Shakespeare uses "
+                   "`train.eval_iters` fixed batches."), "",
+              "## Names models", "", "![names loss curves](names_loss.png)", ""]
+    sh = [s for s, _, _ in rows if not s.preset.startswith("names-")]
+    for s in sh:
+        rel = run_dirs[s.preset].relative_to(out) / "loss.png"
+        lines += [f"## {s.label}", "", f"![{s.preset} loss]({rel.as_posix()})", ""]
+    for name in experiments:
+        rel = Path("experiments") / name
+        md_path = out / rel / "results.md"
+        body = md_path.read_text(encoding="utf-8") if md_path.exists() else ""
+        body = "\n".join(ln for ln in body.splitlines() if not ln.startswith("# "))
+        lines += [f"## Experiment: {name}", "", body.strip(), "",
+                  f"![{name} curves]({(rel / 'loss_curves.png').as_posix()})", ""]
+    lines += ["## Samples (seed 0)", ""]
+    for stage, _, _ in rows:
+        samples = _samples(run_dirs[stage.preset])
+        lines += [f"**{stage.label}**", "", "```", *samples, "```", ""]
+    lines += ["## Configurations", "",
+              ("Each run directory under `runs/` holds its resolved `config.toml`, "
+               "`metrics.jsonl`, `result.json` and checkpoints; rerun a stage with "
+               "`dlf train runs/<name>/config.toml --out DIR`."), ""]
+    return "\n".join(lines) + "\n"
