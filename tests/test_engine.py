@@ -170,3 +170,60 @@ def test_clip_grad_norm_matches_torch():
     for p, r in zip(ps, refs):
         torch.testing.assert_close(p.grad, r.grad)
 
+
+
+def tiny_transformer(text_file, model=(), **train):
+    cfg = C.load_preset("shakespeare-transformer-cpu")
+    cfg.data.dataset = str(text_file)
+    C.apply_overrides(cfg, ["model.block_size=16", "model.n_layer=1", "model.n_embd=16",
+                            "model.n_head=2", "train.dtype=fp32", "train.num_samples=0",
+                            *model])
+    t = {"max_steps": 4, "eval_interval": 4, "log_interval": 1, "eval_iters": 2,
+         "warmup_steps": 1}
+    t.update(train)
+    for k, v in t.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_grad_accum_equals_one_big_batch(tmp_path, text_file):
+    """Two micro-batches of 8 draw the same rows as one batch of 16 (same generator), and
+    the averaged gradient gives the same update."""
+    big = Trainer(tiny_transformer(text_file, batch_size=16), tmp_path / "big", progress=False)
+    big.fit()
+    acc = Trainer(tiny_transformer(text_file, batch_size=8, grad_accum=2), tmp_path / "acc",
+                  progress=False)
+    acc.fit()
+    for (s1, l1), (s2, l2) in zip(losses(tmp_path / "big")[0], losses(tmp_path / "acc")[0],
+                                  strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-5)
+    for (n, a), (_, b) in zip(big.model.named_parameters(), acc.model.named_parameters(),
+                              strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_manual_mlp_trains_through_the_trainer(tmp_path, names_file):
+    cfg = C.load_preset("names-mlp-manual")
+    cfg.data.dataset = str(names_file)
+    C.apply_overrides(cfg, ["model.n_hidden=32", "train.max_steps=60", "train.eval_interval=30",
+                            "train.milestones=40", "train.log_interval=10"])
+    r = Trainer(cfg, tmp_path / "m", progress=False).fit()
+    steps, batch_losses = zip(*losses(tmp_path / "m")[0], strict=True)
+    assert r["steps"] == 60 and batch_losses[-1] < batch_losses[0]
+    assert open_run(tmp_path / "m").model.state_dict().keys() >= {"C", "W1", "bngain"}
+
+
+def test_transformer_resume_with_dropout_and_bf16(tmp_path, text_file):
+    """Dropout masks come from the global RNG: resume must restore it exactly."""
+    kw = {"max_steps": 12, "eval_interval": 6, "dtype": "bf16", "model": ["model.dropout=0.2"]}
+    Trainer(tiny_transformer(text_file, **kw), tmp_path / "a", progress=False).fit()
+
+    def stop(trainer, step):
+        if step == 7:
+            trainer.request_stop()
+
+    Trainer(tiny_transformer(text_file, **kw), tmp_path / "b", progress=False,
+            callback=stop).fit()
+    Trainer(tiny_transformer(text_file, **kw), tmp_path / "b", progress=False,
+            resume=True).fit()
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
