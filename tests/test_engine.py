@@ -208,7 +208,7 @@ def test_manual_mlp_trains_through_the_trainer(tmp_path, names_file):
     C.apply_overrides(cfg, ["model.n_hidden=32", "train.max_steps=60", "train.eval_interval=30",
                             "train.milestones=40", "train.log_interval=10"])
     r = Trainer(cfg, tmp_path / "m", progress=False).fit()
-    steps, batch_losses = zip(*losses(tmp_path / "m")[0], strict=True)
+    _, batch_losses = zip(*losses(tmp_path / "m")[0], strict=True)
     assert r["steps"] == 60 and batch_losses[-1] < batch_losses[0]
     assert open_run(tmp_path / "m").model.state_dict().keys() >= {"C", "W1", "bngain"}
 

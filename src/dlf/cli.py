@@ -227,7 +227,8 @@ def cmd_train(args) -> int:
         return 130
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
     print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
-          f"({r['steps']} steps, {r['wall_seconds']:.1f} s, {r['num_parameters']:,} parameters)")
+          f"({r['steps']} steps, {r['wall_seconds']:.1f} s wall, {r['train_seconds']:.1f} s in steps, "
+          f"{r['num_parameters']:,} parameters)")
     print(f"run directory: {out}")
     return 0
 

@@ -140,6 +140,7 @@ class Trainer:
         tensors["step"] = torch.tensor(step, dtype=torch.int64)
         tensors["best_val"] = torch.tensor(self.best_val, dtype=torch.float64)
         tensors["wall_seconds"] = torch.tensor(self.wall_before + self._elapsed(), dtype=torch.float64)
+        tensors["train_seconds"] = torch.tensor(self.train_seconds, dtype=torch.float64)
         save_tensors(self.out / "state.safetensors", tensors, self._meta())
 
     def _load_state(self) -> int:
@@ -159,6 +160,7 @@ class Trainer:
             step = int(tensors["step"])
             self.best_val = float(tensors["best_val"])
             self.wall_before = float(tensors["wall_seconds"])
+            self.train_seconds = float(tensors["train_seconds"])
         except KeyError as e:
             raise DlfError(f"{self.out}/state.safetensors is incomplete (missing {e})") from None
         return step
@@ -202,6 +204,7 @@ class Trainer:
         self.wall_before = 0.0
         self.best_val = math.inf
         self.best_losses = None  # train/val of model.safetensors, when measured this session
+        self.train_seconds = 0.0  # inside optimizer steps only (no evaluation, no saving)
         self.gen = torch.Generator().manual_seed(t.seed + 1)
         self.optimizer = None if (self.fitted or self.manual) else make_optimizer(self.model, t)
         schedule = make_schedule(t)
@@ -235,7 +238,9 @@ class Trainer:
         try:
             while step < t.max_steps:
                 lr = schedule(step)
+                t_step = time.perf_counter()
                 loss = self._step(params, lr)
+                self.train_seconds += time.perf_counter() - t_step
                 step += 1
                 if step % t.log_interval == 0 or step == t.max_steps:
                     now = time.perf_counter()
@@ -344,6 +349,7 @@ class Trainer:
             "test_loss": self._evaluate(self.data.test) if self.data.test is not None else None,
             "steps": step,
             "wall_seconds": round(wall, 2),
+            "train_seconds": round(self.train_seconds, 2),
             "steps_per_second": round(step / wall, 2) if wall > 0 and step else None,
             "tokens_per_second": round(step * self._tokens_per_step() / wall, 1)
             if wall > 0 and not self.fitted else None,
