@@ -227,3 +227,12 @@ def test_transformer_resume_with_dropout_and_bf16(tmp_path, text_file):
     Trainer(tiny_transformer(text_file, **kw), tmp_path / "b", progress=False,
             resume=True).fit()
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_thread_setting_does_not_leak_into_the_next_run(tmp_path, names_file):
+    from dlf.engine import trainer as T
+
+    Trainer(tiny_mlp(names_file, threads=2), tmp_path / "a", progress=False)
+    assert torch.get_num_threads() == 2
+    Trainer(tiny_mlp(names_file, threads=0), tmp_path / "b", progress=False)
+    assert torch.get_num_threads() == T.DEFAULT_THREADS

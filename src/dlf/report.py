@@ -154,6 +154,7 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    mach = machine()  # before any run changes torch's thread count
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     progress = sys.stderr.isatty() if progress is None else progress
     total = len(STAGES) + len(EXPERIMENTS)
@@ -177,7 +178,7 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
     names_runs = {s.label: run_dirs[s.preset] for s, cfg, _ in rows
                   if s.preset.startswith("names-")}
     plot_names_curves(names_runs, out / "names_loss.png")
-    md = _markdown(out, rows, run_dirs, experiments, quick, machine())
+    md = _markdown(out, rows, run_dirs, experiments, quick, mach)
     atomic_write_text(out / "REPORT.md", md)
     log(f"report written: {out / 'REPORT.md'}")
     return out / "REPORT.md"

@@ -31,6 +31,8 @@ from dlf.engine.run import (
 from dlf.errors import DlfError
 from dlf.models import build_model
 
+DEFAULT_THREADS = torch.get_num_threads()  # what torch chose for this machine (or the caller)
+
 
 def make_optimizer(model, t: C.TrainConfig):
     if t.optimizer == "adamw":
@@ -75,8 +77,9 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.device = pick_device(cfg.train.device)
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+        # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
+        # for a tiny model) does not slow the next run in the same process (dlf report)
+        torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
         self.data = prepare_data(cfg, tokenizer=self._saved_tokenizer() if resume else None)
         cfg.model.vocab_size = self.data.tokenizer.vocab_size
         torch.manual_seed(cfg.train.seed)

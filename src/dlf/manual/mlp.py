@@ -84,6 +84,10 @@ class ManualMLPConfig:
     eps: float = 1e-5
     momentum: float = 0.001
     bessel: bool = True  # lecture: normalise with 1/(n-1); False: 1/n, as torch.nn.BatchNorm1d
+    # "check": the lecture's deliberately non-standard init (random biases, gains != 1) so no
+    # gradient is trivially zero in gradcheck; "standard": BN gain 1, bias 0, small output
+    # layer, for training
+    init: str = "check"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
@@ -94,6 +98,8 @@ class ManualMLPConfig:
             raise DlfError(f"ManualMLPConfig.bias1 must be a bool, got {self.bias1!r}")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
             raise DlfError(f"ManualMLPConfig.eps must be a finite number > 0, got {self.eps!r}")
+        if self.init not in ("check", "standard"):
+            raise DlfError(f"ManualMLPConfig.init must be check or standard, got {self.init!r}")
         m = self.momentum
         if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 <= m <= 1.0):
             raise DlfError(f"ManualMLPConfig.momentum must be in [0, 1], got {m!r}")
@@ -144,6 +150,11 @@ class ManualMLP:
         self.b2 = randn(V) * 0.1
         self.bngain = randn(1, H) * 0.1 + 1.0
         self.bnbias = randn(1, H) * 0.1
+        if config.init == "standard":  # the training init: a near-uniform first prediction
+            self.W2 = self.W2 * 0.1  # N(0, 0.01)
+            self.b2 = torch.zeros_like(self.b2)
+            self.bngain = torch.ones_like(self.bngain)
+            self.bnbias = torch.zeros_like(self.bnbias)
         self.bnmean_running = torch.zeros((1, H), dtype=dtype, device=self.device)
         self.bnvar_running = torch.ones((1, H), dtype=dtype, device=self.device)
 

@@ -148,12 +148,15 @@ def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
     labels = _labels(tokenizer)
     size = max(6, 0.6 * V)
     fig, ax = plt.subplots(figsize=(size, size), dpi=80)
-    ax.imshow(N.float().log1p().numpy(), cmap="Blues")
+    shade = N.float().log1p()
+    ax.imshow(shade.numpy(), cmap="Blues")
     fs = max(4, min(8, 200 // max(V, 1)))
+    dark = float(shade.max()) * 0.6  # above this the cell is dark: write in white
     for i in range(V):
         for j in range(V):
-            ax.text(j, i, labels[i] + labels[j], ha="center", va="bottom", color="gray", fontsize=fs)
-            ax.text(j, i, str(N[i, j].item()), ha="center", va="top", color="gray", fontsize=fs)
+            color = "white" if shade[i, j] > dark else "black"
+            ax.text(j, i, labels[i] + labels[j], ha="center", va="bottom", color=color, fontsize=fs)
+            ax.text(j, i, str(N[i, j].item()), ha="center", va="top", color=color, fontsize=fs)
     ax.set_xlabel("next character")
     ax.set_ylabel("previous character")
     ax.set_title("bigram counts (train split)")
