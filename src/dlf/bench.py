@@ -139,6 +139,8 @@ def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000
         return lambda logits: next_token(logits, 1.0, None, g).to(dev)
 
     with torch.no_grad(), ctx:
+        model.generate_cached(idx, 20, pick_from(torch.Generator().manual_seed(1)))  # warm-up
+        model(torch.zeros((1, T), dtype=torch.long, device=dev))
         g = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
         cached = model.generate_cached(idx, new_tokens, pick_from(g))

@@ -112,12 +112,14 @@ def _add_bench(sub):
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--device", default="auto")
     t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
     s = bsub.add_parser("sample", help="generation speed with and without the KV cache")
     s.add_argument("--preset", default="shakespeare-transformer")
     s.add_argument("--new-tokens", type=int, default=1000)
     s.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     s.add_argument("--device", default="auto")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
 
 
 def _add_diagnose(sub):
@@ -292,8 +294,14 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    import torch
+
     from dlf import bench
 
+    if args.threads < 0:
+        raise DlfError("--threads must be >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.bench_command == "train":
         r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
                               batch_size=args.batch_size, device=args.device, overrides=args.set)
@@ -314,7 +322,7 @@ def cmd_bench(args) -> int:
         print(json.dumps(r))
     else:
         print(f"{r['preset']}: {r['new_tokens']} new tokens, block {r['block_size']}, "
-              f"{r['dtype']}")
+              f"{r['dtype']}, {r['threads']} threads")
         print(f"  KV cache:    {r['cached_tokens_per_second']:,.1f} tokens/s")
         print(f"  no cache:    {r['uncached_tokens_per_second']:,.1f} tokens/s")
         print(f"  speedup:     {r['speedup']:.1f}x (identical tokens: {r['identical_tokens']})")
