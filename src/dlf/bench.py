@@ -68,6 +68,16 @@ def flops_per_token(model) -> float:
     return 6.0 * model.num_parameters()
 
 
+def _untrained_model(cfg: C.RunConfig, device: str):
+    """The preset's model with random weights (speed does not depend on them)."""
+    dev = pick_device(device)
+    cfg.model.vocab_size = cfg.model.vocab_size or 65  # Shakespeare's character count
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    model.to(dev)
+    return model, dev
+
+
 def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", steps: int = 10,
                 batch_size: int | None = None, device: str = "auto", overrides=()) -> dict:
     """Time full training steps (forward, backward, AdamW update) on random tokens."""
@@ -76,11 +86,7 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     if steps < 1:
         raise DlfError("--steps must be >= 1")
     cfg = C.apply_overrides(C.resolve(preset), list(overrides))
-    dev = pick_device(device)
-    cfg.model.vocab_size = cfg.model.vocab_size or 65
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    model.to(dev)
+    model, dev = _untrained_model(cfg, device)
     model.train()
     B = batch_size or cfg.train.batch_size or 32
     T = cfg.model.block_size
@@ -125,11 +131,7 @@ def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000
     cfg = C.resolve(preset)
     if cfg.model.type != "transformer":
         raise DlfError(f"bench sample needs a transformer preset, {preset} is {cfg.model.type}")
-    dev = pick_device(device)
-    cfg.model.vocab_size = cfg.model.vocab_size or 65
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    model.to(dev)
+    model, dev = _untrained_model(cfg, device)
     model.eval()
     T = model.block_size
     idx = torch.zeros((1, 1), dtype=torch.long, device=dev)

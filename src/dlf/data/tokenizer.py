@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from dlf.errors import DlfError
+from dlf.fileio import atomic_write_text
 
 # Display symbols for the boundary token, first one not in the data wins. "." is the
 # lectures' choice; the rest are rare in text, printable and not whitespace.
@@ -131,19 +131,8 @@ class CharTokenizer:
         return cls(obj["chars"], obj["kind"], obj["boundary_symbol"])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write JSON atomically: temp file in the same directory, fsync, rename."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_json(), f, ensure_ascii=False, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write JSON atomically (temp file in the same directory, fsync, rename)."""
+        atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:

@@ -1,15 +1,12 @@
 """Atomic, pickle-free files: safetensors for tensors, JSON/TOML text for the rest.
 
-Every write goes to a temporary file in the destination directory, is fsynced
-and then renamed over the target, so a killed process leaves either the old
-file or the new one, never half of one.
+Every write is atomic (dlf.fileio): a killed process leaves either the old file
+or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,25 +15,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from dlf.errors import DlfError
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+from dlf.fileio import atomic_write_bytes, atomic_write_text
 
 
 def write_json(path: str | Path, obj) -> None:
