@@ -1,4 +1,4 @@
-"""Optimizers (SGD, AdamW) and learning-rate schedules, written without torch.optim.
+"""Optimizers (SGD, AdamW) and learning-rate schedules, written without PyTorch's optimizers.
 
 Both optimizers follow torch.optim's update rules exactly, so trajectories agree with
 torch to float rounding. ``param_groups`` is a list of dicts; a schedule sets
@@ -183,7 +183,7 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, as torch.optim.SGD with dampening 0.
+    """Stochastic gradient descent, the same update as PyTorch's SGD with dampening 0.
 
     With g = grad + weight_decay * p:  buf = momentum * buf + g (buf = g at the first
     step); update direction d = g + momentum * buf (nesterov) or buf (else), or g when
@@ -237,7 +237,7 @@ class SGD(Optimizer):
 
 
 class AdamW(Optimizer):
-    """Adam with decoupled weight decay, as torch.optim.AdamW (amsgrad off).
+    """Adam with decoupled weight decay, the same update as PyTorch's AdamW (amsgrad off).
 
     Per parameter, at its step t:  p *= 1 - lr * weight_decay;
     m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g**2;

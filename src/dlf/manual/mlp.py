@@ -11,7 +11,7 @@ The model is a character-level MLP language model::
 
 Every gradient in the product path is written by hand: nothing here calls
 ``loss.backward()`` except :func:`gradcheck`, which uses autograd only as the reference the
-hand-written gradients are compared against.  There is no ``torch.nn.Module`` and no
+hand-written gradients are compared against.  There is no PyTorch Module class and no
 ``torch.optim``; parameters are plain tensors and the update is ``p -= lr * grad``.
 
 BatchNorm convention (as in the lecture): the *batch* variance used to normalise in training

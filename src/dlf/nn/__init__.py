@@ -1,4 +1,4 @@
-"""dlf.nn: modules and layers built from tensor ops (no torch.nn.Module, no torch.nn layers)."""
+"""dlf.nn: modules and layers built from tensor ops (none of PyTorch's Module or layer classes)."""
 
 from dlf.nn.layers import (
     GELU,

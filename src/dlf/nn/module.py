@@ -1,4 +1,4 @@
-"""Module, Sequential, ModuleList: parameter bookkeeping without torch.nn.Module.
+"""Module, Sequential, ModuleList: parameter bookkeeping without PyTorch's Module class.
 
 A module's state lives in plain attributes, discovered in attribute insertion order:
 
