@@ -236,3 +236,13 @@ def test_thread_setting_does_not_leak_into_the_next_run(tmp_path, names_file):
     assert torch.get_num_threads() == 2
     Trainer(tiny_mlp(names_file, threads=0), tmp_path / "b", progress=False)
     assert torch.get_num_threads() == T.DEFAULT_THREADS
+
+
+def test_compiled_training_matches_eager(tmp_path, text_file):
+    """train.compile wraps the training forward in torch.compile: same losses (fp32)."""
+    eager = tmp_path / "eager"
+    Trainer(tiny_transformer(text_file, max_steps=3), eager, progress=False).fit()
+    compiled = tmp_path / "compiled"
+    Trainer(tiny_transformer(text_file, max_steps=3, compile=True), compiled, progress=False).fit()
+    for (s1, l1), (s2, l2) in zip(losses(eager)[0], losses(compiled)[0], strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
