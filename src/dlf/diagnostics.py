@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from dlf.engine.checkpoint import load_tensors, write_json
-from dlf.engine.metrics import save_figure
+from dlf.engine.metrics import pyplot, save_figure
 from dlf.errors import DlfError
 from dlf.nn import Tanh
 
@@ -257,18 +257,9 @@ class UpdateRatioTracker:
 # ------------------------------------------------------------------------------ plots
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _histogram_figure(series, title: str, xlabel: str, path: str | Path) -> None:
     """series: (tensor, legend label) pairs drawn as density curves on one axis."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     for t, label in series:
         t = t.detach().float().cpu().flatten()
@@ -324,7 +315,7 @@ def plot_update_ratios(tracker: UpdateRatioTracker, path: str | Path) -> None:
     """log10(update std / weight std) per 2-D weight over steps, with the 1e-3 guide."""
     if not tracker.steps:
         raise DlfError("no update ratios recorded: train at least two steps")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     for name, values in tracker.ratios.items():
         ax.plot(tracker.steps, values, lw=0.8, label=f"{name} {tuple(tracker.shapes[name])}")

@@ -29,7 +29,7 @@ import torch
 from dlf import config as C
 from dlf.diagnostics import fixed_batch, measure
 from dlf.engine.checkpoint import atomic_write_text, write_json
-from dlf.engine.metrics import MetricsLog, save_figure
+from dlf.engine.metrics import MetricsLog, pyplot, running_mean, save_figure
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model
@@ -259,32 +259,19 @@ def _markdown(exp: Experiment, table: list[list[str]], text: str, footer: str) -
     return "\n".join([*lines, "", text, "", footer]) + "\n"
 
 
-def _smooth(values: list[float], k: int) -> list[float]:
-    """Running mean over the last k values (fewer at the start)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= k:
-            total -= values[i - k]
-        out.append(total / min(i + 1, k))
-    return out
-
-
 def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str,
                      log_axis: bool = False) -> int:
     """One line per variant: training batch loss, running mean. Returns the window."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
+
+    plt = pyplot()
 
     n = max((len(c) for c in curves.values()), default=1)
     k = max(1, n // 40)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for label, pts in curves.items():
         if pts:
-            ax.plot([s for s, _ in pts], _smooth([v for _, v in pts], k), lw=1.2, label=label)
+            ax.plot([s for s, _ in pts], running_mean([v for _, v in pts], k), lw=1.2, label=label)
     if log_axis:
         ax.set_yscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")

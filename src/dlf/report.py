@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dlf import config as C
 from dlf.engine.checkpoint import atomic_write_text, read_json
-from dlf.engine.metrics import MetricsLog, save_figure
+from dlf.engine.metrics import MetricsLog, pyplot, running_mean, save_figure
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 
@@ -45,8 +45,8 @@ QUICK_EXPERIMENT_STEPS = 40
 
 def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None) -> C.RunConfig:
     cfg = C.load_preset(stage.preset)
-    override = names if cfg.data.format in ("", "lines") and cfg.data.dataset == "names" else text
-    if override and cfg.data.dataset in ("names", "shakespeare"):
+    override = {"names": names, "shakespeare": text}.get(cfg.data.dataset)
+    if override:
         cfg.data.dataset = str(Path(override).resolve())
     if quick:  # the same pipeline with a tiny budget: the schedule shrinks with it
         t = cfg.train
@@ -102,12 +102,8 @@ def run_experiment_stage(name: str, out: Path, quick: bool, names: str | None,
 
 
 def plot_names_curves(runs: dict[str, Path], path: Path) -> None:
-    """Validation loss of every names model against training progress (fraction of steps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Training loss (running mean) and validation loss of every names model, per step."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for label, run_dir in runs.items():
         recs = MetricsLog(run_dir / "metrics.jsonl").read()
@@ -116,7 +112,7 @@ def plot_names_curves(runs: dict[str, Path], path: Path) -> None:
         if batch:
             k = max(1, len(batch) // 40)
             xs = [s for s, _ in batch][k - 1:]
-            ys = [sum(v for _, v in batch[i - k + 1: i + 1]) / k for i in range(k - 1, len(batch))]
+            ys = running_mean([v for _, v in batch], k)[k - 1:]  # full windows only
             line, = ax.plot(xs, ys, lw=1.2, label=f"{label} (train, mean of {k})")
             ax.plot([s for s, _ in evals], [v for _, v in evals], "o", ms=3, color=line.get_color())
         elif evals:

@@ -36,13 +36,30 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
-def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
-    """Training loss (thin, with a running mean) and evaluated train/val loss (markers)."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported late: `dlf --help` stays fast)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def running_mean(values: list[float], k: int) -> list[float]:
+    """Mean of the last k values at each position (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= k:
+            total -= values[i - k]
+        out.append(total / min(i + 1, k))
+    return out
+
+
+def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
+    """Training loss (thin, with a running mean) and evaluated train/val loss (markers)."""
+    plt = pyplot()
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
@@ -51,9 +68,7 @@ def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
         ax.plot(steps, losses, lw=0.6, alpha=0.35, color="C0", label="batch loss")
         k = max(1, len(losses) // 50)
         if k > 1:
-            smooth = [sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
-                      for i in range(len(losses))]
-            ax.plot(steps, smooth, lw=1.2, color="C0", label=f"batch loss, mean of {k}")
+            ax.plot(steps, running_mean(losses, k), lw=1.2, color="C0", label=f"batch loss, mean of {k}")
     if evals:
         es = [r["step"] for r in evals]
         ax.plot(es, [r["train_loss"] for r in evals], "o-", ms=3, color="C1", label="train (eval)")
@@ -71,9 +86,7 @@ def save_figure(fig, path: str | Path) -> None:
     """Write a matplotlib figure as PNG atomically and close it."""
     import io
 
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())

@@ -136,12 +136,9 @@ def _labels(tokenizer) -> list[str]:
 
 def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
     """The makemore picture: every cell shows its character pair and count."""
-    import matplotlib
+    from dlf.engine.metrics import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dlf.engine.metrics import save_figure
+    plt = pyplot()
 
     N = counts.cpu().long()
     V = N.size(0)
@@ -168,12 +165,9 @@ def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
 
 def plot_prob_tables(P: torch.Tensor, Q: torch.Tensor, tokenizer, path: Path) -> None:
     """Count-model probabilities beside the network's softmax(W), same colour scale."""
-    import matplotlib
+    from dlf.engine.metrics import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dlf.engine.metrics import save_figure
+    plt = pyplot()
 
     labels = _labels(tokenizer)
     V = P.size(0)
