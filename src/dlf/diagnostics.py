@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from dlf.engine.checkpoint import load_tensors, write_json
+from dlf.engine.checkpoint import load_tensors, section, write_json
 from dlf.engine.metrics import pyplot, save_figure
 from dlf.errors import DlfError
 from dlf.nn import Tanh
@@ -402,8 +402,7 @@ def _continue_copy(run_dir: Path, steps: int) -> UpdateRatioTracker:
             raise DlfError(f"{run_dir}/state.safetensors is incomplete (missing step)")
         start = int(tensors["step"])
         # the checkpoint's weights are those before the first continued step
-        tracker.start({k[6:]: v for k, v in tensors.items()
-                       if k.startswith("model.") and v.ndim == 2}, start)
+        tracker.start({k: v for k, v in section(tensors, "model").items() if v.ndim == 2}, start)
         cfg = C.load_toml(scratch / "config.toml")
         t = cfg.train
         t.max_steps = start + steps

@@ -17,7 +17,7 @@ from dlf import config as C
 from dlf.data.datasets import TextDataset, WordDataset, split_lines, split_text
 from dlf.data.sources import load_corpus
 from dlf.data.tokenizer import CharTokenizer
-from dlf.engine.checkpoint import load_tensors
+from dlf.engine.checkpoint import load_tensors, section
 from dlf.errors import DlfError
 from dlf.models import build_model
 
@@ -131,7 +131,7 @@ def open_run(run_dir: str | Path, device: str = "auto", weights: str = "model") 
     dev = pick_device(device)
     tensors, meta = load_tensors(path / f"{weights}.safetensors")
     if weights == "state":
-        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        tensors = section(tensors, "model")
     saved_type = meta.get("model_type")
     if saved_type != cfg.model.type:
         raise DlfError(f"{path}/{weights}.safetensors holds a {saved_type or 'unknown'} model "

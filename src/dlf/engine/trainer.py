@@ -18,7 +18,14 @@ from tqdm import tqdm
 
 from dlf import config as C
 from dlf import optim
-from dlf.engine.checkpoint import atomic_write_text, load_tensors, save_tensors, write_json
+from dlf.data.tokenizer import CharTokenizer
+from dlf.engine.checkpoint import (
+    atomic_write_text,
+    load_tensors,
+    save_tensors,
+    section,
+    write_json,
+)
 from dlf.engine.metrics import MetricsLog, plot_loss
 from dlf.engine.run import (
     RUN_FILES,
@@ -109,8 +116,6 @@ class Trainer:
         return requested
 
     def _saved_tokenizer(self):
-        from dlf.data.tokenizer import CharTokenizer
-
         return CharTokenizer.load(self.out / "tokenizer.json")
 
     def _claim_out_dir(self, force: bool) -> None:
@@ -152,10 +157,9 @@ class Trainer:
             raise DlfError(f"{self.out}/state.safetensors holds a {meta.get('model_type')} model, "
                            f"not {self.cfg.model.type}")
         try:
-            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.model.load_state_dict(section(tensors, "model"))
             if self.optimizer is not None:
-                self.optimizer.load_state_dict(
-                    {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")})
+                self.optimizer.load_state_dict(section(tensors, "optim"))
             torch.set_rng_state(tensors["rng.torch"])
             self.gen.set_state(tensors["rng.data"])
             if "rng.cuda" in tensors and self.device.type == "cuda":
