@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dlf.errors import DlfError
 from dlf.models import build_model
+from dlf.models.protocol import capabilities
 from dlf.models.transformer import Transformer, TransformerConfig
 from dlf.optim import AdamW
 
@@ -32,7 +33,7 @@ def test_registry_and_config_type():
     assert "type" not in {f.name for f in dataclasses.fields(cfg)}  # a ClassVar
     model = build_model(cfg)
     assert isinstance(model, Transformer)
-    assert model.block_size == 8 and model.sequence_model
+    assert model.block_size == 8 and capabilities(model).sequence_targets
 
 
 @pytest.mark.parametrize("tie", [False, True])

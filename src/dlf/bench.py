@@ -19,6 +19,7 @@ from dlf import optim
 from dlf.engine.run import autocast, pick_device
 from dlf.errors import DlfError
 from dlf.models import build_model
+from dlf.models.protocol import capabilities
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -63,7 +64,7 @@ def matmul_peak(dtype: str = "fp32", device="cpu", n: int = 2048, seconds: float
 
 def flops_per_token(model) -> float:
     """Forward + backward matmul FLOPs per trained token (6 per weight, plus attention)."""
-    if hasattr(model, "flops_per_token"):
+    if capabilities(model).flop_count:
         return float(model.flops_per_token())
     return 6.0 * model.num_parameters()
 
@@ -90,7 +91,7 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     model.train()
     B = batch_size or cfg.train.batch_size or 32
     T = cfg.model.block_size
-    sequence = getattr(model, "sequence_model", False)
+    sequence = capabilities(model).sequence_targets
     x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)
     y = torch.randint(0, cfg.model.vocab_size, (B, T) if sequence else (B,), device=dev)
     opt = optim.AdamW(model.parameters(), lr=1e-4)
@@ -124,7 +125,8 @@ def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000
                  dtype: str = "fp32", device: str = "auto") -> dict:
     """Tokens/s generating `new_tokens` after a one-character prompt, with and without the
     KV cache, on the preset's (untrained: speed does not depend on the weights) model."""
-    from dlf.sample import next_token, slide_window
+    from dlf.models.protocol import slide_window
+    from dlf.sample import next_token
 
     if new_tokens < 1:
         raise DlfError("--new-tokens must be >= 1")

@@ -14,18 +14,7 @@ import torch
 
 from dlf.engine.checkpoint import atomic_write_text
 from dlf.errors import DlfError
-
-
-def slide_window(start: int, length: int, block_size: int) -> int:
-    """Where the context of the next prediction starts, given `length` tokens so far.
-
-    The context grows until it would pass block_size, then restarts with the last
-    block_size // 2 tokens. A KV cache therefore re-prefills once every block_size // 2
-    tokens instead of recomputing a full window at every step; the uncached loop
-    follows the same rule, so both produce the same tokens."""
-    if length - start > block_size:
-        return length - max(1, block_size // 2)
-    return start
+from dlf.models.protocol import capabilities, slide_window
 
 
 def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
@@ -107,7 +96,7 @@ def sample_text(model, tokenizer, *, seed: int = 0, temperature: float = 1.0,
     was_training = model.training
     model.eval()
     try:
-        if use_cache and hasattr(model, "generate_cached"):
+        if use_cache and capabilities(model).cached_generation:
             ids = model.generate_cached(idx, max_new_tokens, pick, stream=_decoder(tokenizer, stream))
         else:
             ids, start = [], 0

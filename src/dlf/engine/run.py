@@ -20,6 +20,7 @@ from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.checkpoint import load_tensors, section
 from dlf.errors import DlfError
 from dlf.models import build_model
+from dlf.models.protocol import capabilities
 
 RUN_FILES = ("config.toml", "tokenizer.json", "model.safetensors", "state.safetensors",
              "metrics.jsonl", "result.json", "loss.png", "samples.txt")
@@ -57,7 +58,7 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
 
 
 def check_model_fits_data(model, fmt: str) -> None:
-    sequence = getattr(model, "sequence_model", False)
+    sequence = capabilities(model).sequence_targets
     if fmt == "text" and not sequence:
         raise DlfError(f"model type {model.config.type!r} predicts one next character from a "
                        "fixed window and trains on line data (format = lines); for a text "

@@ -17,7 +17,7 @@ _REGISTRY = {
     "count-bigram": ("dlf.models.bigram", "CountBigramConfig", "CountBigram"),
     "neural-bigram": ("dlf.models.bigram", "NeuralBigramConfig", "NeuralBigram"),
     "mlp": ("dlf.models.mlp", "MLPConfig", "MLP"),
-    "manual-mlp": ("dlf.manual.mlp", "ManualMLPConfig", "ManualMLP"),
+    "manual-mlp": ("dlf.models.manual_mlp", "ManualMLPConfig", "ManualMLP"),
     "wavenet": ("dlf.models.wavenet", "WaveNetConfig", "WaveNet"),
     "transformer": ("dlf.models.transformer", "TransformerConfig", "Transformer"),
 }

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dlf.errors import DlfError
+from dlf.models.protocol import Capabilities
 from dlf.nn import Module
 
 
@@ -47,6 +48,7 @@ class CountBigram(Module):
     """
 
     block_size = 1
+    capabilities = Capabilities(regime="fitted", bigram_tables=True)
 
     def __init__(self, config: CountBigramConfig):
         super().__init__()
@@ -93,6 +95,7 @@ class NeuralBigram(Module):
     """
 
     block_size = 1
+    capabilities = Capabilities(bigram_tables=True)
 
     def __init__(self, config: NeuralBigramConfig):
         super().__init__()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dlf.errors import DlfError
+from dlf.models.protocol import Capabilities, slide_window
 from dlf.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 
 ATTENTION_KINDS = ("manual", "sdpa")
@@ -158,7 +159,7 @@ class Transformer(Module):
     targets (B,): cross-entropy of the last position only (line data: fixed windows of
     the previous block_size characters, one target each)."""
 
-    sequence_model = True  # predicts at every position, so it also trains on text streams
+    capabilities = Capabilities(sequence_targets=True, cached_generation=True, flop_count=True)
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -235,13 +236,11 @@ class Transformer(Module):
 
         `pick(logits (1, V)) -> (1, 1)` chooses each next id; `stream(id)` sees each one.
         Call in eval mode. The context is `idx[:, start:]` with `start` from
-        `dlf.sample.slide_window`: it grows to block_size, then restarts from the last
+        `dlf.models.protocol.slide_window`: it grows to block_size, then restarts from the last
         block_size // 2 tokens. The window is prefilled once (keys and values of every
         layer cached), each new token then runs alone at position len - 1 - start, and a
         restart re-prefills, since learned positions change when the window moves. The
         tokens equal, one for one, the uncached loop that feeds `idx[:, start:]` whole."""
-        from dlf.sample import slide_window
-
         start = slide_window(0, idx.shape[1], self.block_size)
         caches = [KVCache() for _ in self.blocks]
         logits = self.logits(idx[:, start:], 0, caches)[:, -1, :]  # (1, V): prefill

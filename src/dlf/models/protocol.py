@@ -1,0 +1,59 @@
+"""What a model can do beyond the forward contract, declared once per model class.
+
+Every model offers `logits, loss = model(idx, targets=None)`, `parameters()`,
+`train()`, `eval()`, `state_dict()`, `load_state_dict()`, `num_parameters()` and
+`block_size`. Everything else is optional and declared in the class attribute
+`capabilities`; the trainer, sampler, bench and run writer read it with
+`capabilities(model)` instead of probing attributes:
+
+    regime             how the parameters are set:
+                       "autograd" -- loss.backward() and a dlf.optim optimizer;
+                       "manual"   -- `manual_step(x, y, lr) -> loss`, gradients by hand;
+                       "fitted"   -- `fit(X, Y)` once, no optimisation loop.
+    sequence_targets   forward also takes targets (B, T): a prediction at every
+                       position (text streams, whole-name sequences).
+    cached_generation  `generate_cached(idx, max_new_tokens, pick, stream)` samples
+                       with a key/value cache (see `slide_window` for its context).
+    flop_count         `flops_per_token()`: forward + backward matmul FLOPs per token.
+    bigram_tables      `probability_table() -> (V, V)` (rows: previous character),
+                       so the run writer can draw it and compare models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REGIMES = ("autograd", "manual", "fitted")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    regime: str = "autograd"
+    sequence_targets: bool = False
+    cached_generation: bool = False
+    flop_count: bool = False
+    bigram_tables: bool = False
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise ValueError(f"regime must be one of {REGIMES}, got {self.regime!r}")
+
+
+DEFAULT = Capabilities()
+
+
+def capabilities(model) -> Capabilities:
+    """The model's declared capabilities (the defaults when its class declares none)."""
+    return getattr(type(model), "capabilities", DEFAULT)
+
+
+def slide_window(start: int, length: int, block_size: int) -> int:
+    """Where the context of the next prediction starts, given `length` tokens so far.
+
+    The context grows until it would pass block_size, then restarts with the last
+    block_size // 2 tokens. A KV cache therefore re-prefills once every block_size // 2
+    tokens instead of recomputing a full window at every step; the uncached loop
+    follows the same rule, so both produce the same tokens."""
+    if length - start > block_size:
+        return length - max(1, block_size // 2)
+    return start
