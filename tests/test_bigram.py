@@ -10,8 +10,8 @@ import torch
 from dlf import config as C
 from dlf.data.datasets import WordDataset
 from dlf.data.tokenizer import CharTokenizer
-from dlf.engine.run import open_run
-from dlf.engine.trainer import Trainer
+from dlf.engine.rundir import open_run
+from dlf.engine.trainer import train
 from dlf.models.bigram import (
     CountBigram,
     CountBigramConfig,
@@ -67,11 +67,11 @@ def test_neural_reaches_count_model(tmp_path, names_file):
     the count model with k = 0: same train NLL (its minimum) and the same distribution."""
     counts = bigram_cfg(names_file, "names-bigram")
     counts.model.smoothing = 0.0
-    count = Trainer(counts, tmp_path / "c", progress=False).fit()
+    count = train(counts, tmp_path / "c", progress=False)
     neural_cfg = bigram_cfg(names_file, "names-bigram-neural", max_steps=400, eval_interval=100,
                             momentum=0.9, lr=10.0)
     neural_cfg.model.compare_smoothing = 0.0
-    neural = Trainer(neural_cfg, tmp_path / "n", progress=False).fit()
+    neural = train(neural_cfg, tmp_path / "n", progress=False)
     assert count["train_loss"] - 1e-4 <= neural["train_loss"] <= count["train_loss"] + 0.01
     assert 0 <= neural["kl_count_to_neural"] < 0.01
     assert (tmp_path / "n" / "probs.png").stat().st_size > 0
@@ -97,7 +97,7 @@ def test_kl_closed_form():
 
 
 def test_sampling_is_reproducible_and_stops_at_boundary(tmp_path, names_file):
-    Trainer(bigram_cfg(names_file, "names-bigram"), tmp_path / "c", progress=False).fit()
+    train(bigram_cfg(names_file, "names-bigram"), tmp_path / "c", progress=False)
     run = open_run(tmp_path / "c")
     a = sample_lines(run.model, run.tokenizer, 15, seed=7)
     assert a == sample_lines(run.model, run.tokenizer, 15, seed=7)
@@ -114,8 +114,9 @@ def test_dataset_with_dots_trains_and_samples(tmp_path):
     p = tmp_path / "dotted.txt"
     p.write_text("\n".join(words))
     for preset in ("names-bigram", "names-bigram-neural"):
-        cfg = bigram_cfg(p, preset, max_steps=50, eval_interval=50)
-        r = Trainer(cfg, tmp_path / preset, progress=False).fit()
+        steps = {} if preset == "names-bigram" else {"max_steps": 50, "eval_interval": 50}
+        cfg = bigram_cfg(p, preset, **steps)
+        r = train(cfg, tmp_path / preset, progress=False)
         tok = CharTokenizer.load(tmp_path / preset / "tokenizer.json")
         assert tok.boundary_symbol != "." and "." in tok.chars
         run = open_run(tmp_path / preset)

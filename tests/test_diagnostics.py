@@ -20,6 +20,7 @@ from dlf.diagnostics import (
     diagnose_run,
     gradient_stats,
     measure,
+    record_activations,
     tanh_layers,
     train_with_diagnostics,
     weight_grad_stats,
@@ -85,8 +86,7 @@ def test_activation_stats_match_direct_computation():
 
 def test_gradient_and_weight_grad_stats_are_the_chain_rule():
     model = TwoTanh()
-    for _, layer in tanh_layers(model):
-        layer.retain_out_grad = True
+    record_activations(model, grads=True)
     x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
     c = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
     out, loss = model(x, c)
@@ -114,6 +114,7 @@ def test_stats_need_a_forward_pass_and_tanh_layers():
     with pytest.raises(DlfError, match="no recorded output"):
         activation_stats(TwoTanh())
     model = TwoTanh()
+    record_activations(model)
     model(torch.randn(3, 4), torch.ones(3, 3))
     with pytest.raises(DlfError, match="retain_out_grad"):
         gradient_stats(model)  # retain_out_grad was not set

@@ -8,7 +8,7 @@ import torch
 
 from dlf import config as C
 from dlf.engine import checkpoint
-from dlf.engine.run import open_run
+from dlf.engine.rundir import open_run
 from dlf.engine.trainer import Trainer, clip_grad_norm
 from dlf.errors import DlfError
 

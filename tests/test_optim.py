@@ -264,39 +264,62 @@ def test_param_groups_are_dicts_a_schedule_can_edit():
     assert opt.param_groups[1]["betas"] == (0.9, 0.999)
 
 
-def test_param_groups_for_decay_rule():
-    def t(*shape):
-        return torch.zeros(*shape, requires_grad=True)
+def _names(model, params):
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    return sorted(by_id[id(p)] for p in params)
 
-    named = [
-        ("wte.weight", t(10, 4)),
-        ("wpe.weight", t(8, 4)),
-        ("emb.weight", t(10, 4)),
-        ("blocks.0.attn.weight", t(4, 12)),
-        ("blocks.0.attn.bias", t(12)),
-        ("blocks.0.ln.weight", t(4)),
-        ("head.weight", t(4, 10)),
-        ("conv.weight", t(2, 3, 4)),
-        ("frozen.weight", torch.zeros(4, 4)),
-    ]
-    decay, no_decay = param_groups_for_decay(named, 0.1)
-    by_id = {id(p): n for n, p in named}
+
+@pytest.mark.parametrize("model_cfg", [
+    "transformer", "transformer-tied", "wavenet", "mlp", "neural-bigram",
+])
+def test_param_groups_for_decay_on_the_real_models(model_cfg):
+    """Decayed: every >= 2-D parameter that is not an Embedding table; nothing else."""
+    from dlf.models import build_model
+    from dlf.models.bigram import NeuralBigramConfig
+    from dlf.models.mlp import MLPConfig
+    from dlf.models.transformer import TransformerConfig
+    from dlf.models.wavenet import WaveNetConfig
+    from dlf.nn import Embedding
+
+    cfg = {
+        "transformer": TransformerConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2,
+                                         n_embd=8),
+        "transformer-tied": TransformerConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2,
+                                              n_embd=8, tie_weights=True),
+        "wavenet": WaveNetConfig(vocab_size=11, block_size=8, n_embd=4, n_hidden=8),
+        "mlp": MLPConfig(vocab_size=11, block_size=3, n_embd=4, n_hidden=8),
+        "neural-bigram": NeuralBigramConfig(vocab_size=11),
+    }[model_cfg]
+    model = build_model(cfg)
+    decay, no_decay = param_groups_for_decay(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert [by_id[id(p)] for p in decay["params"]] == [
-        "blocks.0.attn.weight",
-        "head.weight",
-        "conv.weight",
-    ]
-    assert [by_id[id(p)] for p in no_decay["params"]] == [
-        "wte.weight",
-        "wpe.weight",
-        "emb.weight",
-        "blocks.0.attn.bias",
-        "blocks.0.ln.weight",
-    ]
+    tables = {n + ".weight" for n, m in model.named_modules() if isinstance(m, Embedding)}
+    names = dict(model.named_parameters())
+    expected = sorted(n for n, p in names.items() if p.ndim >= 2 and n not in tables)
+    assert _names(model, decay["params"]) == expected
+    assert sorted(_names(model, decay["params"]) + _names(model, no_decay["params"])) == \
+        sorted(names)
     AdamW([decay, no_decay])  # usable directly
+
+
+def test_wavenet_embedding_table_is_not_decayed():
+    """The bug this rule fixed: WaveNet's table is `net.0.weight`, no "emb" in its name."""
+    from dlf.models import build_model
+    from dlf.models.wavenet import WaveNetConfig
+
+    model = build_model(WaveNetConfig(vocab_size=11, block_size=8, n_embd=4, n_hidden=8))
+    decay, _ = param_groups_for_decay(model, 0.1)
+    assert id(dict(model.named_parameters())["net.0.weight"]) not in {id(p) for p in
+                                                                      decay["params"]}
+
+
+def test_param_groups_for_decay_rejects_negative():
+    from dlf.models import build_model
+    from dlf.models.bigram import NeuralBigramConfig
+
+    model = build_model(NeuralBigramConfig(vocab_size=5))
     with pytest.raises(DlfError):
-        param_groups_for_decay(named, -0.1)
+        param_groups_for_decay(model, -0.1)
 
 
 # -- schedules -----------------------------------------------------------------------------

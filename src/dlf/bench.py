@@ -16,7 +16,8 @@ import torch
 
 from dlf import config as C
 from dlf import optim
-from dlf.engine.run import autocast, pick_device
+from dlf.engine.data import prepare_data
+from dlf.engine.device import autocast, pick_device
 from dlf.errors import DlfError
 from dlf.models import build_model
 from dlf.models.protocol import capabilities
@@ -72,7 +73,8 @@ def flops_per_token(model) -> float:
 def _untrained_model(cfg: C.RunConfig, device: str):
     """The preset's model with random weights (speed does not depend on them)."""
     dev = pick_device(device)
-    cfg.model.vocab_size = cfg.model.vocab_size or 65  # Shakespeare's character count
+    if cfg.model.vocab_size == 0:  # not fixed by the config: the preset's data decides it
+        cfg.model.vocab_size = prepare_data(cfg).tokenizer.vocab_size
     torch.manual_seed(0)
     model = build_model(cfg.model)
     model.to(dev)
@@ -87,9 +89,12 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     if steps < 1:
         raise DlfError("--steps must be >= 1")
     cfg = C.apply_overrides(C.resolve(preset), list(overrides))
+    B = cfg.train.batch_size if batch_size is None else batch_size
+    if B < 1:
+        raise DlfError(f"bench train needs a batch size >= 1, got {B} (a full-batch preset "
+                       "needs --batch-size)")
     model, dev = _untrained_model(cfg, device)
     model.train()
-    B = batch_size or cfg.train.batch_size or 32
     T = cfg.model.block_size
     sequence = capabilities(model).sequence_targets
     x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)

@@ -86,7 +86,8 @@ def _add_gradcheck(sub):
         "gradcheck", help="check the hand-written backward pass against autograd",
         description="Run one batch of the manual-backprop MLP in float64 and compare every "
         "hand-written gradient (each intermediate and parameter, plus the fused cross-entropy "
-        "and BatchNorm forms) with autograd's. Exits 1 if any max difference is >= 1e-10.")
+        "and BatchNorm forms) with autograd's. Exits 1 if any max difference is >= 1e-10 "
+        "(dlf.manual.GRADCHECK_LIMIT).")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-batchnorm", action="store_true",
@@ -204,7 +205,7 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from dlf import config as C
-    from dlf.engine.trainer import Trainer
+    from dlf.engine.trainer import train
 
     cfg = C.resolve(args.config)
     if args.data:
@@ -224,7 +225,7 @@ def cmd_train(args) -> int:
         r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
                                    progress=progress)
     else:
-        r = Trainer(cfg, out, resume=args.resume, force=args.force, progress=progress).fit()
+        r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
     if r.get("interrupted"):
         return 130
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
@@ -236,23 +237,33 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from dlf.engine.run import open_run
-    from dlf.sample import sample_lines, sample_text
+    from dlf.engine.rundir import open_run
+    from dlf.sample import (
+        LINE_MAX_NEW_TOKENS,
+        TEXT_MAX_NEW_TOKENS,
+        check_sampling_args,
+        sample_lines,
+        sample_text,
+    )
 
     run = open_run(args.run, device=args.device)
-    if run.tokenizer.boundary is not None:
-        n = 20 if args.num is None else args.num
+    lines = run.tokenizer.boundary is not None
+    n = args.num if args.num is not None else (20 if lines else 1)
+    max_new = args.max_new_tokens
+    if max_new is None:
+        max_new = LINE_MAX_NEW_TOKENS if lines else TEXT_MAX_NEW_TOKENS
+    check_sampling_args(args.temperature, args.top_k, max_new, n)
+    if lines:
         names = sample_lines(run.model, run.tokenizer, n, seed=args.seed,
                              temperature=args.temperature, top_k=args.top_k, prompt=args.prompt,
-                             max_new_tokens=args.max_new_tokens or 50, device=run.device)
+                             max_new_tokens=max_new, device=run.device)
         print("\n".join(names))
         return 0
-    n = 1 if args.num is None else args.num
     for i in range(n):
         sys.stdout.write(args.prompt)
         sample_text(run.model, run.tokenizer, seed=args.seed + i, temperature=args.temperature,
                     top_k=args.top_k, prompt=args.prompt,
-                    max_new_tokens=args.max_new_tokens or 500, device=run.device,
+                    max_new_tokens=max_new, device=run.device,
                     stream=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
                     use_cache=not args.no_cache)
         sys.stdout.write("\n" if i == n - 1 else "\n\n---\n\n")
@@ -260,7 +271,9 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from dlf.engine.run import evaluate, open_run, prepare_data
+    from dlf.engine.data import prepare_data
+    from dlf.engine.evaluate import evaluate_split
+    from dlf.engine.rundir import open_run
 
     run = open_run(args.run, device=args.device)
     data = prepare_data(run.config, tokenizer=run.tokenizer)
@@ -268,9 +281,7 @@ def cmd_eval(args) -> int:
     if ds is None:
         raise DlfError(f"{run.config.data.dataset} is text data with no test split "
                        "(90/10 train/val); use --split val")
-    t = run.config.train
-    loss = evaluate(run.model, ds, device=run.device, dtype=t.dtype,
-                    batch_size=t.batch_size or 32, iters=t.eval_iters, seed=t.seed + 2)
+    loss = evaluate_split(run.model, ds, run.config.train, run.device)
     if args.json:
         print(json.dumps({"split": args.split, "loss": loss}))
     else:
@@ -279,7 +290,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from dlf.manual.mlp import ManualMLPConfig, format_gradcheck_table, gradcheck
+    from dlf.manual.mlp import (
+        GRADCHECK_LIMIT,
+        ManualMLPConfig,
+        format_gradcheck_table,
+        gradcheck,
+    )
 
     rows = gradcheck(batch_size=args.batch_size, seed=args.seed,
                      config=ManualMLPConfig(bessel=not args.torch_batchnorm))
@@ -289,8 +305,9 @@ def cmd_gradcheck(args) -> int:
     else:
         print(format_gradcheck_table(rows))
         print(f"\n{len(rows)} gradients, largest difference {worst:.2e} "
-              f"({'ok' if worst < 1e-10 else 'FAILED'}: limit 1e-10, float64)")
-    return 0 if worst < 1e-10 else 1
+              f"({'ok' if worst < GRADCHECK_LIMIT else 'FAILED'}: limit {GRADCHECK_LIMIT:g}, "
+              "float64)")
+    return 0 if worst < GRADCHECK_LIMIT else 1
 
 
 def cmd_bench(args) -> int:

@@ -46,7 +46,8 @@ class TrainConfig:
     momentum: float = 0.0  # sgd
     beta1: float = 0.9  # adamw
     beta2: float = 0.999  # adamw
-    weight_decay: float = 0.0  # adamw: decoupled, skips biases/norms/embeddings; sgd: L2
+    weight_decay: float = 0.0  # adamw: decoupled; sgd: L2; matrices only, never biases,
+    # norm gains or embedding tables (optim.param_groups_for_decay)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     eval_interval: int = 1000
     eval_iters: int = 20  # text data: batches per loss estimate (line data is exact)

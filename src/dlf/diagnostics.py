@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from dlf.engine.checkpoint import load_tensors, section, write_json
-from dlf.engine.metrics import pyplot, save_figure
 from dlf.errors import DlfError
 from dlf.nn import Tanh
+from dlf.plots import plot_histograms
+from dlf.plots import plot_update_ratios as draw_update_ratios
 
 __all__ = [
     "ACTIVATIONS_PNG",
@@ -75,10 +76,21 @@ def tanh_layers(model) -> list[tuple[str, Tanh]]:
     return found
 
 
+def record_activations(model, grads: bool = False, on: bool = True) -> None:
+    """Make every Tanh layer keep its next outputs (``layer.out``) and, with ``grads``,
+    their gradients -- what the statistics and plots below read. ``on=False`` stops it."""
+    for _, layer in tanh_layers(model):
+        layer.record_out = on
+        layer.retain_out_grad = on and grads
+        if not on:
+            vars(layer).pop("out", None)
+
+
 def _recorded(layer: Tanh, name: str) -> torch.Tensor:
     out = getattr(layer, "out", None)
     if out is None:
-        raise DlfError(f"tanh layer {name} has no recorded output: run a forward pass first")
+        raise DlfError(f"tanh layer {name} has no recorded output: call "
+                       "record_activations(model), then run a forward pass")
     return out
 
 
@@ -101,8 +113,9 @@ def gradient_stats(model) -> list[dict]:
         out = _recorded(layer, name)
         g = out.grad if (out.is_leaf or out.retains_grad) else None
         if g is None:
-            raise DlfError(f"tanh layer {name} kept no output gradient: set retain_out_grad "
-                           "before the forward pass and call backward")
+            raise DlfError(f"tanh layer {name} kept no output gradient: call "
+                           "record_activations(model, grads=True) before the forward pass "
+                           "(it sets retain_out_grad), then backward")
         g = g.float()
         rows.append({"index": i, "name": name, "mean": g.mean().item(), "std": g.std().item()})
     return rows
@@ -136,27 +149,31 @@ def fixed_batch(dataset, batch_size: int, seed: int = 0):
     return dataset.batch(batch_size, torch.Generator().manual_seed(seed))
 
 
+_LAYER_STATE = ("retain_out_grad", "record_out", "out")
+
+
 @contextlib.contextmanager
 def _untouched(model, tanhs):
-    """Restore mode, buffers (BatchNorm running stats), gradients and tanh flags on exit."""
+    """Restore mode, buffers (BatchNorm running stats), gradients and the tanh layers'
+    recording flags and recorded outputs on exit."""
     was_training = model.training
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     grads = [(p, p.grad) for p in model.parameters()]
-    flags = [(layer, vars(layer).get("retain_out_grad")) for _, layer in tanhs]
+    saved = [(layer, {k: vars(layer)[k] for k in _LAYER_STATE if k in vars(layer)})
+             for _, layer in tanhs]
     try:
         yield
     finally:
         model.train(was_training)
         with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
+            for b, before in buffers:
+                b.copy_(before)
         for p, g in grads:
             p.grad = g
-        for layer, flag in flags:
-            if flag is None:
-                vars(layer).pop("retain_out_grad", None)
-            else:
-                layer.retain_out_grad = flag
+        for layer, state in saved:
+            for k in _LAYER_STATE:
+                vars(layer).pop(k, None)
+            vars(layer).update(state)
 
 
 def measure(model, x: torch.Tensor, y: torch.Tensor, plot_dir: str | Path | None = None) -> dict:
@@ -183,8 +200,6 @@ def measure(model, x: torch.Tensor, y: torch.Tensor, plot_dir: str | Path | None
             plot_activations(model, plot_dir / ACTIVATIONS_PNG)
             plot_activation_grads(model, plot_dir / ACTIVATION_GRADS_PNG)
             plot_weight_grads(model, plot_dir / WEIGHT_GRADS_PNG)
-        for _, layer in tanhs:
-            layer.out = layer.out.detach()  # drop the graph (and its memory)
     return stats
 
 
@@ -257,28 +272,6 @@ class UpdateRatioTracker:
 # ------------------------------------------------------------------------------ plots
 
 
-def _histogram_figure(series, title: str, xlabel: str, path: str | Path) -> None:
-    """series: (tensor, legend label) pairs drawn as density curves on one axis."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
-    for t, label in series:
-        t = t.detach().float().cpu().flatten()
-        lo, hi = t.min().item(), t.max().item()
-        if hi <= lo:  # a constant tensor: widen the range so the histogram exists
-            lo, hi = lo - 1e-8, hi + 1e-8
-        bins = int(min(100, max(10, math.sqrt(t.numel()))))  # fewer bins for small samples
-        hy, hx = torch.histogram(t, bins=bins, range=(lo, hi), density=True)
-        centres = (hx[:-1] + hx[1:]) / 2
-        ax.plot(centres.numpy(), hy.numpy(), label=label)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def plot_activations(model, path: str | Path) -> None:
     """Histogram of each Tanh layer's last output; legend: mean, std, saturated share."""
     layers = tanh_layers(model)
@@ -286,7 +279,7 @@ def plot_activations(model, path: str | Path) -> None:
     series = [(_recorded(layer, name), (f"{name}: mean {s['mean']:+.2f}, std {s['std']:.2f}, "
                                         f"saturated {100 * s['saturated']:.1f}%"))
               for (name, layer), s in zip(layers, stats, strict=True)]
-    _histogram_figure(series, f"activation distribution (tanh outputs; saturated: |t| > "
+    plot_histograms(series, f"activation distribution (tanh outputs; saturated: |t| > "
                       f"{SATURATION})", "tanh output", path)
 
 
@@ -296,7 +289,7 @@ def plot_activation_grads(model, path: str | Path) -> None:
     stats = gradient_stats(model)
     series = [(_recorded(layer, name).grad, f"{name}: mean {s['mean']:+.2e}, std {s['std']:.2e}")
               for (name, layer), s in zip(layers, stats, strict=True)]
-    _histogram_figure(series, "gradient distribution at the tanh outputs",
+    plot_histograms(series, "gradient distribution at the tanh outputs",
                       "d loss / d tanh output", path)
 
 
@@ -308,33 +301,30 @@ def plot_weight_grads(model, path: str | Path) -> None:
               for s in weight_grad_stats(model)]
     if not series:
         raise DlfError("no 2-D weight has a gradient: run backward first")
-    _histogram_figure(series, "weight gradient distribution", "gradient", path)
+    plot_histograms(series, "weight gradient distribution", "gradient", path)
 
 
 def plot_update_ratios(tracker: UpdateRatioTracker, path: str | Path) -> None:
     """log10(update std / weight std) per 2-D weight over steps, with the 1e-3 guide."""
     if not tracker.steps:
         raise DlfError("no update ratios recorded: train at least two steps")
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
-    for name, values in tracker.ratios.items():
-        ax.plot(tracker.steps, values, lw=0.8, label=f"{name} {tuple(tracker.shapes[name])}")
-    ax.axhline(UPDATE_RATIO_GUIDE, color="k", ls="--", lw=1, label="1e-3 guide")
-    ax.set_title("update : data ratio per step")
-    ax.set_xlabel("step")
-    ax.set_ylabel("log10(update std / weight std)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
+    labels = {name: f"{name} {tuple(tracker.shapes[name])}" for name in tracker.ratios}
+    draw_update_ratios(tracker.steps, tracker.ratios, labels, UPDATE_RATIO_GUIDE, path)
 
 
 # ------------------------------------------------------------------------------ runs
 
 
+# Full-batch runs (batch_size 0) are measured on a large ordinary batch instead.
+FULL_BATCH_MEASURE = 512
+
+
 def _measure_batch_size(train_cfg, batch_size: int | None) -> int:
-    # Full-batch runs (batch_size 0) are measured on a large ordinary batch instead.
-    return batch_size or train_cfg.batch_size or 512
+    if batch_size is not None:
+        if batch_size < 1:
+            raise DlfError(f"--batch-size must be >= 1, got {batch_size}")
+        return batch_size
+    return train_cfg.batch_size or FULL_BATCH_MEASURE
 
 
 class DiagnosticsCallback:
@@ -418,12 +408,13 @@ def diagnose_run(run_dir: str | Path, steps: int = 200, *, batch_size: int | Non
     """Write the diagnostics of a trained run into its directory; returns the written paths.
 
     The first three figures measure the best weights (model.safetensors) on one fixed-seed
-    training batch (``batch_size``: the run's, or 512 for full-batch runs). For
+    training batch (``batch_size``: the run's, or FULL_BATCH_MEASURE for full-batch runs). For
     update_ratio.png a scratch copy of the last checkpoint (state.safetensors, with its
     optimizer state and schedule) trains ``steps`` more steps in a temporary directory;
     ``steps = 0`` skips it. Only the PNGs and diagnostics.json are written to ``run_dir``.
     (A cosine schedule is stretched to the longer total, so its lr differs slightly.)"""
-    from dlf.engine.run import open_run, prepare_data
+    from dlf.engine.data import prepare_data
+    from dlf.engine.rundir import open_run
 
     if steps < 0:
         raise DlfError(f"steps must be >= 0, got {steps}")

@@ -29,12 +29,13 @@ import torch
 from dlf import config as C
 from dlf.diagnostics import fixed_batch, measure
 from dlf.engine.checkpoint import atomic_write_text, write_json
-from dlf.engine.metrics import MetricsLog, pyplot, running_mean, save_figure
+from dlf.engine.metrics import MetricsLog
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model
 from dlf.models.mlp import MLPConfig
 from dlf.models.wavenet import WaveNetConfig
+from dlf.plots import plot_loss_curves
 
 __all__ = ["EXPERIMENTS", "Experiment", "flat_mlp_matching", "run_experiment"]
 
@@ -99,7 +100,7 @@ def _train(cfg: C.RunConfig, out: Path, *, progress: bool, force: bool,
         extra["saturated_end"] = [a["saturated"] for a in measure(trainer.model, x, y)
                                   ["activations"]]
     return {**result, **extra, "train_steps_per_second": timer.steps_per_second(),
-            "vocab_size": cfg.model.vocab_size}
+            "vocab_size": trainer.cfg.model.vocab_size}
 
 
 # ------------------------------------------------------------------------------ mlp-init
@@ -257,34 +258,6 @@ def _markdown(exp: Experiment, table: list[list[str]], text: str, footer: str) -
              "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join([*lines, "", text, "", footer]) + "\n"
-
-
-def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str,
-                     log_axis: bool = False) -> int:
-    """One line per variant: training batch loss, running mean. Returns the window."""
-    from matplotlib.ticker import FuncFormatter
-
-    plt = pyplot()
-
-    n = max((len(c) for c in curves.values()), default=1)
-    k = max(1, n // 40)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for label, pts in curves.items():
-        if pts:
-            ax.plot([s for s, _ in pts], running_mean([v for _, v in pts], k), lw=1.2, label=label)
-    if log_axis:
-        ax.set_yscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/char" + (", log scale)" if log_axis else ")"))
-    ax.set_title(f"{title} (running mean of {k} logged steps)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-    return k
 
 
 def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = None,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 
 from dlf.errors import DlfError
+from dlf.nn import Embedding
 
 __all__ = [
     "SGD",
@@ -296,24 +297,23 @@ class AdamW(Optimizer):
         torch._foreach_addcdiv_(params, exp_avgs, denom, neg_step_sizes)
 
 
-def param_groups_for_decay(
-    named_params: Iterable[tuple[str, torch.Tensor]], weight_decay: float
-) -> list[dict]:
-    """Split parameters into two groups: ``[decay, no_decay]``.
+def param_groups_for_decay(model, weight_decay: float) -> list[dict]:
+    """Split a model's parameters into two groups: ``[decay, no_decay]``.
 
-    A parameter is decayed when ``p.ndim >= 2`` and its name does not contain ``"emb"`` and
-    does not end in ``wte.weight`` / ``wpe.weight``: matmul weights decay; biases, norm
-    weights and embedding tables do not. Parameters with ``requires_grad=False`` are left
-    out. The groups are ``{"params": [...], "weight_decay": weight_decay}`` and
-    ``{"params": [...], "weight_decay": 0.0}``."""
+    The rule is by module kind and tensor rank, never by name: a parameter is decayed
+    when it has 2 or more dimensions (a matrix that multiplies activations) and is not
+    the table of an ``Embedding`` (a lookup, whose rows move only when their token is
+    seen). Biases and norm gains (1-D) are not decayed. Parameters with
+    ``requires_grad=False`` are left out. The groups are
+    ``{"params": [...], "weight_decay": weight_decay}`` and ``{"params": [...],
+    "weight_decay": 0.0}``."""
     if not weight_decay >= 0:
         raise DlfError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, Embedding)}
     decay, no_decay = [], []
-    for name, p in named_params:
-        if not p.requires_grad:
-            continue
-        is_embedding = "emb" in name or name.endswith(("wte.weight", "wpe.weight"))
-        (decay if p.ndim >= 2 and not is_embedding else no_decay).append(p)
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and id(p) not in tables else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": float(weight_decay)},
         {"params": no_decay, "weight_decay": 0.0},

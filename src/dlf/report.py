@@ -15,9 +15,10 @@ from pathlib import Path
 
 from dlf import config as C
 from dlf.engine.checkpoint import atomic_write_text, read_json
-from dlf.engine.metrics import MetricsLog, pyplot, running_mean, save_figure
-from dlf.engine.trainer import Trainer
+from dlf.engine.metrics import MetricsLog
+from dlf.engine.trainer import train
 from dlf.errors import DlfError
+from dlf.plots import plot_names_curves
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,10 @@ def run_stage(cfg: C.RunConfig, run_dir: Path, progress: bool) -> tuple[dict, st
     if (run_dir / "result.json").exists() and _same_config(run_dir, cfg):
         return read_json(run_dir / "result.json"), "reused"
     if (run_dir / "state.safetensors").exists() and _same_config(run_dir, cfg):
-        Trainer(cfg, run_dir, resume=True, progress=progress).fit()
+        train(cfg, run_dir, resume=True, progress=progress)
         how = "resumed"
     else:
-        Trainer(cfg, run_dir, force=True, progress=progress).fit()
+        train(cfg, run_dir, force=True, progress=progress)
         how = "trained"
     if not (run_dir / "result.json").exists():  # stopped by Ctrl-C: the report stops too
         raise KeyboardInterrupt
@@ -101,39 +102,12 @@ def run_experiment_stage(name: str, out: Path, quick: bool, names: str | None,
                           force=True), "ran"
 
 
-def plot_names_curves(runs: dict[str, Path], path: Path) -> None:
-    """Training loss (running mean) and validation loss of every names model, per step."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for label, run_dir in runs.items():
-        recs = MetricsLog(run_dir / "metrics.jsonl").read()
-        batch = [(r["step"], r["loss"]) for r in recs if "loss" in r]
-        evals = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
-        if batch:
-            k = max(1, len(batch) // 40)
-            xs = [s for s, _ in batch][k - 1:]
-            ys = running_mean([v for _, v in batch], k)[k - 1:]  # full windows only
-            line, = ax.plot(xs, ys, lw=1.2, label=f"{label} (train, mean of {k})")
-            ax.plot([s for s, _ in evals], [v for _, v in evals], "o", ms=3, color=line.get_color())
-        elif evals:
-            ax.axhline(evals[-1][1], ls="--", lw=1, label=f"{label} (fitted, val)")
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("step (log scale)")
-    ax.set_ylabel("loss (nats/char)")
-    ax.set_ylim(top=3.5)
-    ax.set_title("names models: training loss (lines) and validation loss (dots)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
 def _samples(run_dir: Path, n: int = 10) -> list[str]:
-    from dlf.engine.run import open_run
+    from dlf.engine.rundir import open_run
     from dlf.sample import sample_lines, sample_text
 
     run = open_run(run_dir, device="cpu")
@@ -171,8 +145,8 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
         log(f"[{j}/{total}] experiment {name}: {how} ({res.get('wall_seconds', 0):.0f} s)")
         experiments[name] = res
 
-    names_runs = {s.label: run_dirs[s.preset] for s, cfg, _ in rows
-                  if s.preset.startswith("names-")}
+    names_runs = {s.label: MetricsLog(run_dirs[s.preset] / "metrics.jsonl").read()
+                  for s, cfg, _ in rows if s.preset.startswith("names-")}
     plot_names_curves(names_runs, out / "names_loss.png")
     md = _markdown(out, rows, run_dirs, experiments, quick, mach)
     atomic_write_text(out / "REPORT.md", md)

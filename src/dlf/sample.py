@@ -12,12 +12,20 @@ from pathlib import Path
 
 import torch
 
-from dlf.engine.checkpoint import atomic_write_text
 from dlf.errors import DlfError
+from dlf.fileio import atomic_write_text
 from dlf.models.protocol import capabilities, slide_window
 
+# What one sample may grow to when the caller does not say: a name ends at its
+# boundary token long before 50 characters; a text sample is a paragraph or two.
+LINE_MAX_NEW_TOKENS = 50
+TEXT_MAX_NEW_TOKENS = 500
 
-def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
+
+def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int,
+                        num: int = 1) -> None:
+    if num < 1:
+        raise DlfError(f"-n/--num must be >= 1, got {num}")
     if not temperature >= 0:
         raise DlfError(f"--temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -47,10 +55,10 @@ def _last_logits(model, idx: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_lines(model, tokenizer, n: int, *, seed: int = 0, temperature: float = 1.0,
-                 top_k: int | None = None, prompt: str = "", max_new_tokens: int = 50,
-                 device="cpu") -> list[str]:
+                 top_k: int | None = None, prompt: str = "",
+                 max_new_tokens: int = LINE_MAX_NEW_TOKENS, device="cpu") -> list[str]:
     """n items (e.g. names), each ended by the boundary token or max_new_tokens."""
-    check_sampling_args(temperature, top_k, max_new_tokens)
+    check_sampling_args(temperature, top_k, max_new_tokens, n)
     g = torch.Generator().manual_seed(seed)
     bs = model.block_size
     start = [tokenizer.boundary] * bs + tokenizer.encode(prompt)
@@ -79,7 +87,8 @@ def sample_lines(model, tokenizer, n: int, *, seed: int = 0, temperature: float 
 
 @torch.no_grad()
 def sample_text(model, tokenizer, *, seed: int = 0, temperature: float = 1.0,
-                top_k: int | None = None, prompt: str = "", max_new_tokens: int = 500,
+                top_k: int | None = None, prompt: str = "",
+                max_new_tokens: int = TEXT_MAX_NEW_TOKENS,
                 device="cpu", stream=None, use_cache: bool = True) -> str:
     """Continue `prompt` by max_new_tokens characters; `stream(text)` gets each piece."""
     check_sampling_args(temperature, top_k, max_new_tokens)

@@ -1,16 +1,21 @@
-"""One Trainer for every model: seeded batches, optimizer + schedule, clipping,
-evaluation, best/last checkpoints, metrics, resume, progress bar.
+"""Training: `train(cfg, out_dir)` for every model type.
 
-Logging and saving go through `self.is_main`, so a data-parallel mode can make
-them rank-0 only without touching the loop.
+A model's regime (dlf.models.protocol) says how its parameters are set:
+- "autograd": the Trainer's loop with `AutogradStep` (forward/backward, clip, update);
+- "manual": the same loop with `ManualStep` (the model's hand-written backward);
+- "fitted": `fit_counted`, one counting pass and no loop.
+Both paths share `prepare` (config checks, data, model) and the run-directory writer.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,34 +23,167 @@ from tqdm import tqdm
 
 from dlf import config as C
 from dlf import optim
-from dlf.data.tokenizer import CharTokenizer
-from dlf.engine.checkpoint import (
-    atomic_write_text,
-    load_tensors,
-    save_tensors,
-    section,
-    write_json,
-)
-from dlf.engine.metrics import MetricsLog, plot_loss
-from dlf.engine.run import (
-    RUN_FILES,
-    autocast,
-    check_model_fits_data,
-    evaluate,
-    pick_device,
-    prepare_data,
-)
+from dlf.engine.checkpoint import section
+from dlf.engine.data import RunData, check_model_fits_data, prepare_data
+from dlf.engine.device import autocast, pick_device
+from dlf.engine.evaluate import evaluate_split
+from dlf.engine.rundir import RunDir
 from dlf.errors import DlfError
-from dlf.models import build_model
+from dlf.models import build_model, model_class
+from dlf.models.protocol import capabilities
 
 DEFAULT_THREADS = torch.get_num_threads()  # what torch chose for this machine (or the caller)
+# The training batches come from their own generator, seeded train.seed + 1, so that
+# evaluation or sampling never shifts which batches training sees.
+BATCH_SEED_OFFSET = 1
+
+# Train settings that only the autograd regime reads; the others would silently ignore
+# them, so a value other than the default is refused.
+_OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "weight_decay", "grad_accum",
+                     "grad_clip", "dtype", "compile")
+_IGNORED = {
+    "autograd": (),
+    "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
+    "fitted": _OPTIMIZER_FIELDS + ("lr", "schedule", "milestones", "warmup_steps", "min_lr",
+                                   "batch_size"),
+}
+
+
+def check_regime(t: C.TrainConfig, model_type: str, regime: str) -> None:
+    """Refuse train settings that `regime` would ignore."""
+    default = C.TrainConfig()
+    for name in _IGNORED[regime]:
+        if getattr(t, name) != getattr(default, name):
+            how = ("is fitted by counting, not trained" if regime == "fitted" else
+                   "trains with plain SGD on its hand-written gradients, in fp32")
+            raise DlfError(f"train.{name} = {getattr(t, name)!r} has no effect: a "
+                           f"{model_type} model {how}; remove the setting")
+    if regime == "fitted" and t.max_steps != 0:
+        raise DlfError(f"a {model_type} model is fitted in one counting pass: "
+                       f"set train.max_steps = 0 (got {t.max_steps})")
+
+
+# --------------------------------------------------------------------- set-up (all regimes)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before its first step; nothing has been written yet."""
+
+    cfg: C.RunConfig  # a private copy: the caller's config is never changed
+    run_dir: RunDir
+    data: RunData
+    model: object
+    device: torch.device
+    resume: bool
+
+
+def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
+            writer: bool = True) -> Prepared:
+    """Check the config, read the data, build the model, claim the run directory."""
+    cfg = copy.deepcopy(cfg)
+    run_dir = RunDir(out_dir, writer=writer)
+    if resume:
+        cfg = _resume_config(cfg, run_dir)
+    C.validate(cfg)
+    device = pick_device(cfg.train.device)
+    # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
+    # for a tiny model) does not slow the next run in the same process (dlf report)
+    torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
+    data = prepare_data(cfg, tokenizer=run_dir.saved_tokenizer() if resume else None)
+    cfg.model.vocab_size = data.tokenizer.vocab_size
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    check_regime(cfg.train, cfg.model.type, capabilities(model).regime)
+    check_model_fits_data(model, data.format)
+    model.to(device)
+    if not resume:
+        run_dir.claim(force)
+    return Prepared(cfg, run_dir, data, model, device, resume)
+
+
+def _resume_config(requested: C.RunConfig, run_dir: RunDir) -> C.RunConfig:
+    if not (run_dir.path / "state.safetensors").exists():
+        raise DlfError(f"cannot resume: {run_dir.path}/state.safetensors not found")
+    saved = run_dir.saved_config()
+    if saved.model.type != requested.model.type:
+        raise DlfError(f"{run_dir.path} holds a {saved.model.type} run, "
+                       f"not {requested.model.type}")
+    # Training settings may change on resume (e.g. more steps); the model may not.
+    requested.model.vocab_size = saved.model.vocab_size
+    if requested.model != saved.model or requested.data != saved.data:
+        raise DlfError(f"cannot resume {run_dir.path}: its model or data config differs from "
+                       "the requested one (see its config.toml)")
+    return requested
+
+
+def base_result(p: Prepared, losses: dict, steps: int, wall: float, train_seconds: float,
+                tokens_per_step: int | None) -> dict:
+    """result.json's figures for the model in its final (best-validation) weights."""
+    t = p.cfg.train
+    test = evaluate_split(p.model, p.data.test, t, p.device) if p.data.test is not None else None
+    return {
+        "name": p.cfg.name,
+        "model_type": p.cfg.model.type,
+        "dataset": p.cfg.data.dataset,
+        "train_loss": losses["train_loss"],
+        "val_loss": losses["val_loss"],
+        "test_loss": test,
+        "steps": steps,
+        "wall_seconds": round(wall, 2),
+        "train_seconds": round(train_seconds, 2),
+        "steps_per_second": round(steps / wall, 2) if wall > 0 and steps else None,
+        "tokens_per_second": round(steps * tokens_per_step / wall, 1)
+        if wall > 0 and tokens_per_step else None,
+        "num_parameters": p.model.num_parameters(),
+        "device": str(p.device),
+        "dtype": t.dtype,
+        "torch": torch.__version__,
+    }
+
+
+def eval_losses(p: Prepared) -> dict:
+    t = p.cfg.train
+    return {"train_loss": evaluate_split(p.model, p.data.train, t, p.device),
+            "val_loss": evaluate_split(p.model, p.data.val, t, p.device)}
+
+
+# --------------------------------------------------------------------- fitted models
+
+
+def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool = False,
+                force: bool = False) -> dict:
+    """Fit a counted model (the count bigram) on the train split and write its run.
+
+    Counting is deterministic, so --resume simply counts again."""
+    t0 = time.perf_counter()
+    p = prepare(cfg, out_dir, resume=resume, force=force)
+    if capabilities(p.model).regime != "fitted":
+        raise DlfError(f"a {p.cfg.model.type} model is trained, not fitted: use train()")
+    p.run_dir.begin(p.cfg, p.data.tokenizer)
+    p.model.fit(p.data.train.X, p.data.train.Y)
+    p.model.eval()
+    losses = eval_losses(p)
+    p.run_dir.metrics.truncate_after(-1)  # a refit replaces the log
+    p.run_dir.log({"step": 0, **losses})
+    p.run_dir.save_weights(p.model, p.cfg.model.type)
+    p.run_dir.save_state({f"model.{k}": v for k, v in p.model.state_dict().items()}
+                         | {"step": torch.tensor(0)}, p.cfg.model.type)
+    p.run_dir.plot_loss(p.cfg.name)
+    result = base_result(p, losses, 0, time.perf_counter() - t0, 0.0, None)
+    return p.run_dir.finish(p.model, p.data, p.cfg, result, p.device)
+
+
+# --------------------------------------------------------------------- one optimizer step
 
 
 def make_optimizer(model, t: C.TrainConfig):
+    """AdamW (decoupled decay) or SGD (L2 penalty); either way only matrices are decayed,
+    by the rule of optim.param_groups_for_decay."""
+    groups = optim.param_groups_for_decay(model, t.weight_decay)
     if t.optimizer == "adamw":
-        groups = optim.param_groups_for_decay(model.named_parameters(), t.weight_decay)
         return optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
-    return optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 def make_schedule(t: C.TrainConfig):
@@ -63,316 +201,257 @@ def clip_grad_norm(params, max_norm: float) -> float:
     return norm.item()
 
 
+class AutogradStep:
+    """grad_accum forward/backward micro-batches (their mean loss), the gradient clipped
+    to train.grad_clip, then the dlf.optim update. State: the optimizer's."""
+
+    def __init__(self, model, t: C.TrainConfig, device: torch.device):
+        self.t, self.device = t, device
+        self.params = model.parameters()
+        self.optimizer = make_optimizer(model, t)
+        # torch.compile traces any callable; our Module is one. Eval and sampling stay eager.
+        self.forward = torch.compile(model) if t.compile else model
+
+    def __call__(self, next_batch, lr: float) -> torch.Tensor:
+        t = self.t
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for _ in range(t.grad_accum):
+            x, y = next_batch()
+            with autocast(self.device, t.dtype):
+                _, loss = self.forward(x, y)
+            (loss / t.grad_accum).backward()
+            total = total + loss.detach()
+        if t.grad_clip > 0:
+            clip_grad_norm(self.params, t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return total / t.grad_accum
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class ManualStep:
+    """The model's hand-written backward and SGD update (`manual_step`); no state."""
+
+    def __init__(self, model, t: C.TrainConfig, device: torch.device):
+        self.model = model
+
+    def __call__(self, next_batch, lr: float) -> float:
+        x, y = next_batch()
+        return self.model.manual_step(x, y, lr)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+STEPS = {"autograd": AutogradStep, "manual": ManualStep}
+
+
+# --------------------------------------------------------------------- the loop
+
+
 class Trainer:
-    """Train `cfg` into `out_dir`.
+    """Train `cfg` into `out_dir` (a gradient-trained model: autograd or manual regime).
 
     Nothing is written until the data, tokenizer and model have been built and
     checked, and an existing run directory is only reused with resume=True (or
-    replaced with force=True).
-    """
+    replaced with force=True). `callback(trainer, step)` runs after every step."""
 
     def __init__(self, cfg: C.RunConfig, out_dir: str | Path, *, resume: bool = False,
                  force: bool = False, progress: bool | None = None, callback=None):
-        self.out = Path(out_dir)
-        self.is_main = True
-        self.callback = callback  # called as callback(trainer, step) after every step
+        p = prepare(cfg, out_dir, resume=resume, force=force)
+        regime = capabilities(p.model).regime
+        if regime not in STEPS:
+            raise DlfError(f"a {p.cfg.model.type} model is {regime}, not trained: use train()")
+        self.prepared = p
+        self.cfg, self.data, self.model, self.device = p.cfg, p.data, p.model, p.device
+        self.out, self.run_dir, self.resume = p.run_dir.path, p.run_dir, resume
+        self.callback = callback
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.step_fn = STEPS[regime](self.model, self.cfg.train, self.device)
+        self.schedule = make_schedule(self.cfg.train)
+        self.gen = torch.Generator().manual_seed(self.cfg.train.seed + BATCH_SEED_OFFSET)
         self._stop_requested = False
-        if resume:
-            cfg = self._resume_config(cfg)
-        C.validate(cfg)
-        self.cfg = cfg
-        self.resume = resume
-        self.device = pick_device(cfg.train.device)
-        # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
-        # for a tiny model) does not slow the next run in the same process (dlf report)
-        torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
-        self.data = prepare_data(cfg, tokenizer=self._saved_tokenizer() if resume else None)
-        cfg.model.vocab_size = self.data.tokenizer.vocab_size
-        torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg.model)
-        check_model_fits_data(self.model, self.data.format)
-        self.model.to(self.device)
-        # torch.compile traces any callable; our Module is one. Eval and sampling stay eager.
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
-        self.fitted = hasattr(self.model, "fit")
-        self.manual = hasattr(self.model, "manual_step")
-        if not resume:
-            self._claim_out_dir(force)
 
-    # ----------------------------------------------------------------- run directory
+    def request_stop(self) -> None:
+        """Finish the current step, checkpoint, and return (what Ctrl-C does)."""
+        self._stop_requested = True
 
-    def _resume_config(self, requested: C.RunConfig) -> C.RunConfig:
-        if not (self.out / "state.safetensors").exists():
-            raise DlfError(f"cannot resume: {self.out}/state.safetensors not found")
-        saved = C.load_toml(self.out / "config.toml")
-        if saved.model.type != requested.model.type:
-            raise DlfError(f"{self.out} holds a {saved.model.type} run, not {requested.model.type}")
-        # Training settings may change on resume (e.g. more steps); the model may not.
-        requested.model.vocab_size = saved.model.vocab_size
-        if requested.model != saved.model or requested.data != saved.data:
-            raise DlfError(f"cannot resume {self.out}: its model or data config differs from "
-                           "the requested one (see its config.toml)")
-        return requested
+    def fit(self) -> dict:
+        """Train to train.max_steps (or a stop request); returns result.json's dict."""
+        t = self.cfg.train
+        self.t0 = time.perf_counter()
+        step = self._start()
+        bar = tqdm(total=t.max_steps, initial=step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, file=sys.stderr)
+        interrupted = False
+        self.model.train()
+        with bar, self._stop_on_sigint():
+            while step < t.max_steps:
+                lr = self.schedule(step)
+                t_step = time.perf_counter()
+                loss = self.step_fn(self._batch, lr)  # forward, backward, clip, update
+                self.train_seconds += time.perf_counter() - t_step
+                step += 1
+                bar.update(1)
+                if step % t.log_interval == 0 or step == t.max_steps:
+                    self._log(step, loss, lr, bar)
+                if step % t.eval_interval == 0 or step == t.max_steps:
+                    self._evaluate_and_checkpoint(step, bar)
+                if self.callback is not None:
+                    self.callback(self, step)
+                if self._stop_requested and step < t.max_steps:
+                    self._save_state(step)
+                    interrupted = True
+                    break
+        return self._finish(step, interrupted)
 
-    def _saved_tokenizer(self):
-        return CharTokenizer.load(self.out / "tokenizer.json")
+    # ----------------------------------------------------------------- inside the loop
 
-    def _claim_out_dir(self, force: bool) -> None:
-        existing = [f for f in RUN_FILES if (self.out / f).exists()]
-        if existing and not force:
-            raise DlfError(f"{self.out} already holds a run ({existing[0]}); "
-                           "use --resume to continue it, --force to replace it, or another --out")
-        if self.out.exists() and not self.out.is_dir():
-            raise DlfError(f"--out {self.out} exists and is not a directory")
-        if existing and force:
-            for f in RUN_FILES:
-                (self.out / f).unlink(missing_ok=True)
-        self.out.mkdir(parents=True, exist_ok=True)
+    def _batch(self):
+        t, ds = self.cfg.train, self.data.train
+        if t.batch_size == 0:
+            if self.data.format != "lines":
+                raise DlfError("train.batch_size = 0 (full batch) needs line data")
+            return ds.X.to(self.device), ds.Y.to(self.device)
+        x, y = ds.batch(t.batch_size, self.gen)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    # ----------------------------------------------------------------- checkpoints
+    def _log(self, step: int, loss, lr: float, bar) -> None:
+        now = time.perf_counter()
+        tps = self._tokens_per_step() * (step - self._last_step) / max(now - self._last_t, 1e-9)
+        self._last_t, self._last_step = now, step
+        loss_v = loss.item() if torch.is_tensor(loss) else float(loss)
+        if not math.isfinite(loss_v):
+            raise DlfError(f"loss became {loss_v} at step {step}; lower train.lr "
+                           "or set train.grad_clip")
+        self.run_dir.log({"step": step, "loss": loss_v, "lr": lr,
+                          "tokens_per_second": round(tps, 1)})
+        bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
 
-    def _meta(self):
-        return {"model_type": self.cfg.model.type, "format": "dlf-1"}
+    def _evaluate_and_checkpoint(self, step: int, bar) -> None:
+        losses = eval_losses(self.prepared)
+        self.run_dir.log({"step": step, **losses})
+        if self.progress:
+            bar.write(f"step {step}: train {losses['train_loss']:.4f}, "
+                      f"val {losses['val_loss']:.4f}")
+        if losses["val_loss"] < self.best_val:
+            self.best_val, self.best_losses = losses["val_loss"], losses
+            self.run_dir.save_weights(self.model, self.cfg.model.type)
+        self._save_state(step)
+        if step < self.cfg.train.max_steps:  # the last plot is drawn once, by _finish
+            self.run_dir.plot_loss(self.cfg.name)
+
+    def _tokens_per_step(self) -> int:
+        t = self.cfg.train
+        b = t.batch_size or len(self.data.train)
+        per_example = 1 if self.data.format == "lines" else self.cfg.model.block_size
+        return b * per_example * t.grad_accum
+
+    # ----------------------------------------------------------------- start, state, finish
+
+    def _start(self) -> int:
+        """Fresh run: write config and tokenizer. Resume: load the last state and drop
+        the metrics records past it. Returns the step to continue from."""
+        self.wall_before, self.train_seconds = 0.0, 0.0
+        self.best_val, self.best_losses = math.inf, None  # best_losses: measured this session
+        step = 0
+        if self.resume:
+            step = self._load_state()
+            self.run_dir.metrics.truncate_after(step)
+        else:
+            self.run_dir.begin(self.cfg, self.data.tokenizer)
+        self._last_t, self._last_step = time.perf_counter(), step
+        return step
 
     def _save_state(self, step: int) -> None:
-        if not self.is_main:
-            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.optimizer is not None:
-            tensors.update({f"optim.{k}": v for k, v in self.optimizer.state_dict().items()})
+        tensors.update({f"optim.{k}": v for k, v in self.step_fn.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.data"] = self.gen.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         tensors["step"] = torch.tensor(step, dtype=torch.int64)
         tensors["best_val"] = torch.tensor(self.best_val, dtype=torch.float64)
-        tensors["wall_seconds"] = torch.tensor(self.wall_before + self._elapsed(), dtype=torch.float64)
+        tensors["wall_seconds"] = torch.tensor(self.wall_before + self._elapsed(),
+                                               dtype=torch.float64)
         tensors["train_seconds"] = torch.tensor(self.train_seconds, dtype=torch.float64)
-        save_tensors(self.out / "state.safetensors", tensors, self._meta())
+        self.run_dir.save_state(tensors, self.cfg.model.type)
 
     def _load_state(self) -> int:
-        tensors, meta = load_tensors(self.out / "state.safetensors")
-        if meta.get("model_type") != self.cfg.model.type:
-            raise DlfError(f"{self.out}/state.safetensors holds a {meta.get('model_type')} model, "
-                           f"not {self.cfg.model.type}")
+        tensors = self.run_dir.load_state(self.cfg.model.type)
         try:
             self.model.load_state_dict(section(tensors, "model"))
-            if self.optimizer is not None:
-                self.optimizer.load_state_dict(section(tensors, "optim"))
+            self.step_fn.load_state_dict(section(tensors, "optim"))
             torch.set_rng_state(tensors["rng.torch"])
             self.gen.set_state(tensors["rng.data"])
             if "rng.cuda" in tensors and self.device.type == "cuda":
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-            step = int(tensors["step"])
             self.best_val = float(tensors["best_val"])
             self.wall_before = float(tensors["wall_seconds"])
             self.train_seconds = float(tensors["train_seconds"])
+            return int(tensors["step"])
         except KeyError as e:
             raise DlfError(f"{self.out}/state.safetensors is incomplete (missing {e})") from None
-        return step
-
-    def _save_best(self) -> None:
-        if self.is_main:
-            save_tensors(self.out / "model.safetensors", self.model.state_dict(), self._meta())
-
-    # ----------------------------------------------------------------- loop
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def request_stop(self) -> None:
-        """Finish the current step, checkpoint, and return (what Ctrl-C does)."""
-        self._stop_requested = True
-
-    def _batch(self):
-        t, ds = self.cfg.train, self.data.train
-        if t.batch_size == 0:
-            if not hasattr(ds, "X"):
-                raise DlfError("train.batch_size = 0 (full batch) needs line data")
-            return ds.X.to(self.device), ds.Y.to(self.device)
-        x, y = ds.batch(t.batch_size, self.gen)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def _eval_losses(self) -> dict:
-        return {"train_loss": self._evaluate(self.data.train),
-                "val_loss": self._evaluate(self.data.val)}
-
-    def _evaluate(self, ds) -> float:
-        t = self.cfg.train
-        return evaluate(self.model, ds, device=self.device, dtype=t.dtype,
-                        batch_size=t.batch_size or 32, iters=t.eval_iters, seed=t.seed + 2)
-
-    def fit(self) -> dict:
-        """Train to cfg.train.max_steps (or until a stop request); returns result.json's dict."""
-        cfg, t = self.cfg, self.cfg.train
-        out = self.out
-        self.t0 = time.perf_counter()
-        self.wall_before = 0.0
-        self.best_val = math.inf
-        self.best_losses = None  # train/val of model.safetensors, when measured this session
-        self.train_seconds = 0.0  # inside optimizer steps only (no evaluation, no saving)
-        self.gen = torch.Generator().manual_seed(t.seed + 1)
-        self.optimizer = None if (self.fitted or self.manual) else make_optimizer(self.model, t)
-        schedule = make_schedule(t)
-        log = MetricsLog(out / "metrics.jsonl")
-        step = 0
-        if self.resume:
-            step = self._load_state()
-            log.truncate_after(step)
-        else:
-            atomic_write_text(out / "config.toml", C.to_toml(cfg))
-            self.data.tokenizer.save(out / "tokenizer.json")
-
-        if self.fitted:
-            self.model.fit(self.data.train.X, self.data.train.Y)
-            step = t.max_steps = 0
-            losses = self._eval_losses()
-            self.best_val = losses["val_loss"]
-            log.append({"step": 0, **losses})
-            self._save_best()
-            self._save_state(0)
-            return self._finish(step, interrupted=False)
-
-        params = self.model.parameters()
-        tokens_per_step = self._tokens_per_step()
-        bar = tqdm(total=t.max_steps, initial=step, disable=not self.progress, unit="step",
-                   dynamic_ncols=True, file=sys.stderr)
-        old_handler = self._install_sigint()
-        interrupted = False
-        last_t, last_step = time.perf_counter(), step
-        self.model.train()
-        try:
-            while step < t.max_steps:
-                lr = schedule(step)
-                t_step = time.perf_counter()
-                loss = self._step(params, lr)
-                self.train_seconds += time.perf_counter() - t_step
-                step += 1
-                if step % t.log_interval == 0 or step == t.max_steps:
-                    now = time.perf_counter()
-                    tps = tokens_per_step * (step - last_step) / max(now - last_t, 1e-9)
-                    last_t, last_step = now, step
-                    loss_v = loss.item() if torch.is_tensor(loss) else float(loss)
-                    if not math.isfinite(loss_v):
-                        raise DlfError(f"loss became {loss_v} at step {step}; lower train.lr "
-                                       "or set train.grad_clip")
-                    if self.is_main:
-                        log.append({"step": step, "loss": loss_v, "lr": lr,
-                                    "tokens_per_second": round(tps, 1)})
-                    bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-                bar.update(1)
-                if step % t.eval_interval == 0 or step == t.max_steps:
-                    losses = self._eval_losses()
-                    if self.is_main:
-                        log.append({"step": step, **losses})
-                    msg = (f"step {step}: train {losses['train_loss']:.4f}, "
-                           f"val {losses['val_loss']:.4f}")
-                    if self.progress:
-                        bar.write(msg)
-                    if losses["val_loss"] < self.best_val:
-                        self.best_val = losses["val_loss"]
-                        self.best_losses = losses
-                        self._save_best()
-                    self._save_state(step)
-                    if step < t.max_steps:  # the last plot is drawn once, by _finish
-                        plot_loss(log.read(), out / "loss.png", title=cfg.name)
-                if self.callback is not None:
-                    self.callback(self, step)
-                if self._stop_requested and step < t.max_steps:
-                    interrupted = True
-                    self._save_state(step)
-                    break
-        finally:
-            bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-        return self._finish(step, interrupted)
-
-    def _install_sigint(self):
-        """First Ctrl-C: stop cleanly after the current step. Second: abort."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
-
-        return signal.signal(signal.SIGINT, handler)
-
-    def _tokens_per_step(self) -> int:
-        t = self.cfg.train
-        b = t.batch_size or len(self.data.train)
-        per_example = 1 if hasattr(self.data.train, "X") else self.cfg.model.block_size
-        return b * per_example * t.grad_accum
-
-    def _step(self, params, lr: float):
-        t = self.cfg.train
-        if self.manual:
-            x, y = self._batch()
-            return self.model.manual_step(x, y, lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        total = 0.0
-        for _ in range(t.grad_accum):
-            x, y = self._batch()
-            with autocast(self.device, t.dtype):
-                _, loss = self.forward(x, y)
-            (loss / t.grad_accum).backward()
-            total = total + loss.detach()
-        if t.grad_clip > 0:
-            clip_grad_norm(params, t.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        return total / t.grad_accum
-
-    # ----------------------------------------------------------------- finish
-
     def _finish(self, step: int, interrupted: bool) -> dict:
-        from dlf.sample import write_samples
-
-        cfg, out = self.cfg, self.out
-        wall = self.wall_before + self._elapsed()
-        records = MetricsLog(out / "metrics.jsonl").read()
-        if records:
-            plot_loss(records, out / "loss.png", title=cfg.name)
+        self.run_dir.plot_loss(self.cfg.name)
         if interrupted:
-            print(f"interrupted at step {step}/{cfg.train.max_steps}; continue with --resume",
-                  file=sys.stderr)
+            print(f"interrupted at step {step}/{self.cfg.train.max_steps}; "
+                  "continue with --resume", file=sys.stderr)
             return {"interrupted": True, "steps": step}
         # Final figures describe model.safetensors, the best-validation weights.
-        best, _ = load_tensors(out / "model.safetensors")
-        self.model.load_state_dict(best)
+        self.run_dir.load_weights(self.model)
         self.model.eval()
-        result = {
-            "name": cfg.name,
-            "model_type": cfg.model.type,
-            "dataset": cfg.data.dataset,
-            **(self.best_losses or self._eval_losses()),
-            "test_loss": self._evaluate(self.data.test) if self.data.test is not None else None,
-            "steps": step,
-            "wall_seconds": round(wall, 2),
-            "train_seconds": round(self.train_seconds, 2),
-            "steps_per_second": round(step / wall, 2) if wall > 0 and step else None,
-            "tokens_per_second": round(step * self._tokens_per_step() / wall, 1)
-            if wall > 0 and not self.fitted else None,
-            "num_parameters": self.model.num_parameters(),
-            "device": str(self.device),
-            "dtype": cfg.train.dtype,
-            "torch": torch.__version__,
-        }
-        result.update(write_samples(self.model, self.data, out / "samples.txt", cfg.train,
-                                    device=self.device))
-        if hasattr(self.model, "extra_results"):
-            result.update(self.model.extra_results(self.data, out))
-        if self.is_main:
-            write_json(out / "result.json", result)
-        return result
+        losses = self.best_losses or eval_losses(self.prepared)
+        result = base_result(self.prepared, losses, step, self.wall_before + self._elapsed(),
+                             self.train_seconds, self._tokens_per_step())
+        return self.run_dir.finish(self.model, self.data, self.cfg, result, self.device)
+
+    # ----------------------------------------------------------------- Ctrl-C
+
+    def _stop_on_sigint(self):
+        """First Ctrl-C: stop cleanly after the current step. Second: abort."""
+        trainer = self
+
+        class _Handler:
+            def __enter__(self):
+                self.old = None
+                if threading.current_thread() is threading.main_thread():
+                    self.old = signal.signal(signal.SIGINT, self.handle)
+
+            def handle(self, signum, frame):
+                if trainer._stop_requested:
+                    raise KeyboardInterrupt
+                trainer._stop_requested = True
+                print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+            def __exit__(self, *exc):
+                if self.old is not None:
+                    signal.signal(signal.SIGINT, self.old)
+                return False
+
+        return _Handler()
 
 
-def train(cfg: C.RunConfig, out_dir, **kw) -> dict:
+def train(cfg: C.RunConfig, out_dir: str | Path, **kw) -> dict:
+    """Train or fit `cfg` into `out_dir`, as its model's regime says; returns result.json's
+    dict (or {"interrupted": True, "steps": N} after a stop request). Keywords: resume,
+    force, progress, callback (the last two only for trained models)."""
+    if capabilities(model_class(cfg.model.type)).regime == "fitted":
+        kw.pop("callback", None)
+        kw.pop("progress", None)
+        return fit_counted(cfg, out_dir, **kw)
     return Trainer(cfg, out_dir, **kw).fit()

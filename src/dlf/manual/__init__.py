@@ -2,6 +2,7 @@
 
 from dlf.manual.mlp import (
     GRAD_NAMES,
+    GRADCHECK_LIMIT,
     PARAM_NAMES,
     ManualMLP,
     ManualMLPConfig,
@@ -11,6 +12,7 @@ from dlf.manual.mlp import (
 )
 
 __all__ = [
+    "GRADCHECK_LIMIT",
     "GRAD_NAMES",
     "PARAM_NAMES",
     "ManualMLP",

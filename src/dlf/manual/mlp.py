@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from dlf.errors import DlfError
 
 __all__ = [
+    "GRADCHECK_LIMIT",
     "GRAD_NAMES",
     "PARAM_NAMES",
     "ManualMLP",
@@ -264,7 +265,7 @@ class ManualMLP:
     def _check_batch_stats(batch: int) -> None:
         if batch < 2:
             raise DlfError(
-                f"BatchNorm with Bessel-corrected batch variance needs a batch of at least 2 "
+                f"BatchNorm on batch statistics needs a batch of at least 2 "
                 f"in training mode, got {batch} (use eval() for single examples)"
             )
 
@@ -332,7 +333,7 @@ class ManualMLP:
         bnmeani = 1 / n * hprebn.sum(0, keepdim=True)
         bndiff = hprebn - bnmeani
         bndiff2 = bndiff**2
-        bnvar = 1 / self._var_div(n) * bndiff2.sum(0, keepdim=True)  # (n-1): Bessel's correction
+        bnvar = 1 / self._var_div(n) * bndiff2.sum(0, keepdim=True)  # n-1 (Bessel) or n (torch)
         bnvar_inv = (bnvar + eps) ** -0.5
         bnraw = bndiff * bnvar_inv
         hpreact = self.bngain * bnraw + self.bnbias
@@ -445,7 +446,8 @@ class ManualMLP:
         dhpreact = (1.0 - h**2) * (dlogits @ self.W2.T)
         g["dbngain"] = (bnraw * dhpreact).sum(0, keepdim=True)
         g["dbnbias"] = dhpreact.sum(0, keepdim=True)
-        # BatchNorm input gradient in one step (Bessel-corrected variance)
+        # BatchNorm input gradient in one step; n / var_div is n/(n-1) with Bessel's
+        # correction and 1 with torch's 1/n variance
         dhprebn = (
             self.bngain
             * bnvar_inv
@@ -558,6 +560,12 @@ def train_manual(
 
 
 # ---------------------------------------------------------------------- gradient check
+# Largest |hand-written - autograd| accepted in float64: rounding of the longest chain of
+# operations stays near 1e-16 relative, so 1e-10 leaves a wide margin and still catches
+# any wrong formula (those differ by the size of a gradient itself).
+GRADCHECK_LIMIT = 1e-10
+
+
 def _compare(name: str, mine: torch.Tensor, ref: torch.Tensor | None) -> dict:
     if ref is None:
         ref = torch.zeros_like(mine)  # autograd leaves .grad None when nothing flows back

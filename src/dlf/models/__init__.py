@@ -2,8 +2,9 @@
 
 Every gradient-trained model follows one contract:
 `logits, loss = model(idx, targets=None)`, `parameters()`, `train()`, `eval()`,
-`state_dict()`, `load_state_dict()`, `block_size`. The count bigram is fitted
-with `fit(X, Y)` instead of trained.
+`state_dict()`, `load_state_dict()`, `block_size`. What a model can do beyond
+that (its training regime, sequence targets, cached generation, FLOP count, bigram
+tables) is declared in `dlf.models.protocol`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def _lookup(type_: str, index: int):
 
 def model_config_class(type_: str):
     return _lookup(type_, 0)
+
+
+def model_class(type_: str):
+    """The model class registered as `type_`."""
+    return _lookup(type_, 1)
 
 
 def build_model(config, **kwargs):

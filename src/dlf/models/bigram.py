@@ -6,7 +6,6 @@ Both predict the next character from the previous one only (block_size 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -82,9 +81,8 @@ class CountBigram(Module):
     def num_parameters(self) -> int:
         return self.counts.numel()  # the table is the model
 
-    def extra_results(self, data, out_dir: Path) -> dict:
-        plot_counts(self.counts, data.tokenizer, out_dir / "counts.png")
-        return {"smoothing": self.config.smoothing}
+    def probability_table(self) -> torch.Tensor:
+        return self.probs()
 
 
 class NeuralBigram(Module):
@@ -113,77 +111,13 @@ class NeuralBigram(Module):
                 loss = loss + self.config.l2 * (self.W**2).mean()
         return logits, loss
 
-    def extra_results(self, data, out_dir: Path) -> dict:
-        """Compare with the count model fitted on the same train split."""
-        counts = CountBigram(CountBigramConfig(vocab_size=self.config.vocab_size,
-                                               smoothing=self.config.compare_smoothing))
-        counts.fit(data.train.X, data.train.Y)
-        P = counts.probs().cpu()
-        with torch.no_grad():
-            Q = torch.softmax(self.W.detach().float().cpu(), dim=1)
-        prev_freq = torch.bincount(data.train.X[:, -1], minlength=P.size(0)).float()
-        kl = kl_divergence_rows(P, Q, prev_freq)
-        plot_prob_tables(P, Q, data.tokenizer, out_dir / "probs.png")
-        return {"kl_count_to_neural": kl, "compare_smoothing": self.config.compare_smoothing}
+    @torch.no_grad()
+    def probability_table(self) -> torch.Tensor:
+        """(V, V): softmax(W), the network's P(next | prev)."""
+        return torch.softmax(self.W.detach().float(), dim=1)
 
 
 def kl_divergence_rows(P: torch.Tensor, Q: torch.Tensor, weights: torch.Tensor) -> float:
     """sum_i w_i KL(P_i || Q_i) / sum_i w_i, in nats; rows with weight 0 are ignored."""
     kl_rows = (P * (P.clamp_min(1e-30).log() - Q.clamp_min(1e-30).log())).sum(dim=1)  # (V,)
     return float((kl_rows * weights).sum() / weights.sum())
-
-
-def _labels(tokenizer) -> list[str]:
-    return [repr(c)[1:-1] if c.isprintable() else repr(c) for c in tokenizer.itos]
-
-
-def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
-    """The makemore picture: every cell shows its character pair and count."""
-    from dlf.engine.metrics import pyplot, save_figure
-
-    plt = pyplot()
-
-    N = counts.cpu().long()
-    V = N.size(0)
-    labels = _labels(tokenizer)
-    size = max(6, 0.6 * V)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
-    shade = N.float().log1p()
-    ax.imshow(shade.numpy(), cmap="Blues")
-    fs = max(4, min(8, 200 // max(V, 1)))
-    dark = float(shade.max()) * 0.6  # above this the cell is dark: write in white
-    for i in range(V):
-        for j in range(V):
-            color = "white" if shade[i, j] > dark else "black"
-            ax.text(j, i, labels[i] + labels[j], ha="center", va="bottom", color=color, fontsize=fs)
-            ax.text(j, i, str(N[i, j].item()), ha="center", va="top", color=color, fontsize=fs)
-    ax.set_xlabel("next character")
-    ax.set_ylabel("previous character")
-    ax.set_title("bigram counts (train split)")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot_prob_tables(P: torch.Tensor, Q: torch.Tensor, tokenizer, path: Path) -> None:
-    """Count-model probabilities beside the network's softmax(W), same colour scale."""
-    from dlf.engine.metrics import pyplot, save_figure
-
-    plt = pyplot()
-
-    labels = _labels(tokenizer)
-    V = P.size(0)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7), dpi=80)
-    vmax = float(max(P.max(), Q.max()))
-    for ax, M, title in ((axes[0], P, "counts: P(next | prev)"),
-                         (axes[1], Q, "network: softmax(W)[prev]")):
-        im = ax.imshow(M.numpy(), cmap="viridis", vmin=0, vmax=vmax)
-        ax.set_title(title)
-        ax.set_xticks(range(V), labels, fontsize=7)
-        ax.set_yticks(range(V), labels, fontsize=7)
-        ax.set_xlabel("next")
-        ax.set_ylabel("previous")
-    fig.colorbar(im, ax=axes, shrink=0.7)
-    save_figure(fig, path)
-

@@ -43,8 +43,9 @@ DEFAULT = Capabilities()
 
 
 def capabilities(model) -> Capabilities:
-    """The model's declared capabilities (the defaults when its class declares none)."""
-    return getattr(type(model), "capabilities", DEFAULT)
+    """What a model (or model class) declares; the defaults when its class declares none."""
+    cls = model if isinstance(model, type) else type(model)
+    return getattr(cls, "capabilities", DEFAULT)
 
 
 def slide_window(start: int, length: int, block_size: int) -> int:

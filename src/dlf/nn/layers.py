@@ -40,12 +40,14 @@ def _check_eps(eps: float) -> float:
 
 
 class _Recorder(Module):
-    """Activation layers keep their last output in ``self.out`` for diagnostics.
+    """Activation layers can keep their last output in ``self.out`` for diagnostics.
 
-    ``record_out = False`` stops keeping it (saves memory between steps);
-    ``retain_out_grad = True`` also keeps ``self.out.grad`` after backward."""
+    Off by default: a kept output holds its autograd graph (a Transformer's (B, T, 4C)
+    GELU output per layer) until the next step. Diagnostics set ``record_out = True``
+    while they measure; ``retain_out_grad = True`` also keeps ``self.out.grad`` after
+    backward."""
 
-    record_out: bool = True
+    record_out: bool = False
     retain_out_grad: bool = False
 
     def _record(self, out: torch.Tensor) -> torch.Tensor:
@@ -218,14 +220,14 @@ class LayerNorm(Module):
 
 
 class Tanh(_Recorder):
-    """Elementwise tanh; any shape. Keeps ``self.out`` (saturation diagnostics)."""
+    """Elementwise tanh; any shape. Can keep ``self.out`` (saturation diagnostics)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._record(torch.tanh(x))
 
 
 class ReLU(_Recorder):
-    """Elementwise max(x, 0); any shape. Keeps ``self.out``."""
+    """Elementwise max(x, 0); any shape. Can keep ``self.out``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._record(torch.relu(x))
@@ -235,7 +237,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 class GELU(_Recorder):
-    """Gaussian error linear unit; any shape. Keeps ``self.out``.
+    """Gaussian error linear unit; any shape. Can keep ``self.out``.
 
     ``approximate='none'``: 0.5 * x * (1 + erf(x / sqrt(2))).
     ``approximate='tanh'``: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))).

@@ -1,0 +1,25 @@
+"""Where a run computes and in which precision."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from dlf.errors import DlfError
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; an unavailable cuda is a DlfError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DlfError(f"device {name!r} requested but CUDA is not available here")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast for "bf16" (matmuls in bf16, reductions in fp32); nothing for "fp32"."""
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

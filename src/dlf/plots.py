@@ -1,0 +1,217 @@
+"""Every figure dlf draws: run loss curves, bigram tables, diagnostics histograms and
+update ratios, experiment and report comparisons.
+
+Figures are data in, PNG out (written atomically); nothing here trains or reads a run.
+matplotlib is imported late, on the file-only Agg backend, so `dlf --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+
+from dlf.fileio import atomic_write_bytes
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported late: `dlf --help` stays fast)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def running_mean(values: list[float], k: int) -> list[float]:
+    """Mean of the last k values at each position (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= k:
+            total -= values[i - k]
+        out.append(total / min(i + 1, k))
+    return out
+
+
+def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
+    """Training loss (thin, with a running mean) and evaluated train/val loss (markers)."""
+    plt = pyplot()
+    steps = [r["step"] for r in records if "loss" in r]
+    losses = [r["loss"] for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if steps:
+        ax.plot(steps, losses, lw=0.6, alpha=0.35, color="C0", label="batch loss")
+        k = max(1, len(losses) // 50)
+        if k > 1:
+            ax.plot(steps, running_mean(losses, k), lw=1.2, color="C0", label=f"batch loss, mean of {k}")
+    if evals:
+        es = [r["step"] for r in evals]
+        ax.plot(es, [r["train_loss"] for r in evals], "o-", ms=3, color="C1", label="train (eval)")
+        ax.plot(es, [r["val_loss"] for r in evals], "s-", ms=3, color="C2", label="val (eval)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+def _labels(tokenizer) -> list[str]:
+    return [repr(c)[1:-1] if c.isprintable() else repr(c) for c in tokenizer.itos]
+
+
+def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
+    """The makemore picture: every cell shows its character pair and count."""
+    plt = pyplot()
+
+    N = counts.cpu().long()
+    V = N.size(0)
+    labels = _labels(tokenizer)
+    size = max(6, 0.6 * V)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
+    shade = N.float().log1p()
+    ax.imshow(shade.numpy(), cmap="Blues")
+    fs = max(4, min(8, 200 // max(V, 1)))
+    dark = float(shade.max()) * 0.6  # above this the cell is dark: write in white
+    for i in range(V):
+        for j in range(V):
+            color = "white" if shade[i, j] > dark else "black"
+            ax.text(j, i, labels[i] + labels[j], ha="center", va="bottom", color=color, fontsize=fs)
+            ax.text(j, i, str(N[i, j].item()), ha="center", va="top", color=color, fontsize=fs)
+    ax.set_xlabel("next character")
+    ax.set_ylabel("previous character")
+    ax.set_title("bigram counts (train split)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_prob_tables(P: torch.Tensor, Q: torch.Tensor, tokenizer, path: Path) -> None:
+    """Count-model probabilities beside the network's softmax(W), same colour scale."""
+    plt = pyplot()
+
+    labels = _labels(tokenizer)
+    V = P.size(0)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7), dpi=80)
+    vmax = float(max(P.max(), Q.max()))
+    for ax, M, title in ((axes[0], P, "counts: P(next | prev)"),
+                         (axes[1], Q, "network: softmax(W)[prev]")):
+        im = ax.imshow(M.numpy(), cmap="viridis", vmin=0, vmax=vmax)
+        ax.set_title(title)
+        ax.set_xticks(range(V), labels, fontsize=7)
+        ax.set_yticks(range(V), labels, fontsize=7)
+        ax.set_xlabel("next")
+        ax.set_ylabel("previous")
+    fig.colorbar(im, ax=axes, shrink=0.7)
+    save_figure(fig, path)
+
+
+def plot_histograms(series, title: str, xlabel: str, path: str | Path) -> None:
+    """series: (tensor, legend label) pairs drawn as density curves on one axis."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    for t, label in series:
+        t = t.detach().float().cpu().flatten()
+        lo, hi = t.min().item(), t.max().item()
+        if hi <= lo:  # a constant tensor: widen the range so the histogram exists
+            lo, hi = lo - 1e-8, hi + 1e-8
+        bins = int(min(100, max(10, math.sqrt(t.numel()))))  # fewer bins for small samples
+        hy, hx = torch.histogram(t, bins=bins, range=(lo, hi), density=True)
+        centres = (hx[:-1] + hx[1:]) / 2
+        ax.plot(centres.numpy(), hy.numpy(), label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+
+def plot_update_ratios(steps: list[int], ratios: dict[str, list[float]], labels: dict[str, str],
+                       guide: float, path: str | Path) -> None:
+    """log10(update std / weight std) per weight over steps, with a horizontal guide."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    for name, values in ratios.items():
+        ax.plot(steps, values, lw=0.8, label=labels[name])
+    ax.axhline(guide, color="k", ls="--", lw=1, label=f"1e{guide:g} guide")
+    ax.set_title("update : data ratio per step")
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10(update std / weight std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+
+def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str,
+                     log_axis: bool = False) -> int:
+    """One line per variant: training batch loss, running mean. Returns the window."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = pyplot()
+
+    n = max((len(c) for c in curves.values()), default=1)
+    k = max(1, n // 40)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for label, pts in curves.items():
+        if pts:
+            ax.plot([s for s, _ in pts], running_mean([v for _, v in pts], k), lw=1.2, label=label)
+    if log_axis:
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/char" + (", log scale)" if log_axis else ")"))
+    ax.set_title(f"{title} (running mean of {k} logged steps)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+    return k
+
+
+def plot_names_curves(runs: dict[str, list[dict]], path: Path) -> None:
+    """Training loss (running mean) and validation loss of every names model, per step.
+
+    runs: label -> the run's metrics.jsonl records."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for label, recs in runs.items():
+        batch = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+        evals = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
+        if batch:
+            k = max(1, len(batch) // 40)
+            xs = [s for s, _ in batch][k - 1:]
+            ys = running_mean([v for _, v in batch], k)[k - 1:]  # full windows only
+            line, = ax.plot(xs, ys, lw=1.2, label=f"{label} (train, mean of {k})")
+            ax.plot([s for s, _ in evals], [v for _, v in evals], "o", ms=3, color=line.get_color())
+        elif evals:
+            ax.axhline(evals[-1][1], ls="--", lw=1, label=f"{label} (fitted, val)")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("step (log scale)")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_ylim(top=3.5)
+    ax.set_title("names models: training loss (lines) and validation loss (dots)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
