@@ -8,7 +8,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint pack-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
+
+# Rewrite src/dlf/data/*.txt.xz from the plain files in $(DLF_DATA_DIR) (sha256-checked).
+pack-data: $(VENV)/.installed
+	$(PY) tools/pack_data.py $(or $(DLF_DATA_DIR),$(error set DLF_DATA_DIR to the plain files' folder))
 
 clean:
 	rm -rf $(VENV) runs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import lzma
 import os
 import random
 import urllib.error
@@ -66,6 +67,30 @@ def env(tmp_path, monkeypatch):
     return data_dir, cache
 
 
+def hide_package(monkeypatch, tmp_path):
+    """Point the packaged-copy lookup at an empty folder, as if the package lacked it."""
+    missing = tmp_path / "no-package"
+    monkeypatch.setattr(
+        sources, "packaged_file", lambda source: missing / (source.file + sources.PACKED_SUFFIX)
+    )
+
+
+def fake_package(monkeypatch, tmp_path, plain: bytes) -> Path:
+    """Serve ``plain``, xz-compressed, as the packaged copy of every dataset."""
+    packed = tmp_path / "package" / "copy.xz"
+    packed.parent.mkdir(exist_ok=True)
+    packed.write_bytes(lzma.compress(plain))
+    monkeypatch.setattr(sources, "packaged_file", lambda source: packed)
+    return packed
+
+
+def forbid_network(monkeypatch):
+    def no_urlopen(*args, **kwargs):
+        raise AssertionError("unexpected network access")
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", no_urlopen)
+
+
 def fake_source(tmp_path: Path, content: bytes, sha: str | None = None) -> sources.Source:
     """A registry entry whose URL is a local file:// URL serving ``content``."""
     remote = tmp_path / "remote" / "words.txt"
@@ -119,23 +144,55 @@ def test_resolve_explicit_path_missing(env, tmp_path):
         resolve("names", tmp_path / "nope.txt")
 
 
-def test_resolve_data_dir_before_cache(env):
+def test_resolve_order(env, tmp_path, monkeypatch):
+    """explicit path > $DLF_DATA_DIR > packaged copy > cache > download, one layer off at a time."""
     data_dir, cache = env
+    explicit = tmp_path / "mine.txt"
+    explicit.write_text("explicit\n")
+    (data_dir / "names.txt").write_text("data dir\n")
+    packed = fake_package(monkeypatch, tmp_path, b"package\n")
     cache.mkdir()
     (cache / "names.txt").write_text("cache\n")
-    (data_dir / "names.txt").write_text("data dir\n")
+    downloads = []
+
+    def fake_download(source, dest_dir, timeout=30):
+        downloads.append(source.name)
+        return Path(dest_dir) / "downloaded.txt"
+
+    monkeypatch.setattr(sources, "download", fake_download)
+    assert resolve("names", explicit) == (explicit, "lines")
     assert resolve("names") == (data_dir / "names.txt", "lines")
+    (data_dir / "names.txt").unlink()
+    location, fmt = resolve("names")
+    assert fmt == "lines" and isinstance(location, sources.Packaged)
+    assert (location.source, location.resource) == (DATASETS["names"], packed)
+    hide_package(monkeypatch, tmp_path)
+    assert resolve("names") == (cache / "names.txt", "lines")
+    assert downloads == []
+    (cache / "names.txt").unlink()
+    assert resolve("names") == (cache / "downloaded.txt", "lines")
+    assert downloads == ["names"]
 
 
-def test_resolve_cache_when_data_dir_lacks_file(env):
+def test_resolve_data_dir_wins_over_package(env, tmp_path):
+    data_dir, _cache = env
+    (data_dir / "tinyshakespeare.txt").write_text("to be\n")
+    assert sources.packaged_file(DATASETS["shakespeare"]).is_file()
+    assert resolve("shakespeare") == (data_dir / "tinyshakespeare.txt", "text")
+    assert load_corpus("shakespeare") == ("to be\n", "text")
+
+
+def test_resolve_cache_when_no_data_dir_or_package(env, tmp_path, monkeypatch):
     _data_dir, cache = env
+    hide_package(monkeypatch, tmp_path)
     cache.mkdir()
     (cache / "tinyshakespeare.txt").write_text("cache\n")
     assert resolve("shakespeare") == (cache / "tinyshakespeare.txt", "text")
 
 
-def test_resolve_downloads_into_cache_last(env, monkeypatch):
+def test_resolve_downloads_into_cache_last(env, tmp_path, monkeypatch):
     _data_dir, cache = env
+    hide_package(monkeypatch, tmp_path)
     calls = []
 
     def fake_download(source, dest_dir, timeout=30):
@@ -168,6 +225,65 @@ def test_resolve_plain_file_has_no_format(env, tmp_path):
 def test_resolve_unknown_name_lists_known(env):
     with pytest.raises(DlfError, match=r"unknown dataset 'nmaes'.*names, shakespeare"):
         resolve("nmaes")
+
+
+# --- packaged copies -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_packaged_copy_sha256_matches_registry(name):
+    source = DATASETS[name]
+    packed = sources.packaged_file(source)
+    assert packed.name == source.file + ".xz"
+    plain = lzma.decompress(packed.read_bytes())
+    assert hashlib.sha256(plain).hexdigest() == source.sha256
+    shared = SHARED_DATA / source.file
+    if shared.is_file():
+        assert plain == shared.read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_packaged_copy_needs_no_data_dir_cache_or_network(name, monkeypatch, tmp_path):
+    monkeypatch.delenv("DLF_DATA_DIR", raising=False)
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("DLF_CACHE_DIR", str(cache))
+    forbid_network(monkeypatch)
+    source = DATASETS[name]
+    location, fmt = resolve(name)
+    assert isinstance(location, sources.Packaged) and fmt == source.format
+    items, fmt = load_corpus(name)
+    plain = lzma.decompress(sources.packaged_file(source).read_bytes()).decode()
+    expected = load_lines(plain) if source.format == "lines" else plain
+    assert (items, fmt) == (expected, source.format)
+    assert not cache.exists()
+
+
+def test_packaged_copy_corrupted_names_both_hashes(env, tmp_path, monkeypatch):
+    source = DATASETS["names"]
+    altered = b"\n".join(w.encode() for w in WORDS) + b"\n"
+    fake_package(monkeypatch, tmp_path, altered)
+    with pytest.raises(DlfError) as info:
+        load_corpus("names")
+    msg = str(info.value)
+    assert hashlib.sha256(altered).hexdigest() in msg and source.sha256 in msg
+    assert "packaged copy of names.txt" in msg and "\n" not in msg
+
+
+def test_packaged_copy_not_xz(env, tmp_path, monkeypatch):
+    packed = tmp_path / "names.txt.xz"
+    packed.write_bytes(b"not xz at all")
+    monkeypatch.setattr(sources, "packaged_file", lambda source: packed)
+    with pytest.raises(DlfError, match="could not read the packaged copy of names.txt"):
+        load_corpus("names")
+
+
+def test_packaged_copy_gets_the_same_text_checks(env, tmp_path, monkeypatch):
+    plain = b"emma\x00olivia\n"
+    source = dataclasses.replace(DATASETS["names"], sha256=hashlib.sha256(plain).hexdigest())
+    monkeypatch.setitem(sources.DATASETS, "names", source)
+    fake_package(monkeypatch, tmp_path, plain)
+    with pytest.raises(DlfError, match="packaged copy of names.txt looks binary.*offset 4"):
+        load_corpus("names")
 
 
 # --- download ---------------------------------------------------------------------------
@@ -222,6 +338,7 @@ def test_download_missing_remote_file(tmp_path):
 
 def test_load_corpus_downloads_registered_name(env, tmp_path, monkeypatch):
     _data_dir, cache = env
+    hide_package(monkeypatch, tmp_path)
     content = ("\n".join(WORDS) + "\n").encode()
     source = dataclasses.replace(fake_source(tmp_path, content), name="names", file="names.txt")
     monkeypatch.setitem(sources.DATASETS, "names", source)

@@ -15,8 +15,9 @@ EPILOG = """examples:
   dlf sample runs/names-mlp -n 10 --seed 0     print 10 names
   dlf eval runs/names-mlp --split test --json
 
-Data: named datasets (names, shakespeare) are read from $DLF_DATA_DIR, then
-~/.cache/dlf, else downloaded and sha256-checked. --data PATH uses any UTF-8 file.
+Data: named datasets (names, shakespeare) are read from $DLF_DATA_DIR, then the
+sha256-checked copy inside the package, then ~/.cache/dlf, else downloaded and
+sha256-checked. --data PATH uses any UTF-8 file.
 Bad input gets one line on stderr and exit status 2."""
 
 

@@ -1,9 +1,17 @@
 """Dataset registry, file resolution, verified download and validated text loading.
 
 A named dataset resolves in this order: an explicit path; ``$DLF_DATA_DIR/<file>``;
-the user cache (``$DLF_CACHE_DIR`` or ``~/.cache/dlf``); else it is downloaded from
-its canonical URL, checked against its sha256 and written atomically into the cache.
+the xz-compressed copy shipped in this package (``dlf/data/<file>.xz``); the user
+cache (``$DLF_CACHE_DIR`` or ``~/.cache/dlf``); else it is downloaded from its
+canonical URL, checked against its sha256 and written atomically into the cache.
+The packaged copy is what makes a first run work with no network and from a bare
+copy of the repository (``PYTHONPATH=src``); it is decompressed in memory and
+checked against the registry's sha256 of the plain file every time it is read.
 Any other UTF-8 text file works too, in ``lines`` or ``text`` format.
+
+``resolve`` answers *where* a dataset is: a ``Path`` on disk or a ``Packaged``
+resource. ``read_text`` turns either into validated text, so every source passes
+the same checks (UTF-8, no NUL bytes, not empty).
 """
 
 from __future__ import annotations
@@ -11,11 +19,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import lzma
 import os
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from dlf.errors import DlfError
@@ -26,6 +37,9 @@ FORMATS = ("lines", "text")
 # An 80/10/10 split of fewer lines leaves val or test empty.
 MIN_LINES = 10
 _CHUNK = 1 << 16
+# The packaged copy of <file> is <file> + PACKED_SUFFIX inside this package;
+# tools/pack_data.py writes it.
+PACKED_SUFFIX = ".xz"
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,26 @@ DATASETS: dict[str, Source] = {
 }
 
 
+@dataclass(frozen=True)
+class Packaged:
+    """The compressed copy of a registered dataset shipped inside the package.
+
+    Not a file on disk (the package may live in a zip or wheel): ``read_text``
+    reads it through ``resource`` and checks the plain bytes against the registry.
+    """
+
+    source: Source
+    resource: Traversable
+
+    def __str__(self) -> str:
+        return f"packaged copy of {self.source.file}"
+
+
+def packaged_file(source: Source) -> Traversable:
+    """Where this package keeps ``source``'s compressed copy; it may be absent."""
+    return resources.files("dlf.data").joinpath(source.file + PACKED_SUFFIX)
+
+
 def cache_dir() -> Path:
     """The user cache for downloaded datasets: ``$DLF_CACHE_DIR`` or ``~/.cache/dlf``."""
     env = os.environ.get("DLF_CACHE_DIR")
@@ -75,14 +109,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def resolve(spec: str, data_path: str | os.PathLike | None = None) -> tuple[Path, str | None]:
-    """Find the file for a dataset name or path; return ``(path, format)``.
+def resolve(
+    spec: str, data_path: str | os.PathLike | None = None
+) -> tuple[Path | Packaged, str | None]:
+    """Find a dataset name or path; return ``(location, format)``.
 
     Order: ``data_path`` if given (any file); for a registered name
-    ``$DLF_DATA_DIR/<file>``, then the cache, else a download into the cache;
-    otherwise ``spec`` itself as a file path. ``format`` is the registry's format
-    for a registered name and ``None`` for any other file: the caller decides
-    (``load_corpus`` defaults to ``"lines"``).
+    ``$DLF_DATA_DIR/<file>``, then the packaged copy, then the cache, else a
+    download into the cache; otherwise ``spec`` itself as a file path.
+    ``location`` is a ``Path``, or a ``Packaged`` for the copy inside the package;
+    ``read_text`` reads both. ``format`` is the registry's format for a registered
+    name and ``None`` for any other file: the caller decides (``load_corpus``
+    defaults to ``"lines"``).
     """
     source = DATASETS.get(spec)
     fmt = source.format if source else None
@@ -97,6 +135,9 @@ def resolve(spec: str, data_path: str | os.PathLike | None = None) -> tuple[Path
             candidate = Path(data_dir).expanduser() / source.file
             if candidate.is_file():
                 return candidate, fmt
+        packed = packaged_file(source)
+        if packed.is_file():
+            return Packaged(source, packed), fmt
         cached = cache_dir() / source.file
         if cached.is_file():
             return cached, fmt
@@ -162,35 +203,59 @@ def download(source: Source, dest_dir: str | os.PathLike, timeout: float = 30) -
     return dest
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """Read a UTF-8 text file; ``\\r\\n`` becomes ``\\n`` and a leading BOM is dropped.
+def unpack(packed: Packaged) -> bytes:
+    """The plain bytes of a packaged copy, checked against the registry's sha256."""
+    source = packed.source
+    hint = f"reinstall dlf or put the file {source.file} in $DLF_DATA_DIR"
+    try:
+        raw = lzma.decompress(packed.resource.read_bytes())
+    except (OSError, lzma.LZMAError) as e:
+        raise DlfError(f"could not read the {packed}: {e}; {hint}") from None
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != source.sha256:
+        raise DlfError(
+            f"the {packed} has sha256 {actual}, expected {source.sha256}; {hint}"
+        )
+    return raw
 
-    Raises ``DlfError`` for a missing file, a directory, binary content (NUL bytes),
-    invalid UTF-8 (naming the byte offset) and an empty or whitespace-only file.
-    """
-    path = Path(path)
+
+def _read_bytes(location: str | os.PathLike | Packaged) -> bytes:
+    if isinstance(location, Packaged):
+        return unpack(location)
+    path = Path(location)
     if not path.exists():
         raise DlfError(f"data file {path} does not exist")
     if path.is_dir():
         raise DlfError(f"data file {path} is a directory, not a file")
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise DlfError(f"could not read {path}: {e.strerror or e}") from None
+
+
+def read_text(location: str | os.PathLike | Packaged) -> str:
+    """The text of a UTF-8 file or of a packaged copy, validated the same way.
+
+    ``\\r\\n`` becomes ``\\n`` and a leading BOM is dropped. Raises ``DlfError`` for a
+    missing file, a directory, a packaged copy that does not match its sha256,
+    binary content (NUL bytes), invalid UTF-8 (naming the byte offset) and an empty
+    or whitespace-only file.
+    """
+    raw = _read_bytes(location)
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise DlfError(f"{path} looks binary (NUL byte at offset {nul}); expected UTF-8 text")
+        raise DlfError(f"{location} looks binary (NUL byte at offset {nul}); expected UTF-8 text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         bad = raw[e.start : e.start + 1].hex()
         raise DlfError(
-            f"{path} is not UTF-8 text: invalid byte 0x{bad} at byte offset {e.start}"
+            f"{location} is not UTF-8 text: invalid byte 0x{bad} at byte offset {e.start}"
         ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     if not text.strip():
         what = "empty" if not text else "whitespace only"
-        raise DlfError(f"{path} is {what}; expected text")
+        raise DlfError(f"{location} is {what}; expected text")
     return text
 
 
@@ -209,15 +274,15 @@ def load_corpus(
     """
     if format is not None and format not in FORMATS:
         raise DlfError(f"unknown data format {format!r}; use 'lines' or 'text'")
-    path, registry_format = resolve(spec, data_path)
+    location, registry_format = resolve(spec, data_path)
     fmt = format or registry_format or "lines"
-    text = read_text(path)
+    text = read_text(location)
     if fmt == "text":
         return text, fmt
     lines = load_lines(text)
     if len(lines) < MIN_LINES:
         noun = "line" if len(lines) == 1 else "lines"
         raise DlfError(
-            f"{path} has {len(lines)} {noun}; a lines dataset needs at least {MIN_LINES}"
+            f"{location} has {len(lines)} {noun}; a lines dataset needs at least {MIN_LINES}"
         )
     return lines, fmt
