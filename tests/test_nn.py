@@ -210,14 +210,15 @@ def test_batchnorm_parity_random_shapes(n, length, c, momentum):
 
 def test_batchnorm_input_errors():
     bn = BatchNorm1d(4)
+    one_row, wrong_width = torch.randn(1, 4), torch.randn(3, 5)
     with pytest.raises(DlfError, match="more than 1 value"):
-        bn(torch.randn(1, 4))
+        bn(one_row)
     with pytest.raises(DlfError, match="expects input"):
-        bn(torch.randn(3, 5))
+        bn(wrong_width)
     with pytest.raises(DlfError):
         BatchNorm1d(4, momentum=1.5)
     bn.eval()
-    assert bn(torch.randn(1, 4)).shape == (1, 4)  # eval needs no batch statistics
+    assert bn(one_row).shape == (1, 4)  # eval needs no batch statistics
 
 
 # -- LayerNorm -----------------------------------------------------------------------------
@@ -393,10 +394,11 @@ def test_flatten_consecutive_squeezes_single_time_step():
 
 
 def test_flatten_consecutive_errors():
+    flatten, odd_t, no_channels = FlattenConsecutive(2), torch.randn(3, 7, 4), torch.randn(3, 8)
     with pytest.raises(DlfError, match="not divisible"):
-        FlattenConsecutive(2)(torch.randn(3, 7, 4))
+        flatten(odd_t)
     with pytest.raises(DlfError, match=r"\(B, T, C\)"):
-        FlattenConsecutive(2)(torch.randn(3, 8))
+        flatten(no_channels)
     with pytest.raises(DlfError):
         FlattenConsecutive(0)
 
