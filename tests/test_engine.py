@@ -205,14 +205,15 @@ def tiny_transformer(text_file, model=(), **train):
     return cfg
 
 
-def record_sgd_gradients(monkeypatch) -> list[list[torch.Tensor]]:
+def record_sgd_gradients(monkeypatch) -> list[dict[int, torch.Tensor]]:
     """Make every optim.SGD.step first copy the gradients it is about to apply (the
-    accumulated, clipped gradient of that step), in parameter order; returns the list."""
-    steps: list[list[torch.Tensor]] = []
+    accumulated, clipped gradient of that step), keyed by id(parameter); returns the list."""
+    steps: list[dict[int, torch.Tensor]] = []
     step = optim.SGD.step
 
     def recording_step(self):
-        steps.append([p.grad.detach().clone() for g in self.param_groups for p in g["params"]])
+        steps.append({id(p): p.grad.detach().clone()
+                      for g in self.param_groups for p in g["params"]})
         step(self)
 
     monkeypatch.setattr(optim.SGD, "step", recording_step)
@@ -243,9 +244,9 @@ def test_grad_accum_equals_one_big_batch(tmp_path, text_file, monkeypatch, grad_
     m = big.cfg.model
     # each gradient entry sums B*T per-token terms, each through one block (widest sum 4C)
     tol = fp32_tol(network_terms(16 * m.block_size, m.n_layer, 4 * m.n_embd))
-    names = [n for n, _ in big.model.named_parameters()]
-    for name, a, b in zip(names, grads[0], big_grads[0], strict=True):
-        assert_close_to_scale(a, b, tol, msg=name)
+    pairs = zip(big.model.named_parameters(), acc.model.named_parameters(), strict=True)
+    for (name, p_big), (_, p_acc) in pairs:
+        assert_close_to_scale(grads[0][id(p_acc)], big_grads[0][id(p_big)], tol, msg=name)
     for (s1, l1), (s2, l2) in zip(losses(tmp_path / "big")[0], losses(tmp_path / "acc")[0],
                                   strict=True):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=tol)
