@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (they create .venv when needed):
 #   make demo   train the default model (names-mlp) and print samples
-#   make test   run the test suite
+#   make test   run the test suite (make test-fast: without the tests marked slow)
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -8,7 +8,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test lint pack-data clean
+.PHONY: demo test test-fast lint pack-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: runs/names-mlp/result.json
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

@@ -1,3 +1,4 @@
+import os
 import random
 from pathlib import Path
 
@@ -43,7 +44,18 @@ def _isolated_env(monkeypatch, tmp_path):
 
 def pytest_configure(config):
     # Tiny models run fastest, and deterministically, on one thread; several threads
-    # fight over 2 cores when anything else is running.
+    # fight over 2 cores when anything else is running. DLF_TEST_THREADS=2 runs the suite
+    # on two threads: another split of every parallel reduction, which stands in for another
+    # CPU's kernels (the tolerances in tolerances.py must hold for both).
     import torch
 
-    torch.set_num_threads(1)
+    raw = os.environ.get("DLF_TEST_THREADS", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise pytest.UsageError(f"DLF_TEST_THREADS must be a positive integer, got {raw!r}")
+    torch.set_num_threads(int(raw))
+
+
+def pytest_report_header(config):
+    import torch
+
+    return f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (DLF_TEST_THREADS)"

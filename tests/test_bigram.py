@@ -11,7 +11,7 @@ from dlf import config as C
 from dlf.data.datasets import WordDataset
 from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.rundir import open_run
-from dlf.engine.trainer import train
+from dlf.engine.trainer import Trainer, train
 from dlf.models.bigram import (
     CountBigram,
     CountBigramConfig,
@@ -20,6 +20,7 @@ from dlf.models.bigram import (
     kl_divergence_rows,
 )
 from dlf.sample import sample_lines
+from tolerances import fp32_tol
 
 WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "ella"]
 
@@ -49,7 +50,8 @@ def test_count_nll_matches_closed_form(k):
     model = CountBigram(CountBigramConfig(vocab_size=tok.vocab_size, smoothing=k))
     model.fit(ds.X, ds.Y)
     _, loss = model(ds.X, ds.Y)
-    assert loss.item() == pytest.approx(direct_nll(WORDS, k), rel=1e-6)
+    # fp32: each probability divides by a row sum of V counts, the loss averages n -log p > 0
+    assert loss.item() == pytest.approx(direct_nll(WORDS, k), rel=fp32_tol(len(ds) + tok.vocab_size))
     assert model.counts.sum().item() == sum(len(w) + 1 for w in WORDS)
 
 
@@ -71,8 +73,13 @@ def test_neural_reaches_count_model(tmp_path, names_file):
     neural_cfg = bigram_cfg(names_file, "names-bigram-neural", max_steps=400, eval_interval=100,
                             momentum=0.9, lr=10.0)
     neural_cfg.model.compare_smoothing = 0.0
-    neural = train(neural_cfg, tmp_path / "n", progress=False)
-    assert count["train_loss"] - 1e-4 <= neural["train_loss"] <= count["train_loss"] + 0.01
+    neural_run = Trainer(neural_cfg, tmp_path / "n", progress=False)
+    neural = neural_run.fit()
+    # No table beats the maximum-likelihood one: the neural loss is at least the count loss,
+    # less the rounding of two fp32 means over the n training pairs. Above it, 0.01 nats is
+    # how far 400 steps get on this data (a convergence bound, not a rounding tolerance).
+    slack = fp32_tol(len(neural_run.data.train)) * count["train_loss"]
+    assert count["train_loss"] - slack <= neural["train_loss"] <= count["train_loss"] + 0.01
     assert 0 <= neural["kl_count_to_neural"] < 0.01
     assert (tmp_path / "n" / "probs.png").stat().st_size > 0
     assert (tmp_path / "c" / "counts.png").stat().st_size > 0
@@ -92,8 +99,9 @@ def test_kl_closed_form():
     Q = torch.tensor([[0.25, 0.75], [0.9, 0.1]])
     w = torch.tensor([3.0, 1.0])
     kl0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
-    assert kl_divergence_rows(P, Q, w) == pytest.approx(3 * kl0 / 4)
-    assert kl_divergence_rows(P, P, w) == pytest.approx(0.0, abs=1e-7)
+    # fp32, four entries of size < 1, each a log difference, a product and a term of the sum
+    assert kl_divergence_rows(P, Q, w) == pytest.approx(3 * kl0 / 4, abs=fp32_tol(4 * 4))
+    assert kl_divergence_rows(P, P, w) == 0.0  # log p - log p is exactly 0
 
 
 def test_sampling_is_reproducible_and_stops_at_boundary(tmp_path, names_file):
@@ -126,3 +134,24 @@ def test_dataset_with_dots_trains_and_samples(tmp_path):
         assert math.isfinite(r["val_loss"])
     res = json.loads((tmp_path / "names-bigram" / "result.json").read_text())
     assert res["steps"] == 0
+
+
+@pytest.mark.slow
+def test_neural_bigram_matches_counts_on_real_names(tmp_path, monkeypatch):
+    """The README's claim, on the real names data (the registry name 'names', found in
+    $DLF_DATA_DIR or the packaged copy): the neural bigram preset ends within 0.002 nats of the
+    add-1 count model on train, val and test, and KL(count || neural) is below 0.002."""
+    from dlf.data import sources
+
+    def offline(source, *args, **kwargs):
+        pytest.skip(f"{source.file} is neither in $DLF_DATA_DIR nor packaged (tests never "
+                    "download)")
+
+    monkeypatch.setattr(sources, "download", offline)
+    count = train(C.load_preset("names-bigram"), tmp_path / "c", progress=False)
+    neural = train(C.load_preset("names-bigram-neural"), tmp_path / "n", progress=False)
+    for split in ("train_loss", "val_loss", "test_loss"):
+        assert abs(neural[split] - count[split]) < 0.002, (split, neural[split], count[split])
+    # the KL is measured against the same add-k table as the count preset
+    assert neural["compare_smoothing"] == C.load_preset("names-bigram").model.smoothing
+    assert 0 <= neural["kl_count_to_neural"] < 0.002

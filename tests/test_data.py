@@ -459,8 +459,9 @@ def test_tokenizer_boundary_avoids_dot_in_data():
 def test_tokenizer_boundary_falls_through_markers():
     tok = CharTokenizer.from_lines(["a.|#b"])
     assert tok.boundary_symbol == "~"
+    every_marker = ["".join(BOUNDARY_MARKERS)]
     with pytest.raises(DlfError, match="none is free"):
-        CharTokenizer.from_lines(["".join(BOUNDARY_MARKERS)])
+        CharTokenizer.from_lines(every_marker)
 
 
 def test_tokenizer_decode_out_of_range():
@@ -597,8 +598,9 @@ def test_word_dataset_errors():
     tok = CharTokenizer.from_lines(WORDS)
     with pytest.raises(DlfError, match="block size must be a positive integer, got 0"):
         WordDataset(WORDS, tok, 0)
+    text_tok = CharTokenizer.from_text("abc")
     with pytest.raises(DlfError, match="lines tokenizer"):
-        WordDataset(WORDS, CharTokenizer.from_text("abc"), 3)
+        WordDataset(WORDS, text_tok, 3)
     with pytest.raises(DlfError, match="'z'"):
         WordDataset(["zebra"], tok, 3)
 

@@ -248,8 +248,9 @@ def test_zero_grad_sets_none_and_step_skips_missing_grads():
     ],
 )
 def test_impossible_hyperparameters_raise_dlf_error(build):
+    params = list(make_params().values())
     with pytest.raises(DlfError):
-        build(list(make_params().values()))
+        build(params)
 
 
 def test_param_groups_are_dicts_a_schedule_can_edit():

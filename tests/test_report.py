@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from dlf.cli import main
 from dlf.report import STAGES
 
 
+@pytest.mark.slow
 def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
     out = tmp_path / "report"
     argv = ["report", "--quick", "--out", str(out), "--names", str(names_file),
