@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (they create .venv when needed):
 #   make demo   train the default model (names-mlp) and print samples
-#   make test   run the test suite
+#   make test   run the test suite (it also runs every notebook with DLF_QUICK=1)
+#   make notebooks   rebuild and execute the lesson notebooks with their full budget
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test lint pack-data clean
+.PHONY: demo test lint notebooks notebooks-env pack-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,13 @@ demo: runs/names-mlp/result.json
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The development extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
+notebooks-env: $(VENV)/.installed
+
+# Rebuild notebooks/*.ipynb from notebooks/lessons/*.py and execute them in place.
+notebooks: $(VENV)/.installed
+	env -u DLF_QUICK $(PY) notebooks/build.py --execute
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

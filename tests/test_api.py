@@ -15,7 +15,8 @@ from dlf.models.transformer import Transformer, TransformerConfig
 
 def _tiny_transformer(**kw) -> Transformer:
     torch.manual_seed(0)
-    c = dict(vocab_size=11, block_size=12, n_layer=2, n_head=3, n_embd=24, dropout=0.0)
+    c = {"vocab_size": 11, "block_size": 12, "n_layer": 2, "n_head": 3, "n_embd": 24,
+         "dropout": 0.0}
     c.update(kw)
     return Transformer(TransformerConfig(**c))
 
@@ -27,6 +28,7 @@ def test_every_public_name_resolves():
     for name in dlf.__all__:
         assert getattr(dlf, name) is not None, name
     assert set(dlf.__all__) <= set(dir(dlf))
+    assert set(dlf.__all__) == {"DlfError", "__version__", *dlf._FUNCTIONS, *dlf._SUBMODULES}
     with pytest.raises(AttributeError):
         dlf.no_such_thing  # noqa: B018
 

@@ -43,7 +43,12 @@ _FUNCTIONS = {
 _SUBMODULES = ("nn", "optim", "manual", "models", "data", "diagnostics", "experiments", "plots",
                "config")
 
-__all__ = ["DlfError", "__version__", *_FUNCTIONS, *_SUBMODULES]
+__all__ = [
+    "DlfError", "Run", "RunConfig", "Trainer", "__version__", "apply_overrides", "build_model",
+    "config", "data", "diagnostics", "experiments", "generate", "load_data", "load_preset",
+    "load_run", "manual", "models", "nn", "optim", "plots", "preset_names", "quick",
+    "read_metrics", "show", "train",
+]  # the names of _FUNCTIONS and _SUBMODULES (a test checks)
 
 
 def __getattr__(name: str):

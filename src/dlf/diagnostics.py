@@ -33,8 +33,8 @@ from dlf.plots import plot_update_ratios as draw_update_ratios
 
 __all__ = [
     "ACTIVATIONS_PNG",
-    "ATTENTION_PNG",
     "ACTIVATION_GRADS_PNG",
+    "ATTENTION_PNG",
     "DIAGNOSTICS_JSON",
     "SATURATION",
     "UPDATE_RATIO_PNG",

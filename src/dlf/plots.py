@@ -229,6 +229,9 @@ class PNG:
     def _repr_png_(self) -> bytes:
         return self.data
 
+    def __repr__(self) -> str:
+        return f"<PNG image, {len(self.data):,} bytes>"
+
     def save(self, path: str | Path) -> None:
         atomic_write_bytes(path, self.data)
 
