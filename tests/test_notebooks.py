@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 LESSONS = ["01-bigram", "02-mlp-two-ways", "03-wavenet", "04-transformer"]
 MAX_BYTES = 2 * 1024 * 1024
-VERSION_LINE = re.compile(r"^dlf (\S+), budget: (full|quick)$", re.M)
+VERSION_LINE = re.compile(r"^dlf (\S+), budget: (full|quick)$", re.MULTILINE)
 
 
 def _build_module():
@@ -63,7 +63,7 @@ def test_committed_notebook(name):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), f"{name} has unexecuted cells"
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} shows no figure"
-    assert any(re.search(r"^assert ", "".join(c["source"]), re.M) for c in code)
+    assert any(re.search(r"^assert ", "".join(c["source"]), re.MULTILINE) for c in code)
     built = _build_module().parse((NOTEBOOKS / "lessons" / f"{name}.py").read_text("utf-8"))
     assert ["".join(c["source"]) for c in nb["cells"]] == [c["source"] for c in built], (
         f"{name}.ipynb is not built from lessons/{name}.py: run `make notebooks`")

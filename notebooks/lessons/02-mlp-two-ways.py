@@ -121,7 +121,7 @@ print(f"{len(rows)} gradients checked by dlf.manual.gradcheck, largest differenc
 # %%
 manual = ManualMLP(ManualMLPConfig(vocab_size=V, block_size=3, n_embd=10, n_hidden=200,
                                    init="standard"), generator=torch.Generator().manual_seed(42))
-steps = 150 if QUICK else 4000
+steps = 150 if QUICK else 10000
 losses = dlf.manual.train_manual(manual, data.train.X, data.train.Y, steps, 32,
                                  lambda i: 0.1 if i < 0.75 * steps else 0.01,
                                  generator=torch.Generator().manual_seed(1))
@@ -186,7 +186,7 @@ print(f"{net.num_parameters():,} parameters")
 opt = dlf.optim.SGD(net.parameters(), lr=0.1)
 tracker = dlf.diagnostics.UpdateRatioTracker()
 tracker.snapshot(net)  # the weights before step 1
-steps = 150 if QUICK else 4000
+steps = 150 if QUICK else 10000
 g = torch.Generator().manual_seed(1)
 curve = []
 for step in range(1, steps + 1):

@@ -86,7 +86,7 @@ print(f"{ours.num_parameters():,} parameters")
 # differs. Each variant is an ordinary run directory.
 
 # %%
-steps = 200 if QUICK else 5000
+steps = 200 if QUICK else 8000
 exp = dlf.experiments.run_experiment("wavenet-vs-flat", WORK / "wavenet-vs-flat", steps=steps,
                                      force=True)
 for v in exp["variants"]:

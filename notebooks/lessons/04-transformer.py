@@ -37,6 +37,9 @@ print(f"dlf {dlf.__version__}, budget: {'quick' if QUICK else 'full'}")
 
 # %%
 cfg = dlf.load_preset("shakespeare-transformer-cpu")
+# One thread: on a machine busy with other work, two threads keep waiting for each other
+# (several times slower here). On an idle laptop, threads = 0 (one per core) is faster.
+cfg.train.threads = 1
 if QUICK:
     dlf.apply_overrides(cfg, ["max_steps=40", "warmup_steps=5", "eval_interval=40",
                               "eval_iters=5", "n_layer=2", "n_embd=64"])
