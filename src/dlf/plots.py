@@ -269,7 +269,8 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path: str | Path
             ax.set_title(f"layer {layer}, head {h}", fontsize=9)
             ax.set_xticks(range(T), labels, fontsize=fs)
             ax.set_yticks(range(T), labels, fontsize=fs)
-            ax.set_xlabel("attends to (key)", fontsize=8)
+            if r == n_rows - 1:  # lower rows would run into the titles below them
+                ax.set_xlabel("attends to (key position)", fontsize=8)
             if h == 0:
                 ax.set_ylabel("query position", fontsize=8)
     fig.suptitle(title or "attention probabilities per head (rows sum to 1)")
