@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine (they create .venv when needed):
 #   make demo   train the default model (names-mlp) and print samples
-#   make test   run the test suite (make test-fast: without the tests marked slow)
+#   make test   run the test suite (it also runs every notebook with DLF_QUICK=1;
+#               make test-fast skips the tests marked slow)
+#   make notebooks   rebuild and execute the lesson notebooks with their full budget
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -8,7 +10,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test test-fast lint pack-data clean
+.PHONY: demo test test-fast lint notebooks notebooks-env pack-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,13 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
+
+# The development extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
+notebooks-env: $(VENV)/.installed
+
+# Rebuild notebooks/*.ipynb from notebooks/lessons/*.py and execute them in place.
+notebooks: $(VENV)/.installed
+	env -u DLF_QUICK $(PY) notebooks/build.py --execute
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

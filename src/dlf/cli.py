@@ -137,6 +137,20 @@ def _add_diagnose(sub):
     p.add_argument("--device", default="auto")
 
 
+def _add_attention(sub):
+    p = sub.add_parser(
+        "attention", help="draw a Transformer run's attention for a prompt",
+        description="Write a PNG grid of every head's attention probabilities (rows: layers, "
+        "columns: heads; row t of a map is what position t attends to) for the prompt, from "
+        "the run's best weights.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--prompt", required=True, help="the text to attend over (at most "
+                   "block_size characters, each known to the run's tokenizer)")
+    p.add_argument("--layer", type=int, default=None, help="only this layer (default: all)")
+    p.add_argument("--out", metavar="FILE", help="default: RUN_DIR/attention.png")
+    p.add_argument("--device", default="auto")
+
+
 def _add_experiment(sub):
     from dlf.experiments import EXPERIMENTS
 
@@ -187,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gradcheck(sub)
     _add_bench(sub)
     _add_diagnose(sub)
+    _add_attention(sub)
     _add_experiment(sub)
     _add_report(sub)
     return parser
@@ -355,6 +370,14 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
+def cmd_attention(args) -> int:
+    from dlf.diagnostics import attention_figure
+
+    print(attention_figure(args.run, args.prompt, layer=args.layer, out=args.out,
+                           device=args.device))
+    return 0
+
+
 def cmd_experiment(args) -> int:
     from pathlib import Path
 
@@ -379,7 +402,7 @@ def cmd_report(args) -> int:
 
 COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
             "gradcheck": cmd_gradcheck, "bench": cmd_bench, "diagnose": cmd_diagnose,
-            "experiment": cmd_experiment, "report": cmd_report}
+            "attention": cmd_attention, "experiment": cmd_experiment, "report": cmd_report}
 
 
 def main(argv=None) -> int:

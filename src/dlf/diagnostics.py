@@ -34,6 +34,7 @@ from dlf.plots import plot_update_ratios as draw_update_ratios
 __all__ = [
     "ACTIVATIONS_PNG",
     "ACTIVATION_GRADS_PNG",
+    "ATTENTION_PNG",
     "DIAGNOSTICS_JSON",
     "SATURATION",
     "UPDATE_RATIO_PNG",
@@ -41,6 +42,7 @@ __all__ = [
     "DiagnosticsCallback",
     "UpdateRatioTracker",
     "activation_stats",
+    "attention_figure",
     "diagnose_run",
     "fixed_batch",
     "gradient_stats",
@@ -435,3 +437,39 @@ def diagnose_run(run_dir: str | Path, steps: int = 200, *, batch_size: int | Non
                                   **tracker.to_dict()}
     write_json(out / DIAGNOSTICS_JSON, report)
     return [*files, out / DIAGNOSTICS_JSON]
+
+
+# ------------------------------------------------------------------------------ attention
+
+
+ATTENTION_PNG = "attention.png"
+
+
+def attention_figure(run_dir: str | Path, prompt: str, layer: int | None = None,
+                     out: str | Path | None = None, device: str = "auto") -> Path:
+    """Draw every head's attention probabilities for `prompt` (one row per layer, or only
+    `layer`) from a Transformer run's best weights; writes `out` (default
+    RUN/attention.png) and returns its path."""
+    from dlf.engine.rundir import open_run
+    from dlf.plots import plot_attention
+
+    run = open_run(run_dir, device=device)
+    if run.config.model.type != "transformer":
+        raise DlfError(f"attention maps need a transformer run; {run.path} holds a "
+                       f"{run.config.model.type} model")
+    if not prompt:
+        raise DlfError("--prompt is empty: give the text whose attention to draw")
+    ids = run.tokenizer.encode(prompt)  # a DlfError names an unknown character
+    if len(ids) > run.model.block_size:
+        raise DlfError(f"the prompt has {len(ids)} characters; the model sees at most "
+                       f"{run.model.block_size}")
+    n_layer = run.config.model.n_layer
+    if layer is not None and not 0 <= layer < n_layer:
+        raise DlfError(f"--layer {layer} is out of range: the model has layers 0..{n_layer - 1}")
+    idx = torch.tensor([ids], dtype=torch.long, device=run.device)  # (1, T)
+    maps = [m[0] for m in run.model.attention_maps(idx)]  # per layer (nh, T, T)
+    layers = list(range(n_layer)) if layer is None else [layer]
+    path = Path(out) if out is not None else run.path / ATTENTION_PNG
+    plot_attention([maps[i] for i in layers], list(prompt), path, layers=layers,
+                   title=f"attention for {prompt!r} ({run.path.name})")
+    return path

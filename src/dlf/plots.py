@@ -215,3 +215,64 @@ def plot_names_curves(runs: dict[str, list[dict]], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------ notebooks
+
+
+class PNG:
+    """A drawn figure's PNG bytes; Jupyter shows it inline (through `_repr_png_`)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def _repr_png_(self) -> bytes:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"<PNG image, {len(self.data):,} bytes>"
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_bytes(path, self.data)
+
+
+def show(draw, *args, **kwargs) -> PNG:
+    """Call any figure function of dlf (which writes a PNG to its `path` argument) and
+    return the image instead, to show in a notebook: `show(plot_counts, N, tokenizer)`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dlf-show-") as tmp:
+        path = Path(tmp) / "figure.png"
+        draw(*args, path=path, **kwargs)
+        return PNG(path.read_bytes())
+
+
+def plot_attention(maps: list[torch.Tensor], tokens: list[str], path: str | Path,
+                   layers: list[int] | None = None, title: str = "") -> None:
+    """A grid of attention patterns: one row per layer, one column per head.
+
+    maps: per layer, (n_head, T, T) probabilities (row t: how much position t attends to
+    each position <= t); tokens: the T characters; layers: the row labels (default 0..)."""
+    plt = pyplot()
+    n_rows, n_head = len(maps), maps[0].shape[0]
+    T = len(tokens)
+    layers = list(range(n_rows)) if layers is None else layers
+    cell = max(2.0, min(4.0, 0.18 * T))
+    fig, axes = plt.subplots(n_rows, n_head, figsize=(cell * n_head, cell * n_rows + 0.6),
+                             dpi=80, squeeze=False)
+    labels = [repr(c)[1:-1] if c.isprintable() else repr(c) for c in tokens]
+    fs = max(5, min(9, 240 // max(T, 1)))
+    for r, (m, layer) in enumerate(zip(maps, layers, strict=True)):
+        for h in range(n_head):
+            ax = axes[r][h]
+            ax.imshow(m[h].detach().float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_title(f"layer {layer}, head {h}", fontsize=9)
+            ax.set_xticks(range(T), labels, fontsize=fs)
+            ax.set_yticks(range(T), labels, fontsize=fs)
+            if r == n_rows - 1:  # lower rows would run into the titles below them
+                ax.set_xlabel("attends to (key position)", fontsize=8)
+            if h == 0:
+                ax.set_ylabel("query position", fontsize=8)
+    fig.suptitle(title or "attention probabilities per head (rows sum to 1)")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -284,3 +284,36 @@ class Transformer(Module):
         c = self.config
         return (f"vocab_size={c.vocab_size}, block_size={c.block_size}, n_layer={c.n_layer}, "
                 f"n_head={c.n_head}, n_embd={c.n_embd}, attention={c.attention!r}")
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """idx (B, T) -> per layer, the attention probabilities (B, n_head, T, T).
+
+        Row t of a head's map is softmax(q_t . k_s / sqrt(hs)) over positions s <= t (the
+        written-out masked softmax of the "manual" kernel, whichever kernel the config
+        picks), so it sums to 1 and is 0 above the diagonal. Computed as in eval mode:
+        no dropout, and the model is left in the mode it was in."""
+        B, T = idx.shape
+        if T > self.block_size:
+            raise DlfError(f"sequence length {T} is longer than the model's "
+                           f"block_size {self.block_size}")
+        C, nh = self.config.n_embd, self.config.n_head
+        hs = C // nh
+        was_training = self.training
+        self.eval()
+        try:
+            pos = torch.arange(T, device=idx.device)  # (T,)
+            x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+            maps = []
+            for block in self.blocks:
+                attn = block.attn
+                q, k, _ = attn.c_attn(block.ln1(x)).split(C, dim=2)  # 2 x (B, T, C)
+                q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+                k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+                att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, T)
+                att = att.masked_fill(~attn.mask[:T, :T], float("-inf"))
+                maps.append(torch.softmax(att, dim=-1))
+                x = block(x)  # (B, T, C): the next layer's input
+        finally:
+            self.train(was_training)
+        return maps
