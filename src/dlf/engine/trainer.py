@@ -84,6 +84,7 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.device = pick_device(cfg.train.device)
+        C.resolve_auto(cfg, self.device)  # "auto" fields -> this machine's choice (config.toml)
         # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
         # for a tiny model) does not slow the next run in the same process (dlf report)
         torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
@@ -320,10 +321,13 @@ class Trainer:
         total = 0.0
         for _ in range(t.grad_accum):
             x, y = self._batch()
-            with autocast(self.device, t.dtype):
-                _, loss = self.forward(x, y)
-            (loss / t.grad_accum).backward()
-            total = total + loss.detach()
+            m = t.micro_batch or len(x)  # micro-batches: the same gradient, in cache
+            for xs, ys in zip(x.split(m), y.split(m), strict=True):
+                share = len(xs) / len(x)  # weight of this pass's mean loss in the batch's
+                with autocast(self.device, t.dtype):
+                    _, loss = self.forward(xs, ys)
+                (loss * (share / t.grad_accum)).backward()
+                total = total + loss.detach() * share
         if t.grad_clip > 0:
             clip_grad_norm(params, t.grad_clip)
         self.optimizer.step()
