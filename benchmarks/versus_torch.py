@@ -24,8 +24,8 @@ import math
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from dlf import config as C
 from dlf import optim
@@ -279,7 +279,8 @@ TINY = {"name": "1x32, block 16, batch 4", "batch": 4,
         "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}}
 
 
-def run(quick: bool = False, device: str = "cpu", rounds: int | None = None) -> dict:
+def run(quick: bool = False, device: str = "cpu", rounds: int | None = None,
+        check_tokens: int | None = None) -> dict:
     dev = torch.device(device)
     if quick:  # a smoke run: tiny shapes, one round
         cases = [(TINY, "bf16", 0.2), (TINY, "bf16", 0.0), (TINY, "fp32", 0.0)]
@@ -293,6 +294,7 @@ def run(quick: bool = False, device: str = "cpu", rounds: int | None = None) -> 
         s = steps if shape is not SMALL else 20
         train.append(time_train(shape, dtype, dropout, dev, rounds, s))
     model_shape, new_tokens, ref_tokens, check = sample
+    check = check_tokens or check
     return {"train": train,
             "sample": time_sample(model_shape, dev, new_tokens, ref_tokens, check, rounds),
             "machine": machine()}
@@ -305,10 +307,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
+    p.add_argument("--check-tokens", type=int, default=None,
+                   help="tokens compared with dlf's uncached loop (default 300: past block 256)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = run(quick=args.quick, device=args.device, rounds=args.rounds)
+    r = run(quick=args.quick, device=args.device, rounds=args.rounds,
+            check_tokens=args.check_tokens)
     if args.json:
         print(json.dumps(r))
         return 0

@@ -8,6 +8,7 @@ interrupted report continues where it stopped.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from dlf import config as C
 from dlf.engine.checkpoint import atomic_write_text, read_json
 from dlf.engine.metrics import MetricsLog, pyplot, running_mean, save_figure
+from dlf.engine.run import pick_device
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 
@@ -66,7 +68,8 @@ def _same_config(run_dir: Path, cfg: C.RunConfig) -> bool:
         saved = C.load_toml(run_dir / "config.toml")
     except DlfError:
         return False
-    want = C.to_dict(cfg)
+    resolved = C.resolve_auto(copy.deepcopy(cfg), pick_device(cfg.train.device))
+    want = C.to_dict(resolved)  # as the run wrote it: "auto" fields resolved
     want["model"]["vocab_size"] = saved.model.vocab_size
     return C.to_dict(saved) == want
 

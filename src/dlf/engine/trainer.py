@@ -78,13 +78,13 @@ class Trainer:
         self.callback = callback  # called as callback(trainer, step) after every step
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._stop_requested = False
+        C.validate(cfg)
+        C.resolve_auto(cfg, pick_device(cfg.train.device))  # "auto" -> this machine's choice
         if resume:
             cfg = self._resume_config(cfg)
-        C.validate(cfg)
         self.cfg = cfg
         self.resume = resume
         self.device = pick_device(cfg.train.device)
-        C.resolve_auto(cfg, self.device)  # "auto" fields -> this machine's choice (config.toml)
         # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
         # for a tiny model) does not slow the next run in the same process (dlf report)
         torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
