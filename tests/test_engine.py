@@ -47,6 +47,7 @@ def test_run_directory_has_every_file(tmp_path, names_file):
     assert saved["steps"] == 30 == result["steps"]
     assert saved["num_parameters"] == sum(p.numel() for p in open_run(out).model.parameters())
     # config.toml is the requested config, every field, with only the vocab size filled in
+    # and "auto" settings resolved to this machine's choice
     saved_cfg = C.to_dict(C.load_toml(out / "config.toml"))
     vocab = 1 + len(set("".join(names_file.read_text().split())))  # + the boundary token
     assert requested["model"]["vocab_size"] != vocab
@@ -56,7 +57,10 @@ def test_run_directory_has_every_file(tmp_path, names_file):
         if isinstance(fields, dict):
             assert saved_cfg[section].keys() == fields.keys(), section
             for key, value in fields.items():
-                assert saved_cfg[section][key] == value, f"{section}.{key}"
+                if value == "auto" and key in ("attention", "micro_batch"):
+                    assert saved_cfg[section][key] != "auto", f"{section}.{key}"
+                else:
+                    assert saved_cfg[section][key] == value, f"{section}.{key}"
         else:
             assert saved_cfg[section] == fields, section
 
@@ -195,7 +199,8 @@ def tiny_transformer(text_file, model=(), **train):
     cfg = C.load_preset("shakespeare-transformer-cpu")
     cfg.data.dataset = str(text_file)
     C.apply_overrides(cfg, ["model.block_size=16", "model.n_layer=1", "model.n_embd=16",
-                            "model.n_head=2", "train.dtype=fp32", "train.num_samples=0",
+                            "model.n_head=2", "model.attention=manual", "train.dtype=fp32",
+                            "train.num_samples=0",
                             *model])
     t = {"max_steps": 4, "eval_interval": 4, "log_interval": 1, "eval_iters": 2,
          "warmup_steps": 1}
@@ -306,3 +311,58 @@ def test_compiled_training_matches_eager(tmp_path, text_file):
     tol = fp32_tol(network_terms(t.batch_size * m.block_size, m.n_layer, 4 * m.n_embd))
     for (s1, l1), (s2, l2) in zip(losses(eager)[0], losses(compiled)[0], strict=True):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=tol)
+
+
+NO_BIAS = ("model.bias=false",)
+
+
+def test_micro_batches_equal_one_pass(tmp_path, text_file):
+    """micro_batch splits each batch into passes with the same gradient, and the run's
+    config.toml records the resolved value. No biases: see the grad_accum test."""
+    one = Trainer(tiny_transformer(text_file, NO_BIAS, batch_size=12, micro_batch=0),
+                  tmp_path / "one", progress=False)
+    one.fit()
+    split = Trainer(tiny_transformer(text_file, NO_BIAS, batch_size=12, micro_batch=4),
+                    tmp_path / "split", progress=False)
+    split.fit()
+    for (s1, l1), (s2, l2) in zip(losses(tmp_path / "one")[0], losses(tmp_path / "split")[0],
+                                  strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-5)
+    for (n, a), (_, b) in zip(one.model.named_parameters(), split.model.named_parameters(),
+                              strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=n)
+    auto = Trainer(tiny_transformer(text_file, batch_size=12), tmp_path / "auto", progress=False)
+    auto.fit()
+    saved = C.load_toml(tmp_path / "auto" / "config.toml")
+    assert saved.train.micro_batch == auto.cfg.train.micro_batch != "auto"
+    assert saved.model.attention in ("manual", "sdpa")
+
+
+def test_resolve_auto_rules():
+    """The one place "auto" is resolved: attention by device/dtype/dropout, micro-batch by
+    the attention scores' size against the last-level cache."""
+    cfg = C.load_preset("shakespeare-transformer")
+    assert cfg.model.attention == "auto" and cfg.train.micro_batch == "auto"
+    C.resolve_auto(cfg, "cuda")
+    assert cfg.model.attention == "sdpa" and cfg.train.micro_batch == 0
+    for dtype, dropout, kind in (("bf16", 0.0, "manual"), ("fp32", 0.2, "manual"),
+                                 ("fp32", 0.0, "sdpa")):
+        cfg = C.load_preset("shakespeare-transformer")
+        cfg.train.dtype, cfg.model.dropout = dtype, dropout
+        C.resolve_auto(cfg, torch.device("cpu"))
+        assert cfg.model.attention == kind
+        m, B = cfg.train.micro_batch, cfg.train.batch_size
+        scores = cfg.model.n_head * cfg.model.block_size**2 * 4  # fp32 bytes per row
+        assert B % m == 0 and m * scores <= C.last_level_cache_bytes()
+        assert m == B or (2 * m > B or B % (2 * m) != 0
+                          or 2 * m * scores > C.last_level_cache_bytes())
+    cfg = C.load_preset("names-mlp")
+    C.resolve_auto(cfg, "cpu")
+    assert cfg.train.micro_batch == 0  # no attention: the whole batch
+    assert C.to_toml(cfg).count("micro_batch = 0") == 1
+    C.apply_overrides(cfg, ["train.micro_batch=auto"])
+    assert cfg.train.micro_batch == "auto"
+    C.apply_overrides(cfg, ["train.micro_batch=8"])
+    assert cfg.train.micro_batch == 8
+    with pytest.raises(DlfError, match="micro_batch"):
+        C.apply_overrides(cfg, ["train.micro_batch=big"])

@@ -656,3 +656,49 @@ def test_transformer_keeps_no_activations_between_steps():
     kept = [name for name, m in model.named_modules() if "out" in vars(m)]
     assert kept == []
 
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_fused_dropout_is_the_same_function_of_its_mask(p):
+    """F.dropout draws from another random stream, so compare the function: zeros where
+    dropped, x / (1 - p) elsewhere, the rate p, and the gradient mask / (1 - p)."""
+    x = torch.randn(100_000, requires_grad=True)
+    torch.manual_seed(0)
+    out = Dropout(p, fused=True)(x)
+    keep = out != 0
+    assert abs(1 - keep.float().mean().item() - p) < 0.01
+    assert_close(out[keep], x[keep] / (1 - p))
+    out.sum().backward()
+    assert_close(x.grad, keep.float() / (1 - p))
+    assert Dropout(p, fused=True).eval()(x) is x
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_dropout_residual_adds_the_dropped_branch(fused):
+    p = 0.3
+    r = torch.randn(50_000, requires_grad=True)
+    x = torch.randn(50_000, requires_grad=True)
+    d = Dropout(p, fused=fused)
+    out = d.residual(r, x)
+    keep = (out - r).abs() > 1e-6  # x is almost surely non-zero
+    assert abs(1 - keep.float().mean().item() - p) < 0.01
+    assert_close(out, r + x * keep / (1 - p))
+    out.sum().backward()
+    assert_close(r.grad, torch.ones_like(r))
+    assert_close(x.grad, keep.float() / (1 - p))
+    assert torch.equal(d.eval().residual(r, x), r + x)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (2, 3, 5)])
+def test_fused_linear_equals_written_out(shape):
+    a = Linear(5, 4, generator=torch.Generator().manual_seed(0))
+    b = Linear(5, 4, fused=True, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a.bias.normal_()
+        b.bias.copy_(a.bias)
+    x = torch.randn(shape)
+    ya, yb = a(x), b(x)
+    assert_close(ya, yb)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    assert_close(a.weight.grad, b.weight.grad)
+    assert_close(a.bias.grad, b.bias.grad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -118,13 +119,15 @@ def test_sgd_param_groups_and_lr_changes_match_torch():
     ],
     ids=["no-wd", "default-wd", "custom"],
 )
-def test_adamw_matches_torch(kwargs):
-    assert_same_trajectory(AdamW, torch.optim.AdamW, kwargs)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "written-out"])
+def test_adamw_matches_torch(kwargs, fused):
+    assert_same_trajectory(functools.partial(AdamW, fused=fused), torch.optim.AdamW, kwargs)
 
 
-def test_adamw_two_groups_one_without_decay_matches_torch():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "written-out"])
+def test_adamw_two_groups_one_without_decay_matches_torch(fused):
     assert_same_trajectory(
-        AdamW,
+        functools.partial(AdamW, fused=fused),
         torch.optim.AdamW,
         {"lr": 1e-2, "weight_decay": 0.1},
         split=True,
@@ -135,6 +138,8 @@ def test_adamw_two_groups_one_without_decay_matches_torch():
 def test_adamw_with_schedule_matches_torch():
     sched = CosineLR(1e-2, warmup_steps=5, total_steps=40, min_lr=1e-3)
     assert_same_trajectory(AdamW, torch.optim.AdamW, {"lr": 1e-2}, lrs=sched)
+    written_out = functools.partial(AdamW, fused=False)
+    assert_same_trajectory(written_out, torch.optim.AdamW, {"lr": 1e-2}, lrs=sched)
 
 
 def test_adamw_defaults_match_torch():

@@ -89,12 +89,16 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     if steps < 1:
         raise DlfError("--steps must be >= 1")
     cfg = C.apply_overrides(C.resolve(preset), list(overrides))
-    B = cfg.train.batch_size if batch_size is None else batch_size
-    if B < 1:
-        raise DlfError(f"bench train needs a batch size >= 1, got {B} (a full-batch preset "
-                       "needs --batch-size)")
+    cfg.train.dtype = dtype
+    if batch_size is not None:
+        cfg.train.batch_size = batch_size
+    if cfg.train.batch_size < 1:
+        raise DlfError(f"bench train needs a batch size >= 1, got {cfg.train.batch_size} "
+                       "(a full-batch preset needs --batch-size)")
+    C.resolve_auto(cfg, pick_device(device))  # the same choices as `dlf train`
     model, dev = _untrained_model(cfg, device)
     model.train()
+    B = cfg.train.batch_size
     T = cfg.model.block_size
     sequence = capabilities(model).sequence_targets
     x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)
@@ -102,10 +106,13 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     opt = optim.AdamW(model.parameters(), lr=1e-4)
     ctx = autocast(dev, dtype)
 
+    m = cfg.train.micro_batch or B
+
     def step():
-        with ctx:
-            _, loss = model(x, y)
-        loss.backward()
+        for xs, ys in zip(x.split(m), y.split(m), strict=True):
+            with ctx:
+                _, loss = model(xs, ys)
+            (loss * (len(xs) / B)).backward()
         opt.step()
         opt.zero_grad()
 
@@ -121,6 +128,7 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     gflops = flops_per_token(model) * tps / 1e9
     peak = matmul_peak(dtype, dev)
     return {"preset": cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
+            "micro_batch": m, "attention": getattr(cfg.model, "attention", None),
             "block_size": T, "num_parameters": model.num_parameters(),
             "seconds_per_step": dt, "tokens_per_second": tps, "gflops": gflops,
             "peak_gflops": peak, "mfu": gflops / peak, **machine()}

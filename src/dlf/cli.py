@@ -344,6 +344,8 @@ def cmd_bench(args) -> int:
             print(f"{r['preset']} ({r['num_parameters']:,} parameters), batch {r['batch_size']} "
                   f"x block {r['block_size']}, {r['dtype']} on {r['device']} "
                   f"({r['threads']} threads, {r['cpu']})")
+            print(f"  attention {r['attention']}, micro-batch {r['micro_batch']} "
+                  "(train.micro_batch / model.attention; \"auto\" resolved for this machine)")
             print(f"  {r['seconds_per_step'] * 1e3:.1f} ms/step, "
                   f"{r['tokens_per_second']:,.0f} tokens/s")
             print(f"  {r['gflops']:.1f} GFLOP/s achieved, matmul peak {r['peak_gflops']:.1f} "

@@ -35,7 +35,10 @@ class DataConfig:
 class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 32  # 0 = the whole train split every step (full-batch gradient descent)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # batches per optimizer step (gradients accumulated)
+    # rows per forward/backward pass: a batch runs as batch_size / micro_batch passes
+    # with the same gradient; 0 = the whole batch; "auto" = resolve_auto's rule
+    micro_batch: int | str = "auto"
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
     schedule: str = "constant"  # constant | step | cosine
@@ -78,8 +81,15 @@ class RunConfig:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check/convert a TOML or command-line value to the dataclass field type."""
+    """Check/convert a TOML or command-line value to the dataclass field type.
+    `int | str` fields take an integer or the word "auto"."""
     origin = typing.get_origin(tp)
+    if set(typing.get_args(tp)) == {int, str}:
+        if value == "auto":
+            return value
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            raise DlfError(f"{key} must be an integer or \"auto\", got {value!r}")
+        return _coerce(value, int, key)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -266,6 +276,8 @@ def validate(cfg: RunConfig) -> None:
         (t.max_steps >= 0, "train.max_steps must be >= 0"),
         (t.batch_size >= 0, "train.batch_size must be >= 0 (0 = full batch)"),
         (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (t.micro_batch == "auto" or t.micro_batch >= 0,
+         "train.micro_batch must be >= 0 (0 = the whole batch) or \"auto\""),
         (t.lr >= 0, "train.lr must be >= 0"),
         (t.optimizer in ("sgd", "adamw"), f"train.optimizer must be sgd or adamw, got {t.optimizer!r}"),
         (t.schedule in ("constant", "step", "cosine"),
@@ -287,3 +299,54 @@ def validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise DlfError(msg)
+
+
+# ---------------------------------------------------------------------------- "auto"
+
+
+def last_level_cache_bytes(default: int = 32 * 2**20) -> int:
+    """Size of the CPU's largest cache (Linux sysfs), or `default` where unknown."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        if text[-1:] in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1]])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes, default=default)
+
+
+def resolve_auto(cfg: RunConfig, device) -> RunConfig:
+    """Replace every "auto" in `cfg` by the fastest correct choice for `device` (a
+    torch.device or its type string), in place; returns cfg. The one place these rules live:
+
+    - model.attention (Transformer): `dlf.models.transformer.pick_attention` -- by
+      device, dtype and dropout;
+    - train.micro_batch: on a CPU, the largest divisor m of batch_size whose attention
+      scores, m * n_head * block_size**2 float32 values (softmax output in fp32 under bf16
+      autocast too), fit in the last-level cache; past that, the scores of one pass
+      spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
+      attention, full-batch training) 0: the whole batch in one pass.
+
+    The thread count is not an "auto" field: train.threads = 0 already means one per
+    core (torch's default). Micro-batching leaves the gradient unchanged (each pass's
+    mean loss is weighted by its share of the batch), so only speed depends on it."""
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    m, t = cfg.model, cfg.train
+    if getattr(m, "attention", None) == "auto":
+        from dlf.models.transformer import pick_attention  # config sits below models
+
+        m.attention = pick_attention(device_type, t.dtype, m.dropout)
+    if t.micro_batch == "auto":
+        t.micro_batch = 0
+        n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)
+        if device_type == "cpu" and n_head and t.batch_size > 0:
+            budget = last_level_cache_bytes()
+            fits = [d for d in range(1, t.batch_size + 1)
+                    if t.batch_size % d == 0 and d * n_head * T * T * 4 <= budget]
+            t.micro_batch = max(fits, default=1)
+    return cfg

@@ -242,7 +242,12 @@ class AdamW(Optimizer):
 
     Per parameter, at its step t:  p *= 1 - lr * weight_decay;
     m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g**2;
-    p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)."""
+    p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps).
+
+    ``fused=True`` (the default) runs that update as torch's fused kernel
+    (``torch._fused_adamw_``: one pass over each parameter and its two moments instead of
+    one per line above); ``fused=False`` runs the written-out lines (multi-tensor
+    ``_foreach`` ops). Both are tested against torch.optim.AdamW."""
 
     _state_entries: ClassVar[dict[str, bool]] = {"step": False, "exp_avg": True, "exp_avg_sq": True}
 
@@ -253,10 +258,12 @@ class AdamW(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        fused: bool = True,
     ) -> None:
         super().__init__(
             params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         )
+        self.fused = fused
 
     def _check_hyperparameters(self, group: dict) -> None:
         super()._check_hyperparameters(group)
@@ -283,6 +290,13 @@ class AdamW(Optimizer):
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
 
+        if self.fused and all(p.dtype == g.dtype and p.device == params[0].device
+                              for p, g in zip(params, grads)):
+            steps = [torch.tensor(float(s["step"]), device=params[0].device) for s in states]
+            torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr,
+                                beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
+                                amsgrad=False, maximize=False)
+            return
         if wd != 0:
             torch._foreach_mul_(params, 1.0 - lr * wd)
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)

@@ -8,6 +8,7 @@ interrupted report continues where it stopped.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from dlf import config as C
 from dlf.engine.checkpoint import atomic_write_text, read_json
+from dlf.engine.device import pick_device
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.trainer import train
 from dlf.errors import DlfError
@@ -67,7 +69,8 @@ def _same_config(run_dir: Path, cfg: C.RunConfig) -> bool:
         saved = C.load_toml(run_dir / "config.toml")
     except DlfError:
         return False
-    want = C.to_dict(cfg)
+    resolved = C.resolve_auto(copy.deepcopy(cfg), pick_device(cfg.train.device))
+    want = C.to_dict(resolved)  # as the run wrote it: "auto" fields resolved
     want["model"]["vocab_size"] = saved.model.vocab_size
     return C.to_dict(saved) == want
 

@@ -83,10 +83,11 @@ def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
     """Check the config, read the data, build the model, claim the run directory."""
     cfg = copy.deepcopy(cfg)
     run_dir = RunDir(out_dir, writer=writer)
-    if resume:
-        cfg = _resume_config(cfg, run_dir)
     C.validate(cfg)
     device = pick_device(cfg.train.device)
+    C.resolve_auto(cfg, device)  # "auto" settings -> this machine's choice, as config.toml says
+    if resume:
+        cfg = _resume_config(cfg, run_dir)
     # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
     # for a tiny model) does not slow the next run in the same process (dlf report)
     torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
@@ -202,8 +203,9 @@ def clip_grad_norm(params, max_norm: float) -> float:
 
 
 class AutogradStep:
-    """grad_accum forward/backward micro-batches (their mean loss), the gradient clipped
-    to train.grad_clip, then the dlf.optim update. State: the optimizer's."""
+    """grad_accum batches, each run in passes of train.micro_batch rows (the same
+    gradient; only the memory differs), their mean loss backpropagated, the gradient
+    clipped to train.grad_clip, then the dlf.optim update. State: the optimizer's."""
 
     def __init__(self, model, t: C.TrainConfig, device: torch.device):
         self.t, self.device = t, device
@@ -219,10 +221,13 @@ class AutogradStep:
         total = 0.0
         for _ in range(t.grad_accum):
             x, y = next_batch()
-            with autocast(self.device, t.dtype):
-                _, loss = self.forward(x, y)
-            (loss / t.grad_accum).backward()
-            total = total + loss.detach()
+            m = t.micro_batch or len(x)  # micro-batches: the same gradient, kept in cache
+            for xs, ys in zip(x.split(m), y.split(m), strict=True):
+                share = len(xs) / len(x)  # weight of this pass's mean loss in the batch's
+                with autocast(self.device, t.dtype):
+                    _, loss = self.forward(xs, ys)
+                (loss * (share / t.grad_accum)).backward()
+                total = total + loss.detach() * share
         if t.grad_clip > 0:
             clip_grad_norm(self.params, t.grad_clip)
         self.optimizer.step()

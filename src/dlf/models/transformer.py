@@ -20,7 +20,26 @@ from dlf.errors import DlfError
 from dlf.models.protocol import Capabilities, slide_window
 from dlf.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 
-ATTENTION_KINDS = ("manual", "sdpa")
+ATTENTION_KINDS = ("auto", "manual", "sdpa")
+
+
+def pick_attention(device_type: str, dtype: str, dropout: float) -> str:
+    """The faster of the two attention kernels (same maths, tested equal) for a device,
+    autocast dtype ("fp32" | "bf16") and dropout:
+
+    - CUDA: "sdpa" (flash / memory-efficient kernels, dropout included);
+    - CPU with dropout: "manual" -- torch's CPU SDPA has no fused dropout and falls back
+      to an unfused path slower than our written-out attention;
+    - CPU, bf16: "manual" -- the bf16 CPU SDPA kernel was 1.3-1.6x slower per training
+      step than the written-out attention (6x384 block 256 and 3x128 block 32, AMD EPYC);
+    - CPU, fp32, no dropout: "sdpa" (its flash kernel never materialises the (T, T)
+      scores; 1.1-1.2x faster per step at both shapes).
+
+    `dlf.config.resolve_auto` writes this choice into a run's config; a model built with
+    attention = "auto" directly applies the same rule at each call."""
+    if device_type == "cuda":
+        return "sdpa"
+    return "sdpa" if dtype == "fp32" and dropout == 0 else "manual"
 
 
 @dataclass
@@ -34,8 +53,10 @@ class TransformerConfig:
     dropout: float = 0.2  # on embeddings, attention probabilities and residual branches
     bias: bool = True  # biases in the Linear and LayerNorm layers
     tie_weights: bool = False  # the head reuses the token embedding: logits = x @ wte.weight.T
-    attention: str = "manual"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
-    fused: bool = True  # LayerNorm and GELU via torch's one-pass kernels (same maths, tested)
+    attention: str = "auto"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
+    # | "auto" (pick_attention: by device, dtype and dropout)
+    fused: bool = True  # LayerNorm, GELU, Linear (addmm), dropout + residual as torch's
+    # one-pass kernels (same maths, tested); false = the written-out formulas
 
 
 def check_config(c: TransformerConfig) -> None:
@@ -56,14 +77,37 @@ def check_config(c: TransformerConfig) -> None:
 class KVCache:
     """Keys and values of every position seen so far by one attention layer.
 
-    k, v: (B, nh, L, hs), or None before the prompt has been run."""
+    Preallocated once for `capacity` positions (the block size), so a new token is
+    written in place rather than concatenated: k, v (B, nh, capacity, hs), of which the
+    first `length` positions are filled."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.length = 0
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+        return self.length
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are kept for reuse)."""
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) after the cached positions; return views of every
+        cached key and value, (B, nh, length, hs)."""
+        B, nh, T, hs = k.shape
+        if self.k is None or self.k.shape[0] != B or self.k.dtype != k.dtype:
+            self.k = k.new_empty(B, nh, self.capacity, hs)  # (B, nh, capacity, hs)
+            self.v = v.new_empty(B, nh, self.capacity, hs)
+        L = self.length + T
+        if L > self.capacity:
+            raise DlfError(f"KV cache holds {self.capacity} positions, asked for {L}")
+        self.k[:, :, self.length : L] = k
+        self.v[:, :, self.length : L] = v
+        self.length = L
+        return self.k[:, :, :L], self.v[:, :, :L]
 
 
 class CausalSelfAttention(Module):
@@ -79,32 +123,34 @@ class CausalSelfAttention(Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
         self.attention = config.attention
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = Dropout(config.dropout)
-        self.resid_dropout = Dropout(config.dropout)
+        c, fused = config, config.fused
+        self.c_attn = Linear(c.n_embd, 3 * c.n_embd, bias=c.bias, fused=fused)  # q, k, v
+        self.c_proj = Linear(c.n_embd, c.n_embd, bias=c.bias, fused=fused)
+        self.attn_dropout = Dropout(c.dropout, fused=fused)
+        self.resid_dropout = Dropout(c.dropout, fused=fused)
         # rebuilt on construction, so kept out of state_dict; a buffer so `to()` moves it
         T = config.block_size
         mask = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T) True where allowed
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The projected attention output before the residual dropout, (B, T, C)."""
         B, T, C = x.shape
         hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)  # (B, T, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
         causal = True
         if cache is not None:
             if len(cache) > 0:
                 if T != 1:
                     raise DlfError("a filled KV cache takes one new token at a time")
                 causal = False  # the one new query may see every cached key
-                k = torch.cat([cache.k, k], dim=2)  # (B, nh, L + 1, hs)
-                v = torch.cat([cache.v, v], dim=2)  # (B, nh, L + 1, hs)
-            cache.k, cache.v = k, v
-        if self.attention == "sdpa":
+            k, v = cache.append(k, v)  # (B, nh, L, hs): every position so far
+        kind = self.attention
+        if kind == "auto":
+            dtype = "bf16" if torch.is_autocast_enabled(x.device.type) else "fp32"
+            kind = pick_attention(x.device.type, dtype, self.dropout * self.training)
+        if kind == "sdpa":
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=p,
                                                is_causal=causal)  # (B, nh, T, hs)
@@ -115,8 +161,8 @@ class CausalSelfAttention(Module):
             att = torch.softmax(att, dim=-1)
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
+        return self.c_proj(y)
 
 
 class MLP(Module):
@@ -124,20 +170,23 @@ class MLP(Module):
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = GELU(fused=config.fused)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = Dropout(config.dropout)
+        c, fused = config, config.fused
+        self.c_fc = Linear(c.n_embd, 4 * c.n_embd, bias=c.bias, fused=fused)
+        self.gelu = GELU(fused=fused)
+        self.c_proj = Linear(4 * c.n_embd, c.n_embd, bias=c.bias, fused=fused)
+        self.dropout = Dropout(c.dropout, fused=fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Before the residual dropout (applied by Block with the residual add)."""
         x = self.c_fc(x)  # (B, T, 4C)
         x = self.gelu(x)
-        x = self.c_proj(x)  # (B, T, C)
-        return self.dropout(x)
+        return self.c_proj(x)  # (B, T, C)
 
 
 class Block(Module):
-    """Pre-norm residual block: x + attn(ln1(x)), then + mlp(ln2(x)). (B, T, C) -> same."""
+    """Pre-norm residual block: x + dropout(attn(ln1(x))), then + dropout(mlp(ln2(x))).
+    (B, T, C) -> same. Each dropout and its residual add are one `Dropout.residual` call
+    (one pass when fused)."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -147,8 +196,8 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache)
-        x = x + self.mlp(self.ln2(x))
+        x = self.attn.resid_dropout.residual(x, self.attn(self.ln1(x), cache))
+        x = self.mlp.dropout.residual(x, self.mlp(self.ln2(x)))
         return x
 
 
@@ -169,7 +218,7 @@ class Transformer(Module):
         c = config
         self.wte = Embedding(c.vocab_size, c.n_embd)
         self.wpe = Embedding(c.block_size, c.n_embd)
-        self.drop = Dropout(c.dropout)
+        self.drop = Dropout(c.dropout, fused=c.fused)
         self.blocks = ModuleList(Block(c) for _ in range(c.n_layer))
         self.ln_f = LayerNorm(c.n_embd, bias=c.bias, fused=c.fused)
         # tied: no weight of its own (see head()), so the tensor is listed once, as wte.weight
@@ -204,8 +253,8 @@ class Transformer(Module):
                caches: list[KVCache] | None = None) -> torch.Tensor:
         """idx (B, T) at positions start .. start + T - 1 -> logits (B, T, V)."""
         T = idx.shape[1]
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        pos_emb = self.wpe.weight[start : start + T]  # (T, C): wpe(arange(start, start + T))
+        x = self.drop(self.wte(idx) + pos_emb)  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])  # (B, T, C)
         x = self.ln_f(x)
@@ -228,7 +277,7 @@ class Transformer(Module):
                                f"got {tuple(targets.shape)}")
         return logits, loss
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate_cached(self, idx: torch.Tensor, max_new_tokens: int,
                         pick: Callable[[torch.Tensor], torch.Tensor],
                         stream: Callable[[int], None] | None = None) -> list[int]:
@@ -240,9 +289,14 @@ class Transformer(Module):
         block_size // 2 tokens. The window is prefilled once (keys and values of every
         layer cached), each new token then runs alone at position len - 1 - start, and a
         restart re-prefills, since learned positions change when the window moves. The
-        tokens equal, one for one, the uncached loop that feeds `idx[:, start:]` whole."""
-        start = slide_window(0, idx.shape[1], self.block_size)
-        caches = [KVCache() for _ in self.blocks]
+        tokens equal, one for one, the uncached loop that feeds `idx[:, start:]` whole.
+
+        Speed: the caches are allocated once (block_size positions) and written in place,
+        the loop runs in inference mode (no autograd bookkeeping), and the token history
+        is a Python list, turned into a tensor only when the window is re-prefilled."""
+        ids = idx[0].tolist()
+        start = slide_window(0, len(ids), self.block_size)
+        caches = [KVCache(self.block_size) for _ in self.blocks]
         logits = self.logits(idx[:, start:], 0, caches)[:, -1, :]  # (1, V): prefill
         out: list[int] = []
         for step in range(max_new_tokens):
@@ -252,15 +306,18 @@ class Transformer(Module):
                 stream(out[-1])
             if step == max_new_tokens - 1:
                 break  # no logits needed after the last token
-            idx = torch.cat([idx, nxt.view(1, 1).to(idx.device)], dim=1)  # (1, L)
-            L = idx.shape[1]
+            ids.append(out[-1])
+            L = len(ids)
             new_start = slide_window(start, L, self.block_size)
             if new_start != start:  # the window moved: re-prefill its tokens
                 start = new_start
-                caches = [KVCache() for _ in self.blocks]
-                logits = self.logits(idx[:, start:], 0, caches)[:, -1, :]  # (1, V)
+                for cache in caches:
+                    cache.reset()
+                window = torch.tensor([ids[start:]], dtype=torch.long, device=idx.device)
+                logits = self.logits(window, 0, caches)[:, -1, :]  # (1, V)
             else:
-                logits = self.logits(idx[:, -1:], L - 1 - start, caches)[:, -1, :]  # (1, V)
+                token = nxt.view(1, 1).to(idx.device)  # (1, 1)
+                logits = self.logits(token, L - 1 - start, caches)[:, -1, :]  # (1, V)
         return out
 
     def flops_per_token(self) -> float:
