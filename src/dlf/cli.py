@@ -45,6 +45,10 @@ def _add_train(sub):
                    help="continue the run in --out from its state.safetensors")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training in N processes on this machine (torchrun; "
+                   "CPU: gloo, the cores shared; CUDA: NCCL, one GPU each); the same as "
+                   "torchrun --standalone --nproc_per_node N -m dlf train ...")
     p.add_argument("--diagnostics", action="store_true",
                    help="also record update:data ratios and write the tanh health plots "
                    "(activations, gradients, weight gradients, update ratios) at the end")
@@ -220,6 +224,8 @@ def cmd_train(args) -> int:
         cfg.train.device = args.device
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
+    if args.nproc != 1:
+        return _launch(args, cfg)
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
 
@@ -229,12 +235,30 @@ def cmd_train(args) -> int:
         r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
     if r.get("interrupted"):
         return 130
+    from dlf.engine import distributed
+
+    if not distributed.current().is_main:  # a data-parallel job reports once, from rank 0
+        return 0
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
     print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
           f"({r['steps']} steps, {r['wall_seconds']:.1f} s wall, {r['train_seconds']:.1f} s in steps, "
           f"{r['num_parameters']:,} parameters)")
     print(f"run directory: {out}")
     return 0
+
+
+def _launch(args, cfg) -> int:
+    """`--nproc N`: check what can be checked once, then start N processes (torchrun)."""
+    from dlf.engine import distributed
+    from dlf.models import model_class
+    from dlf.models.protocol import capabilities
+
+    if args.diagnostics:
+        raise DlfError("--diagnostics records one process's gradients: use it without --nproc")
+    if args.nproc > 1:
+        regime = capabilities(model_class(cfg.model.type)).regime
+        distributed.check_config(cfg, args.nproc, regime)
+    return distributed.launch_local(args.nproc, distributed.strip_nproc(args.argv))
 
 
 def cmd_sample(args) -> int:
@@ -384,7 +408,9 @@ COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "e
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `--nproc` relaunches the same command line
     if args.command is None:
         parser.print_help()
         return 0
@@ -392,7 +418,11 @@ def main(argv=None) -> int:
     try:
         return handler(args)
     except DlfError as e:
-        print(f"dlf: error: {e}", file=sys.stderr)
+        import os
+
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+        where = f" (rank {rank})" if rank != "0" else ""
+        print(f"dlf: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dlf: interrupted", file=sys.stderr)
