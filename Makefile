@@ -8,7 +8,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test lint pack-data clean
+.PHONY: demo test lint pack-data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ lint: $(VENV)/.installed
 # Rewrite src/dlf/data/*.txt.xz from the plain files in $(DLF_DATA_DIR) (sha256-checked).
 pack-data: $(VENV)/.installed
 	$(PY) tools/pack_data.py $(or $(DLF_DATA_DIR),$(error set DLF_DATA_DIR to the plain files' folder))
+
+# The seed configuration on this machine's GPUs (torchrun, NCCL, bf16, torch.compile):
+# val loss, tokens/s and MFU into $(OUT)/gpu-check.json (default runs/gpu-check). Runs
+# from a plain copy of the repository with the machine's own torch; no venv, no network.
+gpu-check:
+	PYTHONPATH=src python3 tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The same pipeline on the CPU: tiny model, 2 processes (gloo), a few steps.
+gpu-check-dry:
+	PYTHONPATH=src python3 tools/gpu_check.py --dry-run $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -16,6 +16,7 @@ import torch
 
 from dlf import config as C
 from dlf import optim
+from dlf.engine import distributed
 from dlf.engine.data import prepare_data
 from dlf.engine.device import autocast, pick_device
 from dlf.errors import DlfError
@@ -83,7 +84,11 @@ def _untrained_model(cfg: C.RunConfig, device: str):
 
 def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", steps: int = 10,
                 batch_size: int | None = None, device: str = "auto", overrides=()) -> dict:
-    """Time full training steps (forward, backward, AdamW update) on random tokens."""
+    """Time full training steps (forward, backward, AdamW update) on random tokens.
+
+    Under torchrun each rank trains on its slice of the batch and the gradients are
+    all-reduced as in training; tokens/s and GFLOP/s are the whole job's, the peak the
+    sum of the ranks' peaks measured at the same time."""
     if dtype not in DTYPES:
         raise DlfError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     if steps < 1:
@@ -93,37 +98,80 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     if B < 1:
         raise DlfError(f"bench train needs a batch size >= 1, got {B} (a full-batch preset "
                        "needs --batch-size)")
-    model, dev = _untrained_model(cfg, device)
+    group = distributed.setup(device)
+    if group.active:
+        distributed.check_config(cfg, group.world_size, "autograd")
+        if B % group.world_size:
+            raise DlfError(f"batch {B} is not divisible by {group.world_size} processes")
+        if torch.get_num_threads() != distributed.default_threads(group):
+            torch.set_num_threads(distributed.default_threads(group))
+    model, dev = _untrained_model(cfg, str(group.device))
     model.train()
     T = cfg.model.block_size
     sequence = capabilities(model).sequence_targets
     x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)
     y = torch.randint(0, cfg.model.vocab_size, (B, T) if sequence else (B,), device=dev)
     opt = optim.AdamW(model.parameters(), lr=1e-4)
+    reducer = distributed.GradReducer(group, model.parameters())
     ctx = autocast(dev, dtype)
+    xs, ys = group.shard(x, y)
 
     def step():
         with ctx:
-            _, loss = model(x, y)
+            _, loss = model(xs, ys)
         loss.backward()
+        reducer.finish()
         opt.step()
         opt.zero_grad()
 
     step()  # warm-up: allocations, kernel selection
     _sync(dev)
+    group.barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     _sync(dev)
-    dt = (time.perf_counter() - t0) / steps
+    dt = group.sum_floats(time.perf_counter() - t0)[0] / group.world_size / steps
     tokens = B * (T if sequence else 1)
     tps = tokens / dt
     gflops = flops_per_token(model) * tps / 1e9
-    peak = matmul_peak(dtype, dev)
+    group.barrier()
+    peak = group.sum_floats(matmul_peak(dtype, dev))[0]
     return {"preset": cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
             "block_size": T, "num_parameters": model.num_parameters(),
             "seconds_per_step": dt, "tokens_per_second": tps, "gflops": gflops,
-            "peak_gflops": peak, "mfu": gflops / peak, **machine()}
+            "peak_gflops": peak, "mfu": gflops / peak, "processes": group.world_size,
+            **machine()}
+
+
+def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
+    """`dlf bench train --nproc N`: the same benchmark in 1 process and in N processes
+    (torchrun) on this machine, one after the other.
+
+    On CPU both use every core (1 x C threads against N x C/N), so `speedup` is what
+    splitting the same cores into processes gains or costs. On CUDA each process has
+    a GPU, so N processes use N times the hardware of 1: `efficiency` = speedup / N."""
+    import json
+    import subprocess
+    import sys
+
+    if nproc < 2:
+        raise DlfError(f"--nproc must be >= 2 to compare with 1 process, got {nproc}")
+    args = [*distributed.strip_nproc(bench_args), "--json"]
+
+    def run(cmd: list[str]) -> dict:
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise DlfError(f"benchmark failed: {' '.join(cmd)}\n{p.stderr.strip()[-2000:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    one = run([sys.executable, "-m", "dlf", *args])
+    many = run(distributed.launch_command(nproc, args))
+    speedup = many["tokens_per_second"] / one["tokens_per_second"]
+    gpu = many["device"].startswith("cuda")
+    return {"one": one, "many": many, "nproc": nproc, "speedup": speedup,
+            "efficiency": speedup / nproc if gpu else speedup,
+            "same_cores": not gpu}
 
 
 def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000,

@@ -119,6 +119,9 @@ def _add_bench(sub):
     t.add_argument("--device", default="auto")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
+    t.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="also run the benchmark data-parallel in N processes (torchrun) and "
+                   "report the scaling against 1 process")
     s = bsub.add_parser("sample", help="generation speed with and without the KV cache")
     s.add_argument("--preset", default="shakespeare-transformer")
     s.add_argument("--new-tokens", type=int, default=1000)
@@ -339,14 +342,29 @@ def cmd_bench(args) -> int:
     import torch
 
     from dlf import bench
+    from dlf.engine import distributed
 
     if args.threads < 0:
         raise DlfError("--threads must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bench_command == "train" and args.nproc != 1:
+        r = bench.bench_train_scaling(args.nproc, args.argv)
+        if args.json:
+            print(json.dumps(r))
+            return 0
+        for label, x in (("1 process ", r["one"]), (f"{r['nproc']} processes", r["many"])):
+            print(f"{label}: {x['tokens_per_second']:,.0f} tokens/s ({x['threads']} threads "
+                  f"each, {x['device']}, {x['dtype']}), MFU {x['mfu']:.1%}")
+        what = ("speedup on the same cores" if r["same_cores"] else
+                f"speedup {r['speedup']:.2f}x on {r['nproc']} devices, scaling efficiency")
+        print(f"{what}: {r['efficiency']:.2f}" + ("x" if r["same_cores"] else ""))
+        return 0
     if args.bench_command == "train":
         r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
                               batch_size=args.batch_size, device=args.device, overrides=args.set)
+        if not distributed.current().is_main:  # a torchrun job reports once
+            return 0
         if args.json:
             print(json.dumps(r))
         else:
