@@ -284,3 +284,36 @@ def test_a_failing_rank_stops_the_job(two_process_runs):
     assert "rank 1 fails on purpose" in p.stderr
     # the checkpoint of step 2 (eval_interval 2) was written before the failure
     assert (d / "fail" / "state.safetensors").exists()
+
+
+# ------------------------------------------------------------------ make gpu-check
+
+
+def _gpu_check():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_commands_and_peaks(tmp_path):
+    gc = _gpu_check()
+    args = gc.parse_args(["--out", str(tmp_path)])
+    cmd = gc.train_command(args, 8, tmp_path / "run")
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]
+    assert cmd[5:9] == ["-m", "dlf", "train", "shakespeare-transformer"]
+    assert "--max-steps" not in cmd  # the preset's 5,000 steps
+    for s in ("train.dtype=bf16", "train.compile=true"):
+        assert cmd[cmd.index(s) - 1] == "--set"
+    assert cmd[cmd.index("--device") + 1] == "cuda"
+    dry = gc.train_command(gc.parse_args(["--dry-run"]), 2, tmp_path / "run")
+    assert dry[dry.index("--device") + 1] == "cpu" and "train.compile=false" in dry
+    assert gc.spec_peak("NVIDIA H100 80GB HBM3") == gc.PEAK_BF16["H100"]
+    assert gc.spec_peak("NVIDIA H100 PCIe") == gc.PEAK_BF16["H100 PCIe"]
+    assert gc.spec_peak("NVIDIA H200") == gc.PEAK_BF16["H200"]
+    assert gc.spec_peak("some other card") is None
+    with pytest.raises(SystemExit):
+        gc.parse_args(["--nproc", "-1"])
