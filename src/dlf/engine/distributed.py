@@ -58,6 +58,9 @@ class Group:
     local_rank: int = 0
     local_world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # a gloo group beside NCCL, for the per-step stop flag: reading a flag all-reduced on
+    # the GPU would make the host wait for every step to finish
+    cpu_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -94,10 +97,13 @@ class Group:
             return loss, stop
         loss_t = loss.detach().float().reshape(1) if torch.is_tensor(loss) else \
             torch.tensor([float(loss)])
-        t = torch.cat([loss_t.to(self.device) / self.world_size,
-                       torch.tensor([1.0 if stop else 0.0], device=self.device)])
-        self.all_reduce(t)
-        return t[0], bool(t[1].item() > 0)
+        loss_t = self.all_reduce(loss_t.to(self.device) / self.world_size)
+        flag = torch.tensor([1.0 if stop else 0.0])  # on the CPU: no wait for the GPU
+        try:
+            dist.all_reduce(flag, group=self.cpu_group)
+        except (RuntimeError, dist.DistError) as e:
+            raise _collective_failed(e, self.rank) from None
+        return loss_t[0], bool(flag.item() > 0)
 
     # ------------------------------------------------------------------ data
 
@@ -182,8 +188,8 @@ def setup(device_name: str) -> Group:
                            f"{torch.cuda.device_count()} GPUs: one GPU per process")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    timeout = timedelta(seconds=float(os.environ.get("DLF_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
     if not dist.is_initialized():
-        timeout = timedelta(seconds=float(os.environ.get("DLF_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
         backend = "nccl" if device.type == "cuda" else "gloo"
         kw = {"device_id": device} if device.type == "cuda" else {}
         try:
@@ -191,10 +197,21 @@ def setup(device_name: str) -> Group:
         except (RuntimeError, ValueError, dist.DistError) as e:
             raise DlfError(f"rank {rank}: cannot join the {world}-process job: {e}") from None
         atexit.register(shutdown)
-    return Group(rank, dist.get_world_size(), local_rank, local_world, device)
+    cpu_group = None
+    if device.type == "cuda":
+        global _CPU_GROUP
+        if _CPU_GROUP is None:
+            _CPU_GROUP = dist.new_group(backend="gloo", timeout=timeout)
+        cpu_group = _CPU_GROUP
+    return Group(rank, dist.get_world_size(), local_rank, local_world, device, cpu_group)
+
+
+_CPU_GROUP = None
 
 
 def shutdown() -> None:
+    global _CPU_GROUP
+    _CPU_GROUP = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -207,7 +224,7 @@ def current() -> Group:
                  int(os.environ.get("LOCAL_RANK", "0")),
                  int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
                  torch.device("cuda", torch.cuda.current_device())
-                 if dist.get_backend() == "nccl" else torch.device("cpu"))
+                 if dist.get_backend() == "nccl" else torch.device("cpu"), _CPU_GROUP)
 
 
 def say(group: Group, *args, **kw) -> None:

@@ -398,7 +398,8 @@ class Trainer:
         step = 0
         if self.resume:
             step = self._load_state()
-            self.run_dir.metrics.truncate_after(step)
+            if self.run_dir.writer:  # rank 0 alone rewrites the log
+                self.run_dir.metrics.truncate_after(step)
         else:
             self.run_dir.begin(self.cfg, self.data.tokenizer)
         self._last_t, self._last_step = time.perf_counter(), step
