@@ -148,9 +148,11 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
     """`dlf bench train --nproc N`: the same benchmark in 1 process and in N processes
     (torchrun) on this machine, one after the other.
 
-    On CPU both use every core (1 x C threads against N x C/N), so `speedup` is what
-    splitting the same cores into processes gains or costs. On CUDA each process has
-    a GPU, so N processes use N times the hardware of 1: `efficiency` = speedup / N."""
+    `speedup` = tokens/s of N processes over 1. On CPU the 1-process run uses every
+    core (1 x C threads against N x C/N), so speedup says what splitting the same cores
+    into processes gains; a third run, 1 process with C/N threads (`one_share`), gives
+    the scaling efficiency = N-process tokens/s / (N x one_share's). On CUDA each process
+    has a GPU, so efficiency = speedup / N."""
     import json
     import subprocess
     import sys
@@ -167,55 +169,11 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
 
     one = run([sys.executable, "-m", "dlf", *args])
     many = run(distributed.launch_command(nproc, args))
-    speedup = many["tokens_per_second"] / one["tokens_per_second"]
     gpu = many["device"].startswith("cuda")
-    return {"one": one, "many": many, "nproc": nproc, "speedup": speedup,
-            "efficiency": speedup / nproc if gpu else speedup,
-            "same_cores": not gpu}
-
-
-def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000,
-                 dtype: str = "fp32", device: str = "auto") -> dict:
-    """Tokens/s generating `new_tokens` after a one-character prompt, with and without the
-    KV cache, on the preset's (untrained: speed does not depend on the weights) model."""
-    from dlf.models.protocol import slide_window
-    from dlf.sample import next_token
-
-    if new_tokens < 1:
-        raise DlfError("--new-tokens must be >= 1")
-    cfg = C.resolve(preset)
-    if cfg.model.type != "transformer":
-        raise DlfError(f"bench sample needs a transformer preset, {preset} is {cfg.model.type}")
-    model, dev = _untrained_model(cfg, device)
-    model.eval()
-    T = model.block_size
-    idx = torch.zeros((1, 1), dtype=torch.long, device=dev)
-    ctx = autocast(dev, dtype)
-
-    def pick_from(g):
-        return lambda logits: next_token(logits, 1.0, None, g).to(dev)
-
-    with torch.no_grad(), ctx:
-        model.generate_cached(idx, 20, pick_from(torch.Generator().manual_seed(1)))  # warm-up
-        model(torch.zeros((1, T), dtype=torch.long, device=dev))
-        g = torch.Generator().manual_seed(0)
-        t0 = time.perf_counter()
-        cached = model.generate_cached(idx, new_tokens, pick_from(g))
-        _sync(dev)
-        t_cached = time.perf_counter() - t0
-
-        g = torch.Generator().manual_seed(0)
-        pick = pick_from(g)
-        seq, start = idx, 0
-        t0 = time.perf_counter()
-        for _ in range(new_tokens):
-            start = slide_window(start, seq.shape[1], T)
-            logits, _ = model(seq[:, start:])
-            seq = torch.cat([seq, pick(logits[:, -1, :])], dim=1)
-        _sync(dev)
-        t_uncached = time.perf_counter() - t0
-    same = cached == seq[0, 1:].tolist()
-    return {"preset": cfg.name, "new_tokens": new_tokens, "block_size": T, "dtype": dtype,
-            "cached_tokens_per_second": new_tokens / t_cached,
-            "uncached_tokens_per_second": new_tokens / t_uncached,
-            "speedup": t_uncached / t_cached, "identical_tokens": same, **machine()}
+    share = None
+    if not gpu:
+        share = run([sys.executable, "-m", "dlf", *args, "--threads", str(many["threads"])])
+    unit = one if gpu else share
+    return {"one": one, "one_share": share, "many": many, "nproc": nproc,
+            "speedup": many["tokens_per_second"] / one["tokens_per_second"],
+            "efficiency": many["tokens_per_second"] / (nproc * unit["tokens_per_second"])}

@@ -353,12 +353,15 @@ def cmd_bench(args) -> int:
         if args.json:
             print(json.dumps(r))
             return 0
-        for label, x in (("1 process ", r["one"]), (f"{r['nproc']} processes", r["many"])):
-            print(f"{label}: {x['tokens_per_second']:,.0f} tokens/s ({x['threads']} threads "
-                  f"each, {x['device']}, {x['dtype']}), MFU {x['mfu']:.1%}")
-        what = ("speedup on the same cores" if r["same_cores"] else
-                f"speedup {r['speedup']:.2f}x on {r['nproc']} devices, scaling efficiency")
-        print(f"{what}: {r['efficiency']:.2f}" + ("x" if r["same_cores"] else ""))
+        rows = [("1 process", r["one"]), ("1 process", r["one_share"]),
+                (f"{r['nproc']} processes", r["many"])]
+        for label, x in rows:
+            if x is not None:
+                print(f"{label:<12} {x['tokens_per_second']:>10,.0f} tokens/s  ({x['threads']} "
+                      f"threads each, {x['device']}, {x['dtype']}, MFU {x['mfu']:.1%})")
+        print(f"speedup over 1 process: {r['speedup']:.2f}x; scaling efficiency "
+              f"{r['efficiency']:.0%} (N-process tokens/s / (N x one process's with "
+              f"{'one GPU' if r['one_share'] is None else 'C/N threads'}))")
         return 0
     if args.bench_command == "train":
         r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
