@@ -177,3 +177,50 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
     return {"one": one, "one_share": share, "many": many, "nproc": nproc,
             "speedup": many["tokens_per_second"] / one["tokens_per_second"],
             "efficiency": many["tokens_per_second"] / (nproc * unit["tokens_per_second"])}
+
+
+def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000,
+                 dtype: str = "fp32", device: str = "auto") -> dict:
+    """Tokens/s generating `new_tokens` after a one-character prompt, with and without the
+    KV cache, on the preset's (untrained: speed does not depend on the weights) model."""
+    from dlf.models.protocol import slide_window
+    from dlf.sample import next_token
+
+    if new_tokens < 1:
+        raise DlfError("--new-tokens must be >= 1")
+    cfg = C.resolve(preset)
+    if cfg.model.type != "transformer":
+        raise DlfError(f"bench sample needs a transformer preset, {preset} is {cfg.model.type}")
+    model, dev = _untrained_model(cfg, device)
+    model.eval()
+    T = model.block_size
+    idx = torch.zeros((1, 1), dtype=torch.long, device=dev)
+    ctx = autocast(dev, dtype)
+
+    def pick_from(g):
+        return lambda logits: next_token(logits, 1.0, None, g).to(dev)
+
+    with torch.no_grad(), ctx:
+        model.generate_cached(idx, 20, pick_from(torch.Generator().manual_seed(1)))  # warm-up
+        model(torch.zeros((1, T), dtype=torch.long, device=dev))
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        cached = model.generate_cached(idx, new_tokens, pick_from(g))
+        _sync(dev)
+        t_cached = time.perf_counter() - t0
+
+        g = torch.Generator().manual_seed(0)
+        pick = pick_from(g)
+        seq, start = idx, 0
+        t0 = time.perf_counter()
+        for _ in range(new_tokens):
+            start = slide_window(start, seq.shape[1], T)
+            logits, _ = model(seq[:, start:])
+            seq = torch.cat([seq, pick(logits[:, -1, :])], dim=1)
+        _sync(dev)
+        t_uncached = time.perf_counter() - t0
+    same = cached == seq[0, 1:].tolist()
+    return {"preset": cfg.name, "new_tokens": new_tokens, "block_size": T, "dtype": dtype,
+            "cached_tokens_per_second": new_tokens / t_cached,
+            "uncached_tokens_per_second": new_tokens / t_uncached,
+            "speedup": t_uncached / t_cached, "identical_tokens": same, **machine()}
