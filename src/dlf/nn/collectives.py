@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from dlf.errors import DlfError
+
 
 def world_size() -> int:
     """Processes in the current torch.distributed job (1 when there is none)."""
@@ -20,20 +22,26 @@ def world_size() -> int:
     return 1
 
 
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    try:
+        dist.all_reduce(t)
+    except (RuntimeError, dist.DistError) as e:
+        raise DlfError(f"rank {dist.get_rank()}: a collective with the other processes failed "
+                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); another "
+                       "process has probably stopped: see its message") from None
+    return t
+
+
 class AllReduceSum(torch.autograd.Function):
     """y = sum over ranks of x (every rank gets y); backward: the same for the gradient."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
-        dist.all_reduce(y)
-        return y
+        return _all_reduce(x.clone())
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        g = grad.clone()
-        dist.all_reduce(g)
-        return g
+        return _all_reduce(grad.clone())
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
