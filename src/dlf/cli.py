@@ -231,6 +231,11 @@ def cmd_train(args) -> int:
         return _launch(args, cfg)
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
+        from dlf.engine import distributed
+
+        if distributed.env_world_size() > 1:
+            raise DlfError("--diagnostics records one process's gradients: run it without "
+                           "torchrun")
 
         r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
                                    progress=progress)
