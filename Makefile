@@ -33,13 +33,15 @@ pack-data: $(VENV)/.installed
 
 # The seed configuration on this machine's GPUs (torchrun, NCCL, bf16, torch.compile):
 # val loss, tokens/s and MFU into $(OUT)/gpu-check.json (default runs/gpu-check). Runs
-# from a plain copy of the repository with the machine's own torch; no venv, no network.
+# from a plain copy of the repository with the machine's own torch (GPU_PYTHON, default
+# python3, must import torch, safetensors, tqdm and matplotlib); no venv, no network.
+GPU_PYTHON ?= python3
 gpu-check:
-	PYTHONPATH=src python3 tools/gpu_check.py $(GPU_CHECK_ARGS)
+	PYTHONPATH=src $(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 # The same pipeline on the CPU: tiny model, 2 processes (gloo), a few steps.
 gpu-check-dry:
-	PYTHONPATH=src python3 tools/gpu_check.py --dry-run $(GPU_CHECK_ARGS)
+	PYTHONPATH=src $(GPU_PYTHON) tools/gpu_check.py --dry-run $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
