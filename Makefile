@@ -10,7 +10,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test test-fast lint notebooks notebooks-env pack-data clean
+.PHONY: demo test test-fast lint notebooks notebooks-env pack-data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ lint: $(VENV)/.installed
 # Rewrite src/dlf/data/*.txt.xz from the plain files in $(DLF_DATA_DIR) (sha256-checked).
 pack-data: $(VENV)/.installed
 	$(PY) tools/pack_data.py $(or $(DLF_DATA_DIR),$(error set DLF_DATA_DIR to the plain files' folder))
+
+# The seed configuration on this machine's GPUs (torchrun, NCCL, bf16, torch.compile):
+# val loss, tokens/s and MFU into $(OUT)/gpu-check.json (default runs/gpu-check). Runs
+# from a plain copy of the repository with the machine's own torch (GPU_PYTHON, default
+# python3, must import torch, safetensors, tqdm and matplotlib); no venv, no network.
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHONPATH=src $(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The same pipeline on the CPU: tiny model, 2 processes (gloo), a few steps.
+gpu-check-dry:
+	PYTHONPATH=src $(GPU_PYTHON) tools/gpu_check.py --dry-run $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -16,6 +16,7 @@ import torch
 
 from dlf import config as C
 from dlf import optim
+from dlf.engine import distributed
 from dlf.engine.data import prepare_data
 from dlf.engine.device import autocast, pick_device
 from dlf.errors import DlfError
@@ -83,7 +84,11 @@ def _untrained_model(cfg: C.RunConfig, device: str):
 
 def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", steps: int = 10,
                 batch_size: int | None = None, device: str = "auto", overrides=()) -> dict:
-    """Time full training steps (forward, backward, AdamW update) on random tokens."""
+    """Time full training steps (forward, backward, AdamW update) on random tokens.
+
+    Under torchrun each rank trains on its slice of the batch and the gradients are
+    all-reduced as in training; tokens/s and GFLOP/s are the whole job's, the peak the
+    sum of the ranks' peaks measured at the same time."""
     if dtype not in DTYPES:
         raise DlfError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     if steps < 1:
@@ -92,11 +97,19 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     cfg.train.dtype = dtype
     if batch_size is not None:
         cfg.train.batch_size = batch_size
-    if cfg.train.batch_size < 1:
-        raise DlfError(f"bench train needs a batch size >= 1, got {cfg.train.batch_size} "
-                       "(a full-batch preset needs --batch-size)")
-    C.resolve_auto(cfg, pick_device(device))  # the same choices as `dlf train`
-    model, dev = _untrained_model(cfg, device)
+    B = cfg.train.batch_size
+    if B < 1:
+        raise DlfError(f"bench train needs a batch size >= 1, got {B} (a full-batch preset "
+                       "needs --batch-size)")
+    group = distributed.setup(device)
+    if group.active:
+        distributed.check_config(cfg, group.world_size, "autograd")
+        if B % group.world_size:
+            raise DlfError(f"batch {B} is not divisible by {group.world_size} processes")
+        if torch.get_num_threads() != distributed.default_threads(group):
+            torch.set_num_threads(distributed.default_threads(group))
+    C.resolve_auto(cfg, group.device)  # the same choices as `dlf train`
+    model, dev = _untrained_model(cfg, str(group.device))
     model.train()
     B = cfg.train.batch_size
     T = cfg.model.block_size
@@ -104,34 +117,77 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)
     y = torch.randint(0, cfg.model.vocab_size, (B, T) if sequence else (B,), device=dev)
     opt = optim.AdamW(model.parameters(), lr=1e-4)
+    reducer = distributed.GradReducer(group, model.parameters())
     ctx = autocast(dev, dtype)
+    xs, ys = group.shard(x, y)
 
     m = cfg.train.micro_batch or B
 
     def step():
-        for xs, ys in zip(x.split(m), y.split(m), strict=True):
+        passes = list(zip(xs.split(m), ys.split(m), strict=True))
+        for i, (xm, ym) in enumerate(passes):
+            reducer.communicate = i == len(passes) - 1  # only the last pass all-reduces
             with ctx:
-                _, loss = model(xs, ys)
-            (loss * (len(xs) / B)).backward()
+                _, loss = model(xm, ym)
+            (loss * (len(xm) / len(xs))).backward()
+        reducer.finish()
         opt.step()
         opt.zero_grad()
 
     step()  # warm-up: allocations, kernel selection
     _sync(dev)
+    group.barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     _sync(dev)
-    dt = (time.perf_counter() - t0) / steps
+    dt = group.sum_floats(time.perf_counter() - t0)[0] / group.world_size / steps
     tokens = B * (T if sequence else 1)
     tps = tokens / dt
     gflops = flops_per_token(model) * tps / 1e9
-    peak = matmul_peak(dtype, dev)
+    group.barrier()
+    peak = group.sum_floats(matmul_peak(dtype, dev))[0]
     return {"preset": cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
             "micro_batch": m, "attention": getattr(cfg.model, "attention", None),
             "block_size": T, "num_parameters": model.num_parameters(),
             "seconds_per_step": dt, "tokens_per_second": tps, "gflops": gflops,
-            "peak_gflops": peak, "mfu": gflops / peak, **machine()}
+            "peak_gflops": peak, "mfu": gflops / peak, "processes": group.world_size,
+            **machine()}
+
+
+def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
+    """`dlf bench train --nproc N`: the same benchmark in 1 process and in N processes
+    (torchrun) on this machine, one after the other.
+
+    `speedup` = tokens/s of N processes over 1. On CPU the 1-process run uses every
+    core (1 x C threads against N x C/N), so speedup says what splitting the same cores
+    into processes gains; a third run, 1 process with C/N threads (`one_share`), gives
+    the scaling efficiency = N-process tokens/s / (N x one_share's). On CUDA each process
+    has a GPU, so efficiency = speedup / N."""
+    import json
+    import subprocess
+    import sys
+
+    if nproc < 2:
+        raise DlfError(f"--nproc must be >= 2 to compare with 1 process, got {nproc}")
+    args = [*distributed.strip_nproc(bench_args), "--json"]
+
+    def run(cmd: list[str]) -> dict:
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise DlfError(f"benchmark failed: {' '.join(cmd)}\n{p.stderr.strip()[-2000:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    one = run([sys.executable, "-m", "dlf", *args])
+    many = run(distributed.launch_command(nproc, args))
+    gpu = many["device"].startswith("cuda")
+    share = None
+    if not gpu:
+        share = run([sys.executable, "-m", "dlf", *args, "--threads", str(many["threads"])])
+    unit = one if gpu else share
+    return {"one": one, "one_share": share, "many": many, "nproc": nproc,
+            "speedup": many["tokens_per_second"] / one["tokens_per_second"],
+            "efficiency": many["tokens_per_second"] / (nproc * unit["tokens_per_second"])}
 
 
 def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000,

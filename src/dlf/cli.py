@@ -45,6 +45,10 @@ def _add_train(sub):
                    help="continue the run in --out from its state.safetensors")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training in N processes on this machine (torchrun; "
+                   "CPU: gloo, the cores shared; CUDA: NCCL, one GPU each); the same as "
+                   "torchrun --standalone --nproc_per_node N -m dlf train ...")
     p.add_argument("--diagnostics", action="store_true",
                    help="also record update:data ratios and write the tanh health plots "
                    "(activations, gradients, weight gradients, update ratios) at the end")
@@ -115,6 +119,9 @@ def _add_bench(sub):
     t.add_argument("--device", default="auto")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
+    t.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="also run the benchmark data-parallel in N processes (torchrun) and "
+                   "report the scaling against 1 process")
     s = bsub.add_parser("sample", help="generation speed with and without the KV cache")
     s.add_argument("--preset", default="shakespeare-transformer")
     s.add_argument("--new-tokens", type=int, default=1000)
@@ -235,8 +242,15 @@ def cmd_train(args) -> int:
         cfg.train.device = args.device
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
+    if args.nproc != 1:
+        return _launch(args, cfg)
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
+        from dlf.engine import distributed
+
+        if distributed.env_world_size() > 1:
+            raise DlfError("--diagnostics records one process's gradients: run it without "
+                           "torchrun")
 
         r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
                                    progress=progress)
@@ -244,12 +258,30 @@ def cmd_train(args) -> int:
         r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
     if r.get("interrupted"):
         return 130
+    from dlf.engine import distributed
+
+    if not distributed.current().is_main:  # a data-parallel job reports once, from rank 0
+        return 0
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
     print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
           f"({r['steps']} steps, {r['wall_seconds']:.1f} s wall, {r['train_seconds']:.1f} s in steps, "
           f"{r['num_parameters']:,} parameters)")
     print(f"run directory: {out}")
     return 0
+
+
+def _launch(args, cfg) -> int:
+    """`--nproc N`: check what can be checked once, then start N processes (torchrun)."""
+    from dlf.engine import distributed
+    from dlf.models import model_class
+    from dlf.models.protocol import capabilities
+
+    if args.diagnostics:
+        raise DlfError("--diagnostics records one process's gradients: use it without --nproc")
+    if args.nproc > 1:
+        regime = capabilities(model_class(cfg.model.type)).regime
+        distributed.check_config(cfg, args.nproc, regime)
+    return distributed.launch_local(args.nproc, distributed.strip_nproc(args.argv))
 
 
 def cmd_sample(args) -> int:
@@ -330,14 +362,32 @@ def cmd_bench(args) -> int:
     import torch
 
     from dlf import bench
+    from dlf.engine import distributed
 
     if args.threads < 0:
         raise DlfError("--threads must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bench_command == "train" and args.nproc != 1:
+        r = bench.bench_train_scaling(args.nproc, args.argv)
+        if args.json:
+            print(json.dumps(r))
+            return 0
+        rows = [("1 process", r["one"]), ("1 process", r["one_share"]),
+                (f"{r['nproc']} processes", r["many"])]
+        for label, x in rows:
+            if x is not None:
+                print(f"{label:<12} {x['tokens_per_second']:>10,.0f} tokens/s  ({x['threads']} "
+                      f"threads each, {x['device']}, {x['dtype']}, MFU {x['mfu']:.1%})")
+        print(f"speedup over 1 process: {r['speedup']:.2f}x; scaling efficiency "
+              f"{r['efficiency']:.0%} (N-process tokens/s / (N x one process's with "
+              f"{'one GPU' if r['one_share'] is None else 'C/N threads'}))")
+        return 0
     if args.bench_command == "train":
         r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
                               batch_size=args.batch_size, device=args.device, overrides=args.set)
+        if not distributed.current().is_main:  # a torchrun job reports once
+            return 0
         if args.json:
             print(json.dumps(r))
         else:
@@ -409,7 +459,9 @@ COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "e
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `--nproc` relaunches the same command line
     if args.command is None:
         parser.print_help()
         return 0
@@ -417,7 +469,11 @@ def main(argv=None) -> int:
     try:
         return handler(args)
     except DlfError as e:
-        print(f"dlf: error: {e}", file=sys.stderr)
+        import os
+
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+        where = f" (rank {rank})" if rank != "0" else ""
+        print(f"dlf: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dlf: interrupted", file=sys.stderr)

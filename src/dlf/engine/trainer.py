@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from dlf import config as C
 from dlf import optim
+from dlf.engine import distributed
 from dlf.engine.checkpoint import section
 from dlf.engine.data import RunData, check_model_fits_data, prepare_data
-from dlf.engine.device import autocast, pick_device
+from dlf.engine.device import autocast
 from dlf.engine.evaluate import evaluate_split
 from dlf.engine.rundir import RunDir
 from dlf.errors import DlfError
@@ -76,21 +77,27 @@ class Prepared:
     model: object
     device: torch.device
     resume: bool
+    group: distributed.Group  # this process's rank in a data-parallel job (1 process: rank 0 of 1)
 
 
 def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
             writer: bool = True) -> Prepared:
-    """Check the config, read the data, build the model, claim the run directory."""
+    """Check the config, read the data, build the model, claim the run directory.
+
+    Under torchrun every rank prepares the same way; only rank 0 writes."""
     cfg = copy.deepcopy(cfg)
-    run_dir = RunDir(out_dir, writer=writer)
+    check_regime_world(cfg)
+    group = distributed.setup(cfg.train.device)
+    run_dir = RunDir(out_dir, writer=writer and group.is_main)
     C.validate(cfg)
-    device = pick_device(cfg.train.device)
+    device = group.device
     C.resolve_auto(cfg, device)  # "auto" settings -> this machine's choice, as config.toml says
     if resume:
         cfg = _resume_config(cfg, run_dir)
     # process-wide in torch: set it for every run, so one run's choice (e.g. threads = 1
     # for a tiny model) does not slow the next run in the same process (dlf report)
-    torch.set_num_threads(cfg.train.threads or DEFAULT_THREADS)
+    threads = DEFAULT_THREADS if not group.active else distributed.default_threads(group)
+    torch.set_num_threads(cfg.train.threads or threads)
     data = prepare_data(cfg, tokenizer=run_dir.saved_tokenizer() if resume else None)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     torch.manual_seed(cfg.train.seed)
@@ -99,8 +106,17 @@ def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
     check_model_fits_data(model, data.format)
     model.to(device)
     if not resume:
+        group.barrier()  # every rank checks the directory before rank 0 changes it
         run_dir.claim(force)
-    return Prepared(cfg, run_dir, data, model, device, resume)
+        group.barrier()
+    return Prepared(cfg, run_dir, data, model, device, resume, group)
+
+
+def check_regime_world(cfg: C.RunConfig) -> None:
+    """Refuse, before joining a multi-process job, what it cannot train (fitted and
+    manual models, a global batch that does not split evenly)."""
+    regime = capabilities(model_class(cfg.model.type)).regime
+    distributed.check_config(cfg, distributed.env_world_size(), regime)
 
 
 def _resume_config(requested: C.RunConfig, run_dir: RunDir) -> C.RunConfig:
@@ -207,10 +223,13 @@ class AutogradStep:
     gradient; only the memory differs), their mean loss backpropagated, the gradient
     clipped to train.grad_clip, then the dlf.optim update. State: the optimizer's."""
 
-    def __init__(self, model, t: C.TrainConfig, device: torch.device):
+    def __init__(self, model, t: C.TrainConfig, device: torch.device,
+                 group: distributed.Group = distributed.SINGLE):
         self.t, self.device = t, device
         self.params = model.parameters()
         self.optimizer = make_optimizer(model, t)
+        # data-parallel: gradients averaged over the ranks (nothing to do in one process)
+        self.reducer = distributed.GradReducer(group, self.params)
         # torch.compile traces any callable; our Module is one. Eval and sampling stay eager.
         self.forward = torch.compile(model) if t.compile else model
 
@@ -219,15 +238,19 @@ class AutogradStep:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = 0.0
-        for _ in range(t.grad_accum):
-            x, y = next_batch()
-            m = t.micro_batch or len(x)  # micro-batches: the same gradient, kept in cache
-            for xs, ys in zip(x.split(m), y.split(m), strict=True):
+        for i in range(t.grad_accum):
+            x, y = next_batch()  # this rank's slice of the global batch
+            m = t.micro_batch or len(x)  # passes of m rows: the same gradient, kept in cache
+            passes = list(zip(x.split(m), y.split(m), strict=True))
+            for j, (xs, ys) in enumerate(passes):
                 share = len(xs) / len(x)  # weight of this pass's mean loss in the batch's
+                # only the very last backward of the step all-reduces
+                self.reducer.communicate = i == t.grad_accum - 1 and j == len(passes) - 1
                 with autocast(self.device, t.dtype):
                     _, loss = self.forward(xs, ys)
                 (loss * (share / t.grad_accum)).backward()
                 total = total + loss.detach() * share
+        self.reducer.finish()  # the mean gradient over the ranks; clipped after
         if t.grad_clip > 0:
             clip_grad_norm(self.params, t.grad_clip)
         self.optimizer.step()
@@ -244,8 +267,9 @@ class AutogradStep:
 class ManualStep:
     """The model's hand-written backward and SGD update (`manual_step`); no state."""
 
-    def __init__(self, model, t: C.TrainConfig, device: torch.device):
-        self.model = model
+    def __init__(self, model, t: C.TrainConfig, device: torch.device,
+                 group: distributed.Group = distributed.SINGLE):
+        self.model = model  # one process only (distributed.check_config)
 
     def __call__(self, next_batch, lr: float) -> float:
         x, y = next_batch()
@@ -277,14 +301,17 @@ class Trainer:
         regime = capabilities(p.model).regime
         if regime not in STEPS:
             raise DlfError(f"a {p.cfg.model.type} model is {regime}, not trained: use train()")
-        self.prepared = p
+        self.prepared, self.group = p, p.group
         self.cfg, self.data, self.model, self.device = p.cfg, p.data, p.model, p.device
         self.out, self.run_dir, self.resume = p.run_dir.path, p.run_dir, resume
         self.callback = callback
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.step_fn = STEPS[regime](self.model, self.cfg.train, self.device)
+        self.progress = self.progress and self.group.is_main
+        self.step_fn = STEPS[regime](self.model, self.cfg.train, self.device, self.group)
         self.schedule = make_schedule(self.cfg.train)
+        # the batch generator is shared: every rank draws the same global batch
         self.gen = torch.Generator().manual_seed(self.cfg.train.seed + BATCH_SEED_OFFSET)
+        distributed.seed_rank_rng(self.group, self.cfg.train.seed, 0)  # dropout, per rank
         self._stop_requested = False
 
     def request_stop(self) -> None:
@@ -305,6 +332,8 @@ class Trainer:
                 lr = self.schedule(step)
                 t_step = time.perf_counter()
                 loss = self.step_fn(self._batch, lr)  # forward, backward, clip, update
+                # data-parallel: the global batch's loss, and a stop request from any rank
+                loss, self._stop_requested = self.group.sync_step(loss, self._stop_requested)
                 self.train_seconds += time.perf_counter() - t_step
                 step += 1
                 bar.update(1)
@@ -316,6 +345,7 @@ class Trainer:
                     self.callback(self, step)
                 if self._stop_requested and step < t.max_steps:
                     self._save_state(step)
+                    self.group.barrier()  # no rank exits before the checkpoint is written
                     interrupted = True
                     break
         return self._finish(step, interrupted)
@@ -323,12 +353,13 @@ class Trainer:
     # ----------------------------------------------------------------- inside the loop
 
     def _batch(self):
+        """This rank's slice of the next global batch (all of it in one process)."""
         t, ds = self.cfg.train, self.data.train
         if t.batch_size == 0:
             if self.data.format != "lines":
                 raise DlfError("train.batch_size = 0 (full batch) needs line data")
             return ds.X.to(self.device), ds.Y.to(self.device)
-        x, y = ds.batch(t.batch_size, self.gen)
+        x, y = self.group.shard(*ds.batch(t.batch_size, self.gen))
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _log(self, step: int, loss, lr: float, bar) -> None:
@@ -344,6 +375,8 @@ class Trainer:
         bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
 
     def _evaluate_and_checkpoint(self, step: int, bar) -> None:
+        # debug check of the data-parallel step: every rank holds the same weights
+        self.group.check_identical(list(self.model.state_dict().values()))
         losses = eval_losses(self.prepared)
         self.run_dir.log({"step": step, **losses})
         if self.progress:
@@ -372,7 +405,8 @@ class Trainer:
         step = 0
         if self.resume:
             step = self._load_state()
-            self.run_dir.metrics.truncate_after(step)
+            if self.run_dir.writer:  # rank 0 alone rewrites the log
+                self.run_dir.metrics.truncate_after(step)
         else:
             self.run_dir.begin(self.cfg, self.data.tokenizer)
         self._last_t, self._last_step = time.perf_counter(), step
@@ -404,7 +438,10 @@ class Trainer:
             self.best_val = float(tensors["best_val"])
             self.wall_before = float(tensors["wall_seconds"])
             self.train_seconds = float(tensors["train_seconds"])
-            return int(tensors["step"])
+            step = int(tensors["step"])
+            # rank 0 continues the saved stream; other ranks' dropout streams restart
+            distributed.seed_rank_rng(self.group, self.cfg.train.seed, step)
+            return step
         except KeyError as e:
             raise DlfError(f"{self.out}/state.safetensors is incomplete (missing {e})") from None
 
@@ -414,10 +451,11 @@ class Trainer:
     def _finish(self, step: int, interrupted: bool) -> dict:
         self.run_dir.plot_loss(self.cfg.name)
         if interrupted:
-            print(f"interrupted at step {step}/{self.cfg.train.max_steps}; "
-                  "continue with --resume", file=sys.stderr)
+            distributed.say(self.group, f"interrupted at step {step}/{self.cfg.train.max_steps};"
+                            " continue with --resume")
             return {"interrupted": True, "steps": step}
         # Final figures describe model.safetensors, the best-validation weights.
+        self.group.barrier()  # rank 0 has written them
         self.run_dir.load_weights(self.model)
         self.model.eval()
         losses = self.best_losses or eval_losses(self.prepared)
@@ -433,15 +471,21 @@ class Trainer:
 
         class _Handler:
             def __enter__(self):
-                self.old = None
+                self.old, self.first = None, 0.0
                 if threading.current_thread() is threading.main_thread():
                     self.old = signal.signal(signal.SIGINT, self.handle)
 
             def handle(self, signum, frame):
-                if trainer._stop_requested:
+                # torchrun passes the terminal's Ctrl-C on to its workers, which also
+                # received it: a second SIGINT within a second is the same Ctrl-C
+                echo = trainer.group.active and time.monotonic() - self.first < 1.0
+                if trainer._stop_requested and not echo:
                     raise KeyboardInterrupt
+                if not trainer._stop_requested:
+                    self.first = time.monotonic()
+                    distributed.say(trainer.group,
+                                    "\nstopping after this step (Ctrl-C again to abort)...")
                 trainer._stop_requested = True
-                print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
 
             def __exit__(self, *exc):
                 if self.old is not None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dlf.errors import DlfError
+from dlf.nn.collectives import all_reduce_sum, world_size
 from dlf.nn.module import Module
 
 __all__ = [
@@ -167,11 +168,15 @@ class BatchNorm1d(Module):
             )
         if self.training:
             dims = (0,) if x.ndim == 2 else (0, 1)
-            n = x.numel() // self.dim  # values per channel
+            # values per channel in the global batch (data-parallel ranks hold equal slices)
+            n = x.numel() // self.dim * world_size()
             if n < 2:
                 raise DlfError("BatchNorm1d needs more than 1 value per channel when training")
-            mean = x.mean(dims)  # (C,)
-            var = x.var(dims, correction=0)  # (C,) biased: used to normalise
+            if world_size() > 1:  # data-parallel: statistics of the global batch
+                mean, var = self._global_stats(x, dims, n)
+            else:
+                mean = x.mean(dims)  # (C,)
+                var = x.var(dims, correction=0)  # (C,) biased: used to normalise
             with torch.no_grad():
                 m = self.momentum
                 unbiased = var.detach() * (n / (n - 1))
@@ -183,6 +188,16 @@ class BatchNorm1d(Module):
         if self.affine:
             out = out * self.weight + self.bias
         return out
+
+    @staticmethod
+    def _global_stats(x: torch.Tensor, dims: tuple, n: int):
+        """Mean and biased variance (C,) over every rank's batch (n values per channel):
+        the from-scratch SyncBatchNorm. Two passes (sum, then squared deviations from
+        the global mean), as x.var does, and differentiable: the all_reduce's backward
+        sends each rank's share of the gradient to the others."""
+        mean = all_reduce_sum(x.sum(dims)) / n  # (C,)
+        var = all_reduce_sum(((x - mean) ** 2).sum(dims)) / n  # (C,)
+        return mean, var
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"

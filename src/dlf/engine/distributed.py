@@ -1,0 +1,381 @@
+"""Data-parallel training on torch.distributed: N processes, one model replica each.
+
+How a step stays equal to the 1-process step (see README, "Several processes"):
+- every rank draws the same GLOBAL batch from the shared batch generator and trains on
+  its slice (`Group.shard`): equal slices, so the mean loss over the global batch is the
+  mean of the ranks' slice means, and its gradient the mean of their gradients;
+- `GradReducer` averages the gradients with all_reduce over flat buckets (on CUDA the
+  buckets are sent while backward still runs, from post-accumulate-grad hooks);
+- BatchNorm1d all-reduces its batch statistics (dlf.nn.collectives);
+- the loss that is logged and the stop request are agreed by one small all_reduce per
+  step (`Group.sync_step`), so every rank takes the same decisions (log, evaluate, stop).
+
+Started by torchrun (or `dlf train --nproc N`), which sets RANK, WORLD_SIZE, LOCAL_RANK
+and the rendezvous address; without them (`WORLD_SIZE` unset or 1) everything here is
+the identity and a run is the ordinary single process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from dlf.errors import DlfError
+
+# Seconds a collective may wait for the other ranks before the job fails. A rank that
+# stops (crash, Ctrl-C) makes the others fail at their next collective; the timeout
+# bounds the wait when a rank hangs instead. DLF_DIST_TIMEOUT overrides it.
+DEFAULT_TIMEOUT_S = 120
+# Gradient buckets: each one all_reduce; 25 MB as in torch's DistributedDataParallel.
+BUCKET_BYTES = 25 * 2**20
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _collective_failed(e: Exception, rank: int) -> DlfError:
+    return DlfError(f"rank {rank}: a collective with the other processes failed "
+                    f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                    "another process has probably stopped: see its message")
+
+
+@dataclass
+class Group:
+    """This process's place in the job: rank r of world_size, and its device.
+
+    A 1-process Group (the default) makes every method the identity, so the trainer
+    needs no `if distributed` of its own."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # a gloo group beside NCCL, for the per-step stop flag: reading a flag all-reduced on
+    # the GPU would make the host wait for every step to finish
+    cpu_group: object = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    # ------------------------------------------------------------------ collectives
+
+    def all_reduce(self, tensor: torch.Tensor, op=None) -> torch.Tensor:
+        """In-place all_reduce (SUM by default) with a clear error when a peer is gone."""
+        if self.active:
+            try:
+                dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
+            except (RuntimeError, dist.DistError) as e:
+                raise _collective_failed(e, self.rank) from None
+        return tensor
+
+    def barrier(self) -> None:
+        if self.active:
+            self.all_reduce(torch.zeros(1, device=self.device))
+
+    def sum_floats(self, *values: float) -> list[float]:
+        """Sum python floats over the ranks (float64, so evaluation sums stay exact-ish)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        return self.all_reduce(t).tolist()
+
+    def sync_step(self, loss, stop: bool):
+        """After each step: the global batch's mean loss and whether any rank asked to
+        stop (Ctrl-C reaches one rank, or all ranks at slightly different times)."""
+        if not self.active:
+            return loss, stop
+        loss_t = loss.detach().float().reshape(1) if torch.is_tensor(loss) else \
+            torch.tensor([float(loss)])
+        loss_t = self.all_reduce(loss_t.to(self.device) / self.world_size)
+        flag = torch.tensor([1.0 if stop else 0.0])  # on the CPU: no wait for the GPU
+        try:
+            dist.all_reduce(flag, group=self.cpu_group)
+        except (RuntimeError, dist.DistError) as e:
+            raise _collective_failed(e, self.rank) from None
+        return loss_t[0], bool(flag.item() > 0)
+
+    # ------------------------------------------------------------------ data
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor):
+        """This rank's slice of a global batch (dim 0), the same size on every rank."""
+        if not self.active:
+            return x, y
+        b = x.size(0) // self.world_size  # divisibility checked by check_config
+        lo = self.rank * b
+        return x[lo : lo + b], y[lo : lo + b]
+
+    def span(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous share [lo, hi) of n items (shares differ by at most 1)."""
+        lo = n * self.rank // self.world_size
+        return lo, n * (self.rank + 1) // self.world_size
+
+    # ------------------------------------------------------------------ checks
+
+    def check_identical(self, params: list[torch.Tensor], what: str = "parameters") -> None:
+        """Debug check: every rank holds the same values (max == min over the ranks)."""
+        if not self.active:
+            return
+        flat = torch.cat([p.detach().reshape(-1).float() for p in params])
+        hi, lo = flat.clone(), flat.clone()
+        self.all_reduce(hi, dist.ReduceOp.MAX)
+        self.all_reduce(lo, dist.ReduceOp.MIN)
+        if not torch.equal(hi, lo):
+            worst = (hi - lo).abs().max().item()
+            raise DlfError(f"rank {self.rank}: the ranks' {what} differ (by up to {worst:.3g}); "
+                           "the data-parallel step is broken")
+
+
+SINGLE = Group()
+
+
+def check_config(cfg, world_size: int, regime: str) -> None:
+    """Refuse what N > 1 processes cannot train equal to one process."""
+    if world_size <= 1:
+        return
+    t = cfg.train
+    if regime == "fitted":
+        raise DlfError(f"a {cfg.model.type} model is fitted in one counting pass, which is "
+                       "not split over processes: train it without --nproc / torchrun")
+    if regime == "manual":
+        raise DlfError(f"a {cfg.model.type} model trains with its hand-written backward, "
+                       "whose gradients and BatchNorm statistics are not all-reduced: "
+                       "train it in one process (without --nproc / torchrun)")
+    if t.batch_size == 0:
+        raise DlfError("train.batch_size = 0 (full batch) cannot be split into equal "
+                       "slices over processes: set a batch size divisible by "
+                       f"{world_size}")
+    if t.batch_size % world_size:
+        raise DlfError(f"train.batch_size = {t.batch_size} is the global batch and must be "
+                       f"divisible by the number of processes ({world_size})")
+
+
+def default_threads(group: Group) -> int:
+    """Threads per process when train.threads = 0: the machine's cores shared equally by
+    the processes on this machine (torchrun itself sets OMP_NUM_THREADS=1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(group.local_world_size, 1))
+
+
+def setup(device_name: str) -> Group:
+    """Join the job torchrun started (RANK, WORLD_SIZE, LOCAL_RANK ... in the environment),
+    or return the 1-process Group. Backend: gloo for CPU, NCCL for CUDA (LOCAL_RANK picks
+    the GPU). Joining twice in one process returns the same Group."""
+    from dlf.engine.device import pick_device
+
+    world = env_world_size()
+    if world <= 1:
+        return Group(device=pick_device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        if torch.cuda.device_count() < local_world:
+            raise DlfError(f"{local_world} processes on this machine but only "
+                           f"{torch.cuda.device_count()} GPUs: one GPU per process")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    timeout = timedelta(seconds=float(os.environ.get("DLF_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kw = {"device_id": device} if device.type == "cuda" else {}
+        try:
+            dist.init_process_group(backend, timeout=timeout, **kw)
+        except (RuntimeError, ValueError, dist.DistError) as e:
+            raise DlfError(f"rank {rank}: cannot join the {world}-process job: {e}") from None
+        atexit.register(shutdown)
+    cpu_group = None
+    if device.type == "cuda":
+        global _CPU_GROUP
+        if _CPU_GROUP is None:
+            _CPU_GROUP = dist.new_group(backend="gloo", timeout=timeout)
+        cpu_group = _CPU_GROUP
+    return Group(rank, dist.get_world_size(), local_rank, local_world, device, cpu_group)
+
+
+_CPU_GROUP = None
+
+
+def shutdown() -> None:
+    global _CPU_GROUP
+    _CPU_GROUP = None
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def current() -> Group:
+    """The Group of an already joined job (evaluation asks this), else the 1-process one."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return SINGLE
+    return Group(dist.get_rank(), dist.get_world_size(),
+                 int(os.environ.get("LOCAL_RANK", "0")),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                 torch.device("cuda", torch.cuda.current_device())
+                 if dist.get_backend() == "nccl" else torch.device("cpu"), _CPU_GROUP)
+
+
+def say(group: Group, *args, **kw) -> None:
+    """print on rank 0 only (to stderr unless file= says otherwise)."""
+    if group.is_main:
+        kw.setdefault("file", sys.stderr)
+        print(*args, **kw)
+
+
+# ---------------------------------------------------------------------- gradients
+
+
+class _Bucket:
+    """Parameters whose gradients travel in one flat all_reduce."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        self.ready = 0  # gradients accumulated in this backward pass
+        self.flat: torch.Tensor | None = None
+        self.work = None  # the async all_reduce in flight
+
+    def pack(self) -> torch.Tensor:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        self.flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of numels,)
+        return self.flat
+
+    def unpack(self, scale: float) -> None:
+        self.flat.mul_(scale)
+        i = 0
+        for p in self.params:
+            n = p.numel()
+            view = self.flat[i : i + n].view_as(p)  # (p's shape)
+            if p.grad is None:
+                p.grad = view.clone()
+            else:
+                p.grad.copy_(view)
+            i += n
+        self.flat, self.work, self.ready = None, None, 0
+
+
+class GradReducer:
+    """Average the gradients over the ranks with all_reduce over flat buckets.
+
+    `overlap=True` (the default on CUDA) sends each bucket from a post-accumulate-grad
+    hook as soon as backward has produced all of its gradients, so communication runs
+    while backward computes the earlier layers; `finish()` waits for them. Without
+    overlap, `finish()` sends every bucket after backward. Only a backward run while
+    `communicate` is True sends anything: with grad_accum the earlier micro-steps just
+    accumulate locally. Buckets follow the reverse parameter order, which is roughly the
+    order backward produces gradients; the order is the same on every rank, as it must
+    be for collectives."""
+
+    def __init__(self, group: Group, params: list[torch.Tensor], overlap: bool | None = None,
+                 bucket_bytes: int = BUCKET_BYTES):
+        self.group = group
+        self.overlap = group.device.type == "cuda" if overlap is None else overlap
+        self.communicate = True
+        self.buckets: list[_Bucket] = []
+        current: list[torch.Tensor] = []
+        size = 0
+        for p in reversed([p for p in params if p.requires_grad]):
+            current.append(p)
+            size += p.numel() * p.element_size()
+            if size >= bucket_bytes:
+                self.buckets.append(_Bucket(current))
+                current, size = [], 0
+        if current:
+            self.buckets.append(_Bucket(current))
+        if self.overlap and group.active:
+            for b in self.buckets:
+                for p in b.params:
+                    p.register_post_accumulate_grad_hook(self._hook(b))
+
+    def _hook(self, bucket: _Bucket):
+        def hook(param: torch.Tensor) -> None:
+            if not self.communicate:
+                return
+            bucket.ready += 1
+            if bucket.ready == len(bucket.params):
+                self._send(bucket, async_op=True)
+        return hook
+
+    def _send(self, bucket: _Bucket, async_op: bool) -> None:
+        try:
+            bucket.work = dist.all_reduce(bucket.pack(), async_op=async_op)
+        except (RuntimeError, dist.DistError) as e:
+            raise _collective_failed(e, self.group.rank) from None
+
+    def finish(self) -> None:
+        """After the last micro-step's backward: every gradient is the mean over ranks."""
+        if not self.group.active:
+            return
+        for b in self.buckets:
+            if b.flat is None:  # not sent by a hook (no overlap, or a parameter without grad)
+                self._send(b, async_op=False)
+            elif b.work is not None:
+                try:
+                    b.work.wait()
+                except (RuntimeError, dist.DistError) as e:
+                    raise _collective_failed(e, self.group.rank) from None
+            b.unpack(1.0 / self.group.world_size)
+
+
+def seed_rank_rng(group: Group, seed: int, step: int) -> None:
+    """Ranks > 0 draw their dropout masks from their own torch RNG stream (rank 0 keeps
+    the stream a 1-process run has, and its saved state on resume). A resumed rank > 0
+    restarts its stream from (seed, rank, step): with dropout > 0 a resumed N-process
+    run is statistically, not bitwise, the uninterrupted one; with dropout 0 it is exact."""
+    if group.rank > 0:
+        torch.manual_seed(seed + 1_000_003 * group.rank + 7_919 * step)
+
+
+# ---------------------------------------------------------------------- launching
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """argv without its --nproc option (what each launched process runs)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def launch_command(nproc: int, dlf_args: list[str]) -> list[str]:
+    """torchrun on this machine: `nproc` processes each running `python -m dlf dlf_args`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "dlf", *dlf_args]
+
+
+def launch_local(nproc: int, dlf_args: list[str]) -> int:
+    """Run `dlf dlf_args` in `nproc` processes on this machine (torch.distributed.run) and
+    return the job's exit status. Ctrl-C reaches the workers from the terminal (and from
+    torchrun): they stop after the current step and checkpoint; this process only waits."""
+    import signal
+    import subprocess
+
+    if nproc < 1:
+        raise DlfError(f"--nproc must be >= 1, got {nproc}")
+    if env_world_size() > 1:
+        raise DlfError("--nproc inside a torchrun job: use one or the other")
+    env = dict(os.environ)
+    # torchrun would set 1 thread per worker; the trainer's default is cores / nproc
+    env.setdefault("OMP_NUM_THREADS", str(default_threads(Group(local_world_size=nproc))))
+    proc = subprocess.Popen(launch_command(nproc, dlf_args), env=env)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
