@@ -244,7 +244,8 @@ def cmd_sample(args) -> int:
         n = 20 if args.num is None else args.num
         names = sample_lines(run.model, run.tokenizer, n, seed=args.seed,
                              temperature=args.temperature, top_k=args.top_k, prompt=args.prompt,
-                             max_new_tokens=args.max_new_tokens or 50, device=run.device)
+                             max_new_tokens=args.max_new_tokens or 50, device=run.device,
+                             layout=run.config.data.layout, use_cache=not args.no_cache)
         print("\n".join(names))
         return 0
     n = 1 if args.num is None else args.num

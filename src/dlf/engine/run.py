@@ -14,7 +14,14 @@ from pathlib import Path
 import torch
 
 from dlf import config as C
-from dlf.data.datasets import TextDataset, WordDataset, split_lines, split_text
+from dlf.data.datasets import (
+    IGNORE_INDEX,
+    SequenceDataset,
+    TextDataset,
+    WordDataset,
+    split_lines,
+    split_text,
+)
 from dlf.data.sources import load_corpus
 from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.checkpoint import load_tensors, section
@@ -32,10 +39,11 @@ class RunData:
 
     format: str  # "lines" | "text"
     tokenizer: CharTokenizer
-    train: WordDataset | TextDataset
-    val: WordDataset | TextDataset
-    test: WordDataset | TextDataset | None
+    train: WordDataset | SequenceDataset | TextDataset
+    val: WordDataset | SequenceDataset | TextDataset
+    test: WordDataset | SequenceDataset | TextDataset | None
     train_items: list[str] | str  # the raw train split (names, or text)
+    layout: str = "windows"  # lines data: "windows" | "sequences" (data.layout)
 
 
 def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> RunData:
@@ -45,8 +53,15 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
     if fmt == "lines":
         train, val, test = split_lines(items)
         tok = tokenizer or CharTokenizer.from_lines(train + val + test)
-        ds = [WordDataset(s, tok, block_size) for s in (train, val, test)]
-        return RunData(fmt, tok, ds[0], ds[1], ds[2], train)
+        if cfg.data.layout == "sequences":
+            length = max(len(w) for w in items) + 1  # one width for every split
+            ds = [SequenceDataset(s, tok, length) for s in (train, val, test)]
+        else:
+            ds = [WordDataset(s, tok, block_size) for s in (train, val, test)]
+        return RunData(fmt, tok, ds[0], ds[1], ds[2], train, cfg.data.layout)
+    if cfg.data.layout == "sequences":
+        raise DlfError("data.layout = sequences is for line data (format = lines); a text "
+                       "stream is already trained at every position")
     train, val = split_text(items)
     tok = tokenizer or CharTokenizer.from_text(items)
     for name, part in (("train", train), ("val", val)):
@@ -57,12 +72,20 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
                    None, train)
 
 
-def check_model_fits_data(model, fmt: str) -> None:
+def check_model_fits_data(model, data: RunData) -> None:
     sequence = capabilities(model).sequence_targets
-    if fmt == "text" and not sequence:
+    if data.format == "text" and not sequence:
         raise DlfError(f"model type {model.config.type!r} predicts one next character from a "
                        "fixed window and trains on line data (format = lines); for a text "
                        "stream use the transformer")
+    if data.layout == "sequences":
+        if not sequence:
+            raise DlfError(f"model type {model.config.type!r} predicts one next character from "
+                           "a fixed window; data.layout = sequences needs a sequence model "
+                           "(transformer, rnn, gru, bow)")
+        if data.train.block_size > model.block_size:
+            raise DlfError(f"the longest line needs {data.train.block_size} positions but "
+                           f"model.block_size is {model.block_size}; raise model.block_size")
 
 
 def pick_device(name: str) -> torch.device:
@@ -81,21 +104,25 @@ def autocast(device: torch.device, dtype: str):
 
 @torch.no_grad()
 def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0) -> float:
-    """Mean cross-entropy in nats. Word data: exact over the whole split.
-    Text data: mean over `iters` random batches drawn with a fixed seed, so the
-    same batches are used at every evaluation."""
+    """Mean cross-entropy in nats per predicted character. Line data (windows or
+    sequences): exact over the whole split, every target weighted equally (a chunk's
+    mean loss times its number of non-padding targets). Text data: mean over `iters`
+    random batches drawn with a fixed seed, so the same batches are used at every
+    evaluation."""
     was_training = model.training
     model.eval()
     try:
-        if isinstance(ds, WordDataset):
-            total, n = 0.0, len(ds)
-            chunk = 8192
-            for i in range(0, n, chunk):
+        if isinstance(ds, (WordDataset, SequenceDataset)):
+            total, n = 0.0, 0
+            chunk = 8192 if isinstance(ds, WordDataset) else 512  # rows
+            for i in range(0, len(ds), chunk):
                 x = ds.X[i : i + chunk].to(device)
                 y = ds.Y[i : i + chunk].to(device)
                 with autocast(device, dtype):
                     _, loss = model(x, y)
-                total += loss.item() * len(y)
+                count = int((y != IGNORE_INDEX).sum())
+                total += loss.item() * count
+                n += count
             return total / n
         g = torch.Generator().manual_seed(seed)
         losses = []

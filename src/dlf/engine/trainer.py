@@ -91,7 +91,7 @@ class Trainer:
         cfg.model.vocab_size = self.data.tokenizer.vocab_size
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg.model)
-        check_model_fits_data(self.model, self.data.format)
+        check_model_fits_data(self.model, self.data)
         self.model.to(self.device)
         # torch.compile traces any callable; our Module is one. Eval and sampling stay eager.
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
@@ -244,12 +244,14 @@ class Trainer:
         self.model.train()
         try:
             while step < t.max_steps:
-                lr = schedule(step)
+                lr = schedule(self._schedule_position(step))
                 t_step = time.perf_counter()
                 loss = self._step(params, lr)
                 self.train_seconds += time.perf_counter() - t_step
                 step += 1
-                if step % t.log_interval == 0 or step == t.max_steps:
+                out_of_time = 0 < t.max_seconds <= self.train_seconds
+                last = step == t.max_steps or out_of_time
+                if step % t.log_interval == 0 or last:
                     now = time.perf_counter()
                     tps = tokens_per_step * (step - last_step) / max(now - last_t, 1e-9)
                     last_t, last_step = now, step
@@ -259,10 +261,11 @@ class Trainer:
                                        "or set train.grad_clip")
                     if self.is_main:
                         log.append({"step": step, "loss": loss_v, "lr": lr,
-                                    "tokens_per_second": round(tps, 1)})
+                                    "tokens_per_second": round(tps, 1),
+                                    "train_seconds": round(self.train_seconds, 3)})
                     bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
                 bar.update(1)
-                if step % t.eval_interval == 0 or step == t.max_steps:
+                if step % t.eval_interval == 0 or last:
                     losses = self._eval_losses()
                     if self.is_main:
                         log.append({"step": step, **losses})
@@ -275,10 +278,12 @@ class Trainer:
                         self.best_losses = losses
                         self._save_best()
                     self._save_state(step)
-                    if step < t.max_steps:  # the last plot is drawn once, by _finish
+                    if not last:  # the last plot is drawn once, by _finish
                         plot_loss(log.read(), out / "loss.png", title=cfg.name)
                 if self.callback is not None:
                     self.callback(self, step)
+                if out_of_time:
+                    break
                 if self._stop_requested and step < t.max_steps:
                     interrupted = True
                     self._save_state(step)
@@ -304,11 +309,18 @@ class Trainer:
 
         return signal.signal(signal.SIGINT, handler)
 
+    def _schedule_position(self, step: int) -> int:
+        """The step the lr schedule reads. With a time budget (train.max_seconds) the
+        schedule runs on the share of the budget spent, so it ends with the budget."""
+        t = self.cfg.train
+        if t.max_seconds <= 0:
+            return step
+        return min(t.max_steps, max(step, int(t.max_steps * self.train_seconds / t.max_seconds)))
+
     def _tokens_per_step(self) -> int:
         t = self.cfg.train
         b = t.batch_size or len(self.data.train)
-        per_example = 1 if hasattr(self.data.train, "X") else self.cfg.model.block_size
-        return b * per_example * t.grad_accum
+        return round(b * self.data.train.targets_per_row * t.grad_accum)
 
     def _step(self, params, lr: float):
         t = self.cfg.train
