@@ -14,6 +14,10 @@ Experiments:
   a huge loss with saturated tanh units; the fixes start near ln(vocab).
 - ``wavenet-vs-flat``: the hierarchical WaveNet against a one-hidden-layer MLP that sees
   the same 8 characters with about the same number of parameters.
+- ``names-zoo``: every names model (count bigram, MLP, WaveNet, BoW, RNN, GRU,
+  Transformer) from its preset, each trained for the same wall-clock budget on one
+  thread; ``zoo.png`` plots test loss against parameter count and the training loss
+  against training time.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Experiment:
     full_steps: int  # steps per variant in a full run
     run: Callable[..., tuple[list[dict], str, list[list[str]], dict]]
     log_loss_axis: bool = False  # for losses that span an order of magnitude
+    figure: str = "loss_curves.png"  # the figure a report shows
 
 
 def _train_cfg(steps: int, *, log_every: int = 1, **kw) -> C.TrainConfig:
@@ -125,7 +130,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _mlp_init(name, out_dir, data, steps, progress, force):
+def _mlp_init(name, out_dir, data, steps, quick, progress, force):
     rows = []
     for variant, (label, overrides) in _INIT_VARIANTS.items():
         model = MLPConfig(block_size=3, n_embd=10, n_hidden=MLP_INIT_HIDDEN, n_layer=5,
@@ -192,7 +197,7 @@ def flat_mlp_matching(target: int, block_size: int, n_embd: int, vocab_size: int
     return cfg(best)
 
 
-def _wavenet_vs_flat(name, out_dir, data, steps, progress, force):
+def _wavenet_vs_flat(name, out_dir, data, steps, quick, progress, force):
     wavenet = WaveNetConfig(block_size=8, n_embd=24, n_hidden=128)
     milestone = max(1, (3 * steps) // 4)
     # vocab_size is filled in by the Trainer; build one run first to learn it
@@ -238,6 +243,114 @@ def _wavenet_vs_flat(name, out_dir, data, steps, progress, force):
     return rows, text, [header, *table], settings
 
 
+# ------------------------------------------------------------------------------ names-zoo
+
+ZOO = [  # (preset, label)
+    ("names-bigram", "count bigram"),
+    ("names-mlp", "MLP"),
+    ("names-wavenet", "WaveNet"),
+    ("names-bow", "BoW"),
+    ("names-rnn", "RNN"),
+    ("names-gru", "GRU"),
+    ("names-transformer", "Transformer"),
+]
+ZOO_SECONDS = 60.0  # training budget per model in a full run (optimizer steps only)
+ZOO_QUICK_SECONDS = 5.0  # quick runs: the step cap usually ends them first
+
+
+def _zoo_cfg(preset: str, data: str, steps: int, quick: bool, seconds: float) -> C.RunConfig:
+    cfg = C.load_preset(preset)
+    cfg.data.dataset = data
+    t = cfg.train
+    if steps < t.max_steps:  # the preset's schedule shrunk to `steps`, as `report --quick` does
+        full = max(1, t.max_steps)
+        t.max_steps = steps
+        t.milestones = [max(1, m * steps // full) for m in t.milestones]
+        t.warmup_steps = t.warmup_steps * steps // full
+        t.log_interval = max(1, steps // 100)
+    # The preset's recipe, cut by the budget; the lr schedule runs on the share of the
+    # budget spent (see Trainer), so every model ends its schedule with the budget.
+    t.max_seconds = seconds
+    t.eval_interval = max(1, t.max_steps)  # one evaluation, at the end
+    t.threads = 1  # the same compute for every model
+    t.num_samples = 10
+    return cfg
+
+
+def _names_zoo(name, out_dir, data, steps, quick, progress, force):
+    seconds = ZOO_QUICK_SECONDS if quick else ZOO_SECONDS
+    rows = []
+    for preset, label in ZOO:
+        cfg = _zoo_cfg(preset, data, steps, quick, seconds)
+        r = _train(cfg, out_dir / cfg.model.type, progress=progress, force=force)
+        rows.append({"variant": cfg.model.type, "label": label, "preset": preset,
+                     "layout": cfg.data.layout, "num_parameters": r["num_parameters"],
+                     "steps": r["steps"], "train_seconds": r["train_seconds"],
+                     "train_loss": r["train_loss"], "val_loss": r["val_loss"],
+                     "test_loss": r["test_loss"]})
+    header = ["model", "data layout", "params", "steps", "train s", "train loss", "val loss",
+              "test loss"]
+    table = [[f"{r['label']} (`{r['preset']}`)", r["layout"], f"{r['num_parameters']:,}",
+              f"{r['steps']:,}", f"{r['train_seconds']:.1f}", f"{r['train_loss']:.4f}",
+              f"{r['val_loss']:.4f}", f"{r['test_loss']:.4f}"] for r in rows]
+    ranked = sorted(rows, key=lambda r: r["test_loss"])
+    best, worst = ranked[0], ranked[-1]
+    smallest_beating_mlp = min(
+        (r for r in rows if r["test_loss"] < next(x for x in rows if x["variant"] == "mlp")
+         ["test_loss"]), key=lambda r: r["num_parameters"], default=None)
+    text = (f"With {seconds:g} s of training each (one thread), the {best['label']} reaches the "
+            f"lowest test loss, {best['test_loss']:.4f} ({best['num_parameters']:,} parameters, "
+            f"{best['steps']:,} steps), and the {worst['label']} the highest, "
+            f"{worst['test_loss']:.4f}. Order, best first: "
+            + ", ".join(f"{r['label']} {r['test_loss']:.3f}" for r in ranked) + ".")
+    if smallest_beating_mlp is not None:
+        text += (f" The smallest model that beats the MLP is the {smallest_beating_mlp['label']} "
+                 f"({smallest_beating_mlp['num_parameters']:,} parameters).")
+    plot_zoo(rows, out_dir, out_dir / "zoo.png", seconds)
+    settings = {"budget_seconds": seconds,
+                "steps_note": f"{seconds:g} s of training per model"
+                              + (f" (at most {steps} steps)" if steps < 1_000_000 else ""),
+                "train": f"each preset's recipe, stopped after {seconds:g} s of optimizer "
+                         "steps (lr schedule on the share of the budget), one thread",
+                "models": ", ".join(p for p, _ in ZOO)}
+    return rows, text, [header, *table], settings
+
+
+def plot_zoo(rows: list[dict], out_dir: Path, path: Path, seconds: float) -> None:
+    """Two panels: test loss vs parameter count; training loss (running mean) vs
+    training seconds, with each model's test loss as a dot where its training ended."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(rows):
+        c = colors[i % len(colors)]
+        ax1.scatter(r["num_parameters"], r["test_loss"], color=c, s=30)
+        ax1.annotate(r["label"], (r["num_parameters"], r["test_loss"]), fontsize=8,
+                     xytext=(4, 4), textcoords="offset points")
+        recs = MetricsLog(out_dir / r["variant"] / "metrics.jsonl").read()
+        pts = [(rec["train_seconds"], rec["loss"]) for rec in recs
+               if "loss" in rec and "train_seconds" in rec]
+        if pts:
+            k = max(1, len(pts) // 40)
+            ax2.plot([t for t, _ in pts], running_mean([v for _, v in pts], k), lw=1.1,
+                     color=c, label=f"{r['label']} (train, mean of {k})")
+        ax2.plot([r["train_seconds"]], [r["test_loss"]], "o", ms=5, color=c,
+                 **({} if pts else {"label": f"{r['label']} (test)"}))
+    ax1.set_xscale("log")
+    ax1.set_xlabel("parameters (log scale)")
+    ax1.set_ylabel("test loss (nats/char)")
+    ax1.set_title("test loss vs model size")
+    ax2.set_xlabel("training time (s, optimizer steps only)")
+    ax2.set_ylabel("loss (nats/char)")
+    ax2.set_ylim(top=3.0)
+    ax2.set_title(f"loss vs training time (budget {seconds:g} s; dots: test loss)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "mlp-init": Experiment(
         "mlp-init", "how initialisation and BatchNorm change the start of training of a "
@@ -245,6 +358,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     "wavenet-vs-flat": Experiment(
         "wavenet-vs-flat", "hierarchical WaveNet vs a flat MLP with the same context and "
         "parameter budget", full_steps=50_000, run=_wavenet_vs_flat),
+    "names-zoo": Experiment(
+        "names-zoo", "every names model, each trained for the same wall-clock budget",
+        full_steps=1_000_000, run=_names_zoo, figure="zoo.png"),
 }
 
 
@@ -308,7 +424,8 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     try:
-        rows, text, table, settings = exp.run(name, out, dataset, n_steps, progress, force)
+        rows, text, table, settings = exp.run(name, out, dataset, n_steps, quick, progress,
+                                             force)
     finally:
         torch.set_num_threads(threads)  # the Trainer sets it process-wide
     wall = time.perf_counter() - t0
@@ -318,13 +435,15 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
         records = MetricsLog(out / r["variant"] / "metrics.jsonl").read()
         curves[r["label"]] = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
     k = plot_loss_curves(curves, out / "loss_curves.png", name, exp.log_loss_axis)
-    footer = (f"{n_steps} steps per variant on {dataset}; {settings.get('train', '')}; "
+    steps_note = settings.get("steps_note", f"{n_steps} steps per variant")
+    footer = (f"{steps_note} on {dataset}; {settings.get('train', '')}; "
               f"total wall time {wall:.0f} s. Curves: loss_curves.png (running mean of {k}). "
               f"Runs: " + ", ".join(f"`{r['variant']}/`" for r in rows) + ".")
     result = {"experiment": name, "description": exp.description, "data": dataset,
               "quick": quick, "steps": n_steps, "settings": settings, "variants": rows,
               "interpretation": text, "wall_seconds": round(wall, 1),
               "files": ["results.json", "results.md", "loss_curves.png",
+                        *([exp.figure] if exp.figure != "loss_curves.png" else []),
                         *(f"{r['variant']}/" for r in rows)]}
     write_json(out / "results.json", result)
     atomic_write_text(out / "results.md", _markdown(exp, table, text, footer))
