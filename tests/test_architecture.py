@@ -57,7 +57,7 @@ ALLOWED = {
     "optim": {"errors", "nn"},
     "data": {"errors", "fileio"},
     "manual": {"errors"},
-    "models": {"errors", "nn", "manual"},
+    "models": {"errors", "nn", "data", "manual"},
     "sample": {"errors", "fileio", "models"},
 }
 

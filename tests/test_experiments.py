@@ -96,3 +96,19 @@ def test_unknown_experiment_and_existing_runs(tmp_path, names_file):
         run_experiment("wavenet-vs-flat", out, data=names_file, steps=3)
     result = run_experiment("wavenet-vs-flat", out, data=names_file, steps=4, force=True)
     assert result["steps"] == 4
+
+
+def test_names_zoo_trains_every_model_and_draws_both_panels(tmp_path, names_file):
+    out = tmp_path / "zoo"
+    result = run_experiment("names-zoo", out, data=names_file, quick=True, steps=4)
+    rows = {r["variant"]: r for r in result["variants"]}
+    assert set(rows) == {"count-bigram", "mlp", "wavenet", "bow", "rnn", "gru", "transformer"}
+    for variant, r in rows.items():
+        saved = json.loads((out / variant / "result.json").read_text())
+        assert r["test_loss"] == saved["test_loss"] and math.isfinite(r["test_loss"])
+        assert saved["steps"] <= 4
+    assert rows["gru"]["layout"] == "sequences" and rows["mlp"]["layout"] == "windows"
+    assert (out / "zoo.png").stat().st_size > 0 and "zoo.png" in result["files"]
+    table = (out / "results.md").read_text()
+    assert all(f"`names-{k}`" in table for k in ("rnn", "gru", "bow", "transformer"))
+    assert result["interpretation"] in table

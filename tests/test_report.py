@@ -23,9 +23,11 @@ def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
         assert f"{result['val_loss']:.4f}" in md  # the table shows the run's own figure
     for image in ("names_loss.png", "runs/shakespeare-transformer-cpu/loss.png",
                   "experiments/mlp-init/loss_curves.png",
-                  "experiments/wavenet-vs-flat/loss_curves.png"):
+                  "experiments/wavenet-vs-flat/loss_curves.png", "experiments/names-zoo/zoo.png"):
         assert f"]({image})" in md and (out / image).stat().st_size > 0
     assert "Experiment: mlp-init" in md and "Samples (seed 0)" in md and "torch" in md
+    for model in ("names-rnn", "names-gru", "names-bow", "Experiment: names-zoo"):
+        assert model in md
 
     # an interrupted report: one stage lost its result, one never finished
     (out / "runs" / "names-mlp" / "result.json").unlink()
@@ -33,5 +35,5 @@ def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "names-mlp: resumed" in err
-    assert err.count("reused") == len(STAGES) - 1 + 2  # every other stage and both experiments
+    assert err.count("reused") == len(STAGES) - 1 + 3  # every other stage and the experiments
     assert (out / "runs" / "names-bigram" / "model.safetensors").read_bytes() == before

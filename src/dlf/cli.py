@@ -71,7 +71,8 @@ def _add_sample(sub):
                    help="characters to generate (default: 50 per name, 500 for text)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--no-cache", action="store_true",
-                   help="text models: recompute the whole window each step (no KV cache)")
+                   help="sequence models (transformer, rnn, gru): recompute the whole "
+                   "window each step instead of using the KV cache / hidden state")
 
 
 def _add_eval(sub):
@@ -304,7 +305,8 @@ def cmd_sample(args) -> int:
     if lines:
         names = sample_lines(run.model, run.tokenizer, n, seed=args.seed,
                              temperature=args.temperature, top_k=args.top_k, prompt=args.prompt,
-                             max_new_tokens=max_new, device=run.device)
+                             max_new_tokens=max_new, device=run.device,
+                             layout=run.config.data.layout, use_cache=not args.no_cache)
         print("\n".join(names))
         return 0
     for i in range(n):
@@ -436,10 +438,11 @@ def cmd_experiment(args) -> int:
     from dlf.experiments import run_experiment
 
     out = Path(args.out or Path("runs") / "experiments" / args.name)
-    run_experiment(args.name, out, data=args.data, quick=args.quick, steps=args.steps,
-                   progress=not args.quiet and sys.stderr.isatty(), force=args.force)
+    result = run_experiment(args.name, out, data=args.data, quick=args.quick, steps=args.steps,
+                            progress=not args.quiet and sys.stderr.isatty(), force=args.force)
     print((out / "results.md").read_text(encoding="utf-8"))
-    print(f"written: {out}/results.md, results.json, loss_curves.png")
+    files = [f for f in result["files"] if not f.endswith("/")]
+    print(f"written: {out}/" + ", ".join(files))
     return 0
 
 

@@ -29,11 +29,15 @@ from dlf.errors import DlfError
 class DataConfig:
     dataset: str = "names"  # a registered name (names, shakespeare) or a path to a UTF-8 file
     format: str = ""  # "lines" | "text"; empty = the registry's format ("lines" for other files)
+    # lines data: "windows" = one (block_size context, next char) row per target;
+    # "sequences" = one padded row per line, every position a target (sequence models)
+    layout: str = "windows"
 
 
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    max_seconds: float = 0.0  # also stop once the optimizer steps took this long; 0 = no limit
     batch_size: int = 32  # 0 = the whole train split every step (full-batch gradient descent)
     grad_accum: int = 1  # batches per optimizer step (gradients accumulated)
     # rows per forward/backward pass: a batch runs as batch_size / micro_batch passes
@@ -295,6 +299,9 @@ def validate(cfg: RunConfig) -> None:
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.num_samples >= 0 and t.sample_tokens >= 1, "train.num_samples/sample_tokens out of range"),
         (cfg.data.format in ("", "lines", "text"), "data.format must be lines or text"),
+        (cfg.data.layout in ("windows", "sequences"),
+         f"data.layout must be windows or sequences, got {cfg.data.layout!r}"),
+        (t.max_seconds >= 0, "train.max_seconds must be >= 0 (0 = no time limit)"),
     ]
     for ok, msg in checks:
         if not ok:

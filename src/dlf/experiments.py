@@ -14,6 +14,10 @@ Experiments:
   a huge loss with saturated tanh units; the fixes start near ln(vocab).
 - ``wavenet-vs-flat``: the hierarchical WaveNet against a one-hidden-layer MLP that sees
   the same 8 characters with about the same number of parameters.
+- ``names-zoo``: every names model (count bigram, MLP, WaveNet, BoW, RNN, GRU,
+  Transformer) from its preset, each trained for the same wall-clock budget on one
+  thread; ``zoo.png`` plots test loss against parameter count and the training loss
+  against training time.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from dlf import config as C
 from dlf.diagnostics import fixed_batch, measure
 from dlf.engine.checkpoint import atomic_write_text, write_json
 from dlf.engine.metrics import MetricsLog
-from dlf.engine.trainer import Trainer
+from dlf.engine.trainer import Trainer, train
 from dlf.errors import DlfError
-from dlf.models import build_model
+from dlf.models import build_model, model_class
 from dlf.models.mlp import MLPConfig
+from dlf.models.protocol import capabilities
 from dlf.models.wavenet import WaveNetConfig
-from dlf.plots import plot_loss_curves
+from dlf.plots import plot_loss_curves, plot_zoo
 
 __all__ = ["EXPERIMENTS", "Experiment", "flat_mlp_matching", "run_experiment"]
 
@@ -51,6 +56,7 @@ class Experiment:
     full_steps: int  # steps per variant in a full run
     run: Callable[..., tuple[list[dict], str, list[list[str]], dict]]
     log_loss_axis: bool = False  # for losses that span an order of magnitude
+    figure: str = "loss_curves.png"  # the figure a report shows
 
 
 def _train_cfg(steps: int, *, log_every: int = 1, **kw) -> C.TrainConfig:
@@ -87,6 +93,9 @@ class _Timer:
 def _train(cfg: C.RunConfig, out: Path, *, progress: bool, force: bool,
            measure_saturation: bool = False) -> dict:
     """Train one variant; returns its result dict plus measured extras."""
+    if capabilities(model_class(cfg.model.type)).regime == "fitted":  # counted in one pass
+        result = train(cfg, out, force=force)
+        return {**result, "train_steps_per_second": None, "vocab_size": None}
     timer = _Timer()
     trainer = Trainer(cfg, out, progress=progress, force=force, callback=timer)
     extra: dict = {}
@@ -126,7 +135,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _mlp_init(name, out_dir, data, steps, progress, force):
+def _mlp_init(name, out_dir, data, steps, quick, progress, force):
     rows = []
     for variant, (label, overrides) in _INIT_VARIANTS.items():
         model = MLPConfig(block_size=3, n_embd=10, n_hidden=MLP_INIT_HIDDEN, n_layer=5,
@@ -193,7 +202,7 @@ def flat_mlp_matching(target: int, block_size: int, n_embd: int, vocab_size: int
     return cfg(best)
 
 
-def _wavenet_vs_flat(name, out_dir, data, steps, progress, force):
+def _wavenet_vs_flat(name, out_dir, data, steps, quick, progress, force):
     wavenet = WaveNetConfig(block_size=8, n_embd=24, n_hidden=128)
     milestone = max(1, (3 * steps) // 4)
     # vocab_size is filled in by the Trainer; build one run first to learn it
@@ -239,6 +248,83 @@ def _wavenet_vs_flat(name, out_dir, data, steps, progress, force):
     return rows, text, [header, *table], settings
 
 
+# ------------------------------------------------------------------------------ names-zoo
+
+ZOO = [  # (preset, label)
+    ("names-bigram", "count bigram"),
+    ("names-mlp", "MLP"),
+    ("names-wavenet", "WaveNet"),
+    ("names-bow", "BoW"),
+    ("names-rnn", "RNN"),
+    ("names-gru", "GRU"),
+    ("names-transformer", "Transformer"),
+]
+ZOO_SECONDS = 60.0  # training budget per model in a full run (optimizer steps only)
+ZOO_QUICK_SECONDS = 5.0  # quick runs: the step cap usually ends them first
+
+
+def _zoo_cfg(preset: str, data: str, steps: int, quick: bool, seconds: float) -> C.RunConfig:
+    cfg = C.load_preset(preset)
+    cfg.data.dataset = data
+    t = cfg.train
+    if steps < t.max_steps:  # the preset's schedule shrunk to `steps`, as `report --quick` does
+        full = max(1, t.max_steps)
+        t.max_steps = steps
+        t.milestones = [max(1, m * steps // full) for m in t.milestones]
+        t.warmup_steps = t.warmup_steps * steps // full
+        t.log_interval = max(1, steps // 100)
+    # The preset's recipe, cut by the budget; the lr schedule runs on the share of the
+    # budget spent (see Trainer), so every model ends its schedule with the budget.
+    if capabilities(model_class(cfg.model.type)).regime == "fitted":
+        return cfg  # counted in one pass: no steps to budget
+    t.max_seconds = seconds
+    t.eval_interval = max(1, t.max_steps)  # one evaluation, at the end
+    t.threads = 1  # the same compute for every model
+    t.num_samples = 10
+    return cfg
+
+
+def _names_zoo(name, out_dir, data, steps, quick, progress, force):
+    seconds = ZOO_QUICK_SECONDS if quick else ZOO_SECONDS
+    rows = []
+    for preset, label in ZOO:
+        cfg = _zoo_cfg(preset, data, steps, quick, seconds)
+        r = _train(cfg, out_dir / cfg.model.type, progress=progress, force=force)
+        rows.append({"variant": cfg.model.type, "label": label, "preset": preset,
+                     "layout": cfg.data.layout, "num_parameters": r["num_parameters"],
+                     "steps": r["steps"], "train_seconds": r["train_seconds"],
+                     "train_loss": r["train_loss"], "val_loss": r["val_loss"],
+                     "test_loss": r["test_loss"]})
+    header = ["model", "data layout", "params", "steps", "train s", "train loss", "val loss",
+              "test loss"]
+    table = [[f"{r['label']} (`{r['preset']}`)", r["layout"], f"{r['num_parameters']:,}",
+              f"{r['steps']:,}", f"{r['train_seconds']:.1f}", f"{r['train_loss']:.4f}",
+              f"{r['val_loss']:.4f}", f"{r['test_loss']:.4f}"] for r in rows]
+    ranked = sorted(rows, key=lambda r: r["test_loss"])
+    best, worst = ranked[0], ranked[-1]
+    smallest_beating_mlp = min(
+        (r for r in rows if r["test_loss"] < next(x for x in rows if x["variant"] == "mlp")
+         ["test_loss"]), key=lambda r: r["num_parameters"], default=None)
+    text = (f"With {seconds:g} s of training each (one thread), the {best['label']} reaches the "
+            f"lowest test loss, {best['test_loss']:.4f} ({best['num_parameters']:,} parameters, "
+            f"{best['steps']:,} steps), and the {worst['label']} the highest, "
+            f"{worst['test_loss']:.4f}. Order, best first: "
+            + ", ".join(f"{r['label']} {r['test_loss']:.3f}" for r in ranked) + ".")
+    if smallest_beating_mlp is not None:
+        text += (f" The smallest model that beats the MLP is the {smallest_beating_mlp['label']} "
+                 f"({smallest_beating_mlp['num_parameters']:,} parameters).")
+    curves = {r["variant"]: MetricsLog(out_dir / r["variant"] / "metrics.jsonl").read()
+              for r in rows}
+    plot_zoo(rows, curves, out_dir / "zoo.png", seconds)
+    settings = {"budget_seconds": seconds,
+                "steps_note": f"{seconds:g} s of training per model"
+                              + (f" (at most {steps} steps)" if steps < 1_000_000 else ""),
+                "train": f"each preset's recipe, stopped after {seconds:g} s of optimizer "
+                         "steps (lr schedule on the share of the budget), one thread",
+                "models": ", ".join(p for p, _ in ZOO)}
+    return rows, text, [header, *table], settings
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "mlp-init": Experiment(
         "mlp-init", "how initialisation and BatchNorm change the start of training of a "
@@ -246,6 +332,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     "wavenet-vs-flat": Experiment(
         "wavenet-vs-flat", "hierarchical WaveNet vs a flat MLP with the same context and "
         "parameter budget", full_steps=50_000, run=_wavenet_vs_flat),
+    "names-zoo": Experiment(
+        "names-zoo", "every names model, each trained for the same wall-clock budget",
+        full_steps=1_000_000, run=_names_zoo, figure="zoo.png"),
 }
 
 
@@ -281,7 +370,8 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     try:
-        rows, text, table, settings = exp.run(name, out, dataset, n_steps, progress, force)
+        rows, text, table, settings = exp.run(name, out, dataset, n_steps, quick, progress,
+                                             force)
     finally:
         torch.set_num_threads(threads)  # the Trainer sets it process-wide
     wall = time.perf_counter() - t0
@@ -291,13 +381,15 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
         records = MetricsLog(out / r["variant"] / "metrics.jsonl").read()
         curves[r["label"]] = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
     k = plot_loss_curves(curves, out / "loss_curves.png", name, exp.log_loss_axis)
-    footer = (f"{n_steps} steps per variant on {dataset}; {settings.get('train', '')}; "
+    steps_note = settings.get("steps_note", f"{n_steps} steps per variant")
+    footer = (f"{steps_note} on {dataset}; {settings.get('train', '')}; "
               f"total wall time {wall:.0f} s. Curves: loss_curves.png (running mean of {k}). "
               f"Runs: " + ", ".join(f"`{r['variant']}/`" for r in rows) + ".")
     result = {"experiment": name, "description": exp.description, "data": dataset,
               "quick": quick, "steps": n_steps, "settings": settings, "variants": rows,
               "interpretation": text, "wall_seconds": round(wall, 1),
               "files": ["results.json", "results.md", "loss_curves.png",
+                        *([exp.figure] if exp.figure != "loss_curves.png" else []),
                         *(f"{r['variant']}/" for r in rows)]}
     write_json(out / "results.json", result)
     atomic_write_text(out / "results.md", _markdown(exp, table, text, footer))

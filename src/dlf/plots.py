@@ -276,3 +276,42 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path: str | Path
     fig.suptitle(title or "attention probabilities per head (rows sum to 1)")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_zoo(rows: list[dict], curves: dict[str, list[dict]], path: Path,
+             seconds: float) -> None:
+    """Two panels: test loss vs parameter count; training loss (running mean) vs
+    training seconds, with each model's test loss as a dot where its training ended.
+
+    rows: one result per model (variant, label, num_parameters, test_loss,
+    train_seconds); curves: variant -> its metrics.jsonl records."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(rows):
+        c = colors[i % len(colors)]
+        ax1.scatter(r["num_parameters"], r["test_loss"], color=c, s=30)
+        ax1.annotate(r["label"], (r["num_parameters"], r["test_loss"]), fontsize=8,
+                     xytext=(4, 4), textcoords="offset points")
+        recs = curves[r["variant"]]
+        pts = [(rec["train_seconds"], rec["loss"]) for rec in recs
+               if "loss" in rec and "train_seconds" in rec]
+        if pts:
+            k = max(1, len(pts) // 40)
+            ax2.plot([t for t, _ in pts], running_mean([v for _, v in pts], k), lw=1.1,
+                     color=c, label=f"{r['label']} (train, mean of {k})")
+        ax2.plot([r["train_seconds"]], [r["test_loss"]], "o", ms=5, color=c,
+                 **({} if pts else {"label": f"{r['label']} (test)"}))
+    ax1.set_xscale("log")
+    ax1.set_xlabel("parameters (log scale)")
+    ax1.set_ylabel("test loss (nats/char)")
+    ax1.set_title("test loss vs model size")
+    ax2.set_xlabel("training time (s, optimizer steps only)")
+    ax2.set_ylabel("loss (nats/char)")
+    ax2.set_ylim(top=3.0)
+    ax2.set_title(f"loss vs training time (budget {seconds:g} s; dots: test loss)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)

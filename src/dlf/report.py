@@ -38,11 +38,14 @@ STAGES = [
     Stage("names-mlp", "MLP, dlf.nn layers + BatchNorm", "val ~2.0 (lecture 2.106)", 200),
     Stage("names-wavenet", "WaveNet (hierarchical)", "train ~1.9, val ~2.0 (lecture 1.769/1.994)",
           200),
-    Stage("names-transformer", "Transformer on names", "-", 60),
+    Stage("names-bow", "bag of words (causal mean + MLP)", "-", 60),
+    Stage("names-rnn", "RNN (Elman cell)", "-", 60),
+    Stage("names-gru", "GRU", "-", 60),
+    Stage("names-transformer", "Transformer on names (whole names)", "makemore ~1.92", 60),
     Stage("shakespeare-transformer-cpu", "Transformer on Shakespeare (CPU recipe)",
           "train ~1.1, val ~1.5 (6-layer GPU run)", 30),
 ]
-EXPERIMENTS = ["mlp-init", "wavenet-vs-flat"]
+EXPERIMENTS = ["mlp-init", "wavenet-vs-flat", "names-zoo"]
 QUICK_EXPERIMENT_STEPS = 40
 
 
@@ -115,7 +118,7 @@ def _samples(run_dir: Path, n: int = 10) -> list[str]:
 
     run = open_run(run_dir, device="cpu")
     if run.tokenizer.boundary is not None:
-        return sample_lines(run.model, run.tokenizer, n, seed=0)
+        return sample_lines(run.model, run.tokenizer, n, seed=0, layout=run.config.data.layout)
     return [sample_text(run.model, run.tokenizer, seed=0, max_new_tokens=400)]
 
 
@@ -182,13 +185,15 @@ def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict) -
     for s in sh:
         rel = run_dirs[s.preset].relative_to(out) / "loss.png"
         lines += [f"## {s.label}", "", f"![{s.preset} loss]({rel.as_posix()})", ""]
+    from dlf.experiments import EXPERIMENTS as REGISTRY
+
     for name in experiments:
         rel = Path("experiments") / name
         md_path = out / rel / "results.md"
         body = md_path.read_text(encoding="utf-8") if md_path.exists() else ""
         body = "\n".join(ln for ln in body.splitlines() if not ln.startswith("# "))
         lines += [f"## Experiment: {name}", "", body.strip(), "",
-                  f"![{name} curves]({(rel / 'loss_curves.png').as_posix()})", ""]
+                  f"![{name} figure]({(rel / REGISTRY[name].figure).as_posix()})", ""]
     lines += ["## Samples (seed 0)", ""]
     for stage, _, _ in rows:
         samples = _samples(run_dirs[stage.preset])

@@ -1,7 +1,8 @@
 """Generation: temperature, top-k, a seed, a prompt.
 
 Line data (names): every sample starts from a window of boundary tokens (plus
-the prompt) and stops when the model emits the boundary token. Text data
+the prompt; one boundary token for models trained on whole-line sequences) and
+stops when the model emits the boundary token. Text data
 (Shakespeare): one stream of `max_new_tokens` characters after the prompt.
 Models that offer `generate_cached` (the Transformer's KV cache) use it for text.
 """
@@ -56,10 +57,18 @@ def _last_logits(model, idx: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_lines(model, tokenizer, n: int, *, seed: int = 0, temperature: float = 1.0,
                  top_k: int | None = None, prompt: str = "",
-                 max_new_tokens: int = LINE_MAX_NEW_TOKENS, device="cpu") -> list[str]:
-    """n items (e.g. names), each ended by the boundary token or max_new_tokens."""
+                 max_new_tokens: int = LINE_MAX_NEW_TOKENS, device="cpu",
+                 layout: str = "windows", use_cache: bool = True) -> list[str]:
+    """n items (e.g. names), each ended by the boundary token or max_new_tokens.
+
+    `layout` is the run's data.layout: "windows" models start from block_size boundary
+    tokens, "sequences" models from one (as they were trained), one line at a time,
+    with the model's cache when it offers one."""
     check_sampling_args(temperature, top_k, max_new_tokens, n)
     g = torch.Generator().manual_seed(seed)
+    if layout == "sequences":
+        return [_sample_sequence(model, tokenizer, g, temperature, top_k, prompt, max_new_tokens,
+                                 device, use_cache) for _ in range(n)]
     bs = model.block_size
     start = [tokenizer.boundary] * bs + tokenizer.encode(prompt)
     idx = torch.tensor([start] * n, dtype=torch.long)  # (n, bs + len(prompt))
@@ -83,6 +92,34 @@ def sample_lines(model, tokenizer, n: int, *, seed: int = 0, temperature: float 
     finally:
         model.train(was_training)
     return [prompt + tokenizer.decode(ids) for ids in out]
+
+
+def _sample_sequence(model, tokenizer, g, temperature, top_k, prompt, max_new_tokens, device,
+                     use_cache) -> str:
+    """One line from a sequence model: boundary + prompt, grown until the boundary."""
+    idx = torch.tensor([[tokenizer.boundary, *tokenizer.encode(prompt)]], dtype=torch.long,
+                       device=device)  # (1, 1 + len(prompt))
+
+    def pick(logits):
+        return next_token(logits, temperature, top_k, g).to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if use_cache and capabilities(model).cached_generation:
+            ids = model.generate_cached(idx, max_new_tokens, pick, stop_token=tokenizer.boundary)
+        else:
+            ids, start = [], 0
+            for _ in range(max_new_tokens):
+                start = slide_window(start, idx.shape[1], model.block_size)
+                nxt = pick(_last_logits(model, idx[:, start:]))  # (1, 1)
+                if nxt.item() == tokenizer.boundary:
+                    break
+                idx = torch.cat([idx, nxt], dim=1)
+                ids.append(nxt.item())
+    finally:
+        model.train(was_training)
+    return prompt + tokenizer.decode(ids)
 
 
 @torch.no_grad()
@@ -136,7 +173,8 @@ def write_samples(model, data, path: str | Path, train_cfg, device="cpu") -> dic
         atomic_write_text(path, "")
         return {}
     if data.format == "lines":
-        samples = sample_lines(model, data.tokenizer, n, seed=seed, device=device)
+        samples = sample_lines(model, data.tokenizer, n, seed=seed, device=device,
+                               layout=data.layout)
         train_set = set(data.train_items)
         novel = sum(s not in train_set for s in samples) / len(samples)
         atomic_write_text(path, "\n".join(samples) + "\n")

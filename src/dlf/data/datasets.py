@@ -1,8 +1,13 @@
-"""Train/val/test splits and the two dataset shapes models train on.
+"""Train/val/test splits and the dataset shapes models train on.
 
 ``WordDataset``: every (context window, next character) pair of a lines dataset,
-as the makemore lectures build them. ``TextDataset``: one token stream from which
-random blocks are drawn, as in nanoGPT.
+as the makemore lectures build them. ``SequenceDataset``: each line of a lines
+dataset as one padded sequence, every position a target (makemore's format).
+``TextDataset``: one token stream from which random blocks are drawn, as in nanoGPT.
+
+Every dataset has ``targets_per_row``: the mean number of predicted characters in
+one row of a batch (1 for windows, block_size for text, the mean name length + 1
+for sequences), so the trainer can count tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import torch
 
 from dlf.data.tokenizer import CharTokenizer
 from dlf.errors import DlfError
+
+IGNORE_INDEX = -1  # target id of padding: left out of the loss (cross_entropy ignore_index)
+LAYOUTS = ("windows", "sequences")  # the two shapes of a lines dataset (data.layout)
 
 
 def split_lines(words: Sequence[str], seed: int = 42) -> tuple[list[str], list[str], list[str]]:
@@ -75,6 +83,7 @@ class WordDataset:
         windows = flat.unfold(0, block_size, 1)  # (len(flat) - block_size + 1, block_size)
         self.X = windows[target_pos - block_size].contiguous()  # (N, block_size)
         self.Y = flat[target_pos]  # (N,)
+        self.targets_per_row = 1.0
 
     def __len__(self) -> int:
         return len(self.Y)
@@ -88,6 +97,55 @@ class WordDataset:
         return self.X[ix], self.Y[ix]
 
 
+class SequenceDataset:
+    """Each line as one sequence: boundary + line + boundary, padded to ``length + 1``.
+
+    ``X``: (N, length) inputs, boundary then the characters, padded with boundary;
+    ``Y``: (N, length) targets, the characters then the closing boundary, padded
+    with ``IGNORE_INDEX``. Position t predicts character t + 1 from characters <= t,
+    so one row trains every target of its line at once; the targets are exactly the
+    ``WordDataset`` targets of the same lines. ``length`` defaults to the longest
+    line + 1 (pass the corpus-wide value so every split has the same width).
+    """
+
+    def __init__(self, words: Sequence[str], tokenizer: CharTokenizer, length: int | None = None):
+        if tokenizer.boundary is None:
+            raise DlfError("a sequence dataset needs a lines tokenizer (one with a boundary token)")
+        if len(words) == 0:
+            raise DlfError("a sequence dataset needs at least one word")
+        longest = max(len(w) for w in words)
+        length = longest + 1 if length is None else length
+        _check_positive("sequence length", length)
+        if length < longest + 1:
+            raise DlfError(f"sequence length {length} is shorter than the longest line + 1 "
+                           f"({longest + 1})")
+        self.block_size = length
+        self.X = torch.full((len(words), length), tokenizer.boundary, dtype=torch.long)
+        self.Y = torch.full((len(words), length), IGNORE_INDEX, dtype=torch.long)
+        for i, w in enumerate(words):
+            ids = torch.tensor(tokenizer.encode(w), dtype=torch.long)
+            self.X[i, 1 : 1 + len(ids)] = ids
+            self.Y[i, : len(ids)] = ids
+            self.Y[i, len(ids)] = tokenizer.boundary
+        self.lengths = (self.Y != IGNORE_INDEX).sum(1)  # (N,) targets per row: len + 1
+        self.num_targets = int(self.lengths.sum())
+        self.targets_per_row = self.num_targets / len(words)
+
+    def __len__(self) -> int:
+        return len(self.Y)
+
+    def batch(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random rows, with replacement: (B, T) inputs and (B, T) targets, T the longest
+        row of the batch + 1. The columns cut off hold only padding targets, and position
+        t never sees later ones, so the loss is the same as at full width, for less work."""
+        _check_positive("batch size", batch_size)
+        ix = torch.randint(len(self), (batch_size,), generator=generator)
+        T = int(self.lengths[ix].max())
+        return self.X[ix, :T], self.Y[ix, :T]
+
+
 class TextDataset:
     """One token stream; ``batch`` draws random blocks and their one-step-shifted targets."""
 
@@ -99,6 +157,7 @@ class TextDataset:
             raise DlfError(
                 f"block size {block_size} is longer than the data ({len(self.data)} characters)"
             )
+        self.targets_per_row = float(block_size)
 
     def __len__(self) -> int:
         return len(self.data)

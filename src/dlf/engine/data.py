@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlf import config as C
-from dlf.data.datasets import TextDataset, WordDataset, split_lines, split_text
+from dlf.data.datasets import (
+    SequenceDataset,
+    TextDataset,
+    WordDataset,
+    split_lines,
+    split_text,
+)
 from dlf.data.sources import load_corpus
 from dlf.data.tokenizer import CharTokenizer
 from dlf.errors import DlfError
@@ -18,10 +24,11 @@ class RunData:
 
     format: str  # "lines" | "text"
     tokenizer: CharTokenizer
-    train: WordDataset | TextDataset
-    val: WordDataset | TextDataset
-    test: WordDataset | TextDataset | None
+    train: WordDataset | SequenceDataset | TextDataset
+    val: WordDataset | SequenceDataset | TextDataset
+    test: WordDataset | SequenceDataset | TextDataset | None
     train_items: list[str] | str  # the raw train split (names, or text)
+    layout: str = "windows"  # lines data: "windows" | "sequences" (data.layout)
 
 
 def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> RunData:
@@ -31,8 +38,15 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
     if fmt == "lines":
         train, val, test = split_lines(items)
         tok = tokenizer or CharTokenizer.from_lines(train + val + test)
-        ds = [WordDataset(s, tok, block_size) for s in (train, val, test)]
-        return RunData(fmt, tok, ds[0], ds[1], ds[2], train)
+        if cfg.data.layout == "sequences":
+            length = max(len(w) for w in items) + 1  # one width for every split
+            ds = [SequenceDataset(s, tok, length) for s in (train, val, test)]
+        else:
+            ds = [WordDataset(s, tok, block_size) for s in (train, val, test)]
+        return RunData(fmt, tok, ds[0], ds[1], ds[2], train, cfg.data.layout)
+    if cfg.data.layout == "sequences":
+        raise DlfError("data.layout = sequences is for line data (format = lines); a text "
+                       "stream is already trained at every position")
     train, val = split_text(items)
     tok = tokenizer or CharTokenizer.from_text(items)
     for name, part in (("train", train), ("val", val)):
@@ -43,8 +57,17 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
                    None, train)
 
 
-def check_model_fits_data(model, fmt: str) -> None:
-    if fmt == "text" and not capabilities(model).sequence_targets:
+def check_model_fits_data(model, data: RunData) -> None:
+    sequence = capabilities(model).sequence_targets
+    if data.format == "text" and not sequence:
         raise DlfError(f"model type {model.config.type!r} predicts one next character from a "
                        "fixed window and trains on line data (format = lines); for a text "
                        "stream use the transformer")
+    if data.layout == "sequences":
+        if not sequence:
+            raise DlfError(f"model type {model.config.type!r} predicts one next character from "
+                           "a fixed window; data.layout = sequences needs a sequence model "
+                           "(transformer, rnn, gru, bow)")
+        if data.train.block_size > model.block_size:
+            raise DlfError(f"the longest line needs {data.train.block_size} positions but "
+                           f"model.block_size is {model.block_size}; raise model.block_size")

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import torch
 
-from dlf.data.datasets import WordDataset
+from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset
 from dlf.engine import distributed
 from dlf.engine.device import autocast
 
 # Rows per forward when a whole line-data split is evaluated: bounds the memory of one
-# (rows, vocab) logits tensor, and does not change the result.
+# (rows, vocab) logits tensor (a sequence row holds a whole padded name), and does not
+# change the result.
 EVAL_CHUNK = 8192
+SEQUENCE_EVAL_CHUNK = 512
 
 
 @torch.no_grad()
 def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0) -> float:
-    """Mean cross-entropy in nats. Word data: exact over the whole split.
-    Text data: mean over `iters` random batches drawn with a fixed seed, so the
-    same batches are used at every evaluation.
+    """Mean cross-entropy in nats per predicted character. Line data (windows or
+    sequences): exact over the whole split, every target weighted equally (a chunk's
+    mean loss times its number of non-padding targets). Text data: mean over `iters`
+    random batches drawn with a fixed seed, so the same batches are used at every
+    evaluation.
 
     In a data-parallel job each rank evaluates a shard (word data: a contiguous share of
     the rows; text data: every world_size-th batch, all ranks drawing every batch so the
@@ -28,16 +32,20 @@ def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0
     was_training = model.training
     model.eval()
     try:
-        if isinstance(ds, WordDataset):
-            total, n = 0.0, len(ds)
-            lo, hi = group.span(n)
-            for i in range(lo, hi, EVAL_CHUNK):
-                x = ds.X[i : min(i + EVAL_CHUNK, hi)].to(device)
-                y = ds.Y[i : min(i + EVAL_CHUNK, hi)].to(device)
+        if isinstance(ds, (WordDataset, SequenceDataset)):
+            chunk = EVAL_CHUNK if isinstance(ds, WordDataset) else SEQUENCE_EVAL_CHUNK
+            total, n = 0.0, 0
+            lo, hi = group.span(len(ds))
+            for i in range(lo, hi, chunk):
+                x = ds.X[i : min(i + chunk, hi)].to(device)
+                y = ds.Y[i : min(i + chunk, hi)].to(device)
                 with autocast(device, dtype):
                     _, loss = model(x, y)
-                total += loss.item() * len(y)
-            return group.sum_floats(total)[0] / n
+                count = int((y != IGNORE_INDEX).sum())
+                total += loss.item() * count
+                n += count
+            total, n = group.sum_floats(total, float(n))
+            return total / n
         g = torch.Generator().manual_seed(seed)
         total = 0.0
         for i in range(iters):
@@ -61,5 +69,6 @@ FULL_BATCH_EVAL_BATCH = 32
 
 def evaluate_split(model, ds, t, device) -> float:
     """evaluate() with a run's train settings (dtype, batch size, eval_iters, seed)."""
-    return evaluate(model, ds, device=device, dtype=t.dtype, batch_size=t.batch_size or FULL_BATCH_EVAL_BATCH,
-                    iters=t.eval_iters, seed=t.seed + EVAL_SEED_OFFSET)
+    return evaluate(model, ds, device=device, dtype=t.dtype,
+                    batch_size=t.batch_size or FULL_BATCH_EVAL_BATCH, iters=t.eval_iters,
+                    seed=t.seed + EVAL_SEED_OFFSET)

@@ -46,7 +46,7 @@ _IGNORED = {
     "autograd": (),
     "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
     "fitted": _OPTIMIZER_FIELDS + ("lr", "schedule", "milestones", "warmup_steps", "min_lr",
-                                   "batch_size"),
+                                   "batch_size", "max_seconds"),
 }
 
 
@@ -103,7 +103,7 @@ def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     check_regime(cfg.train, cfg.model.type, capabilities(model).regime)
-    check_model_fits_data(model, data.format)
+    check_model_fits_data(model, data)
     model.to(device)
     if not resume:
         group.barrier()  # every rank checks the directory before rank 0 changes it
@@ -329,7 +329,7 @@ class Trainer:
         self.model.train()
         with bar, self._stop_on_sigint():
             while step < t.max_steps:
-                lr = self.schedule(step)
+                lr = self.schedule(self._schedule_position(step))
                 t_step = time.perf_counter()
                 loss = self.step_fn(self._batch, lr)  # forward, backward, clip, update
                 # data-parallel: the global batch's loss, and a stop request from any rank
@@ -337,12 +337,16 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - t_step
                 step += 1
                 bar.update(1)
-                if step % t.log_interval == 0 or step == t.max_steps:
+                out_of_time = 0 < t.max_seconds <= self.train_seconds
+                last = step == t.max_steps or out_of_time
+                if step % t.log_interval == 0 or last:
                     self._log(step, loss, lr, bar)
-                if step % t.eval_interval == 0 or step == t.max_steps:
-                    self._evaluate_and_checkpoint(step, bar)
+                if step % t.eval_interval == 0 or last:
+                    self._evaluate_and_checkpoint(step, bar, last)
                 if self.callback is not None:
                     self.callback(self, step)
+                if out_of_time:
+                    break
                 if self._stop_requested and step < t.max_steps:
                     self._save_state(step)
                     self.group.barrier()  # no rank exits before the checkpoint is written
@@ -371,10 +375,11 @@ class Trainer:
             raise DlfError(f"loss became {loss_v} at step {step}; lower train.lr "
                            "or set train.grad_clip")
         self.run_dir.log({"step": step, "loss": loss_v, "lr": lr,
-                          "tokens_per_second": round(tps, 1)})
+                          "tokens_per_second": round(tps, 1),
+                          "train_seconds": round(self.train_seconds, 3)})
         bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
 
-    def _evaluate_and_checkpoint(self, step: int, bar) -> None:
+    def _evaluate_and_checkpoint(self, step: int, bar, last: bool) -> None:
         # debug check of the data-parallel step: every rank holds the same weights
         self.group.check_identical(list(self.model.state_dict().values()))
         losses = eval_losses(self.prepared)
@@ -386,14 +391,21 @@ class Trainer:
             self.best_val, self.best_losses = losses["val_loss"], losses
             self.run_dir.save_weights(self.model, self.cfg.model.type)
         self._save_state(step)
-        if step < self.cfg.train.max_steps:  # the last plot is drawn once, by _finish
+        if not last:  # the last plot is drawn once, by _finish
             self.run_dir.plot_loss(self.cfg.name)
 
     def _tokens_per_step(self) -> int:
         t = self.cfg.train
         b = t.batch_size or len(self.data.train)
-        per_example = 1 if self.data.format == "lines" else self.cfg.model.block_size
-        return b * per_example * t.grad_accum
+        return round(b * self.data.train.targets_per_row * t.grad_accum)
+
+    def _schedule_position(self, step: int) -> int:
+        """The step the lr schedule reads. With a time budget (train.max_seconds) the
+        schedule runs on the share of the budget spent, so it ends with the budget."""
+        t = self.cfg.train
+        if t.max_seconds <= 0:
+            return step
+        return min(t.max_steps, max(step, int(t.max_steps * self.train_seconds / t.max_seconds)))
 
     # ----------------------------------------------------------------- start, state, finish
 

@@ -21,6 +21,9 @@ _REGISTRY = {
     "manual-mlp": ("dlf.models.manual_mlp", "ManualMLPConfig", "ManualMLP"),
     "wavenet": ("dlf.models.wavenet", "WaveNetConfig", "WaveNet"),
     "transformer": ("dlf.models.transformer", "TransformerConfig", "Transformer"),
+    "bow": ("dlf.models.bow", "BoWConfig", "BoW"),
+    "rnn": ("dlf.models.rnn", "RNNConfig", "RNN"),
+    "gru": ("dlf.models.rnn", "GRUConfig", "GRU"),
 }
 
 

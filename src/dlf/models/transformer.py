@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from dlf.errors import DlfError
 from dlf.models.protocol import Capabilities, slide_window
+from dlf.models.sequence import emit, sequence_loss
 from dlf.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 
 ATTENTION_KINDS = ("auto", "manual", "sdpa")
@@ -204,9 +205,10 @@ class Block(Module):
 class Transformer(Module):
     """idx (B, T) with T <= block_size -> logits (B, T, vocab_size), loss.
 
-    targets (B, T): mean cross-entropy over every position (text streams);
-    targets (B,): cross-entropy of the last position only (line data: fixed windows of
-    the previous block_size characters, one target each)."""
+    targets (B, T): mean cross-entropy over every position (text streams, or whole
+    lines with padding targets IGNORE_INDEX left out); targets (B,): cross-entropy of
+    the last position only (line data: fixed windows of the previous block_size
+    characters, one target each). See dlf.models.sequence."""
 
     capabilities = Capabilities(sequence_targets=True, cached_generation=True, flop_count=True)
 
@@ -261,29 +263,23 @@ class Transformer(Module):
         return self.head(x)  # (B, T, V)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        B, T = idx.shape
+        T = idx.shape[1]
         if T > self.block_size:
             raise DlfError(f"sequence length {T} is longer than the model's "
                            f"block_size {self.block_size}")
         logits = self.logits(idx)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            if targets.shape == (B,):
-                loss = F.cross_entropy(logits[:, -1, :], targets)
-            elif targets.shape == (B, T):
-                loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
-            else:
-                raise DlfError(f"targets must have shape ({B}, {T}) or ({B},), "
-                               f"got {tuple(targets.shape)}")
+        loss = None if targets is None else sequence_loss(logits, targets)
         return logits, loss
 
     @torch.inference_mode()
     def generate_cached(self, idx: torch.Tensor, max_new_tokens: int,
                         pick: Callable[[torch.Tensor], torch.Tensor],
-                        stream: Callable[[int], None] | None = None) -> list[int]:
-        """Continue idx (1, T0) by max_new_tokens ids, with a key/value cache.
+                        stream: Callable[[int], None] | None = None,
+                        stop_token: int | None = None) -> list[int]:
+        """Continue idx (1, T0) by up to max_new_tokens ids, with a key/value cache.
 
-        `pick(logits (1, V)) -> (1, 1)` chooses each next id; `stream(id)` sees each one.
+        `pick(logits (1, V)) -> (1, 1)` chooses each next id; `stream(id)` sees each one;
+        picking `stop_token` ends generation (it is not returned).
         Call in eval mode. The context is `idx[:, start:]` with `start` from
         `dlf.models.protocol.slide_window`: it grows to block_size, then restarts from the last
         block_size // 2 tokens. The window is prefilled once (keys and values of every
@@ -301,9 +297,8 @@ class Transformer(Module):
         out: list[int] = []
         for step in range(max_new_tokens):
             nxt = pick(logits)  # (1, 1)
-            out.append(int(nxt.item()))
-            if stream is not None:
-                stream(out[-1])
+            if emit(out, nxt, stream, stop_token):
+                break
             if step == max_new_tokens - 1:
                 break  # no logits needed after the last token
             ids.append(out[-1])

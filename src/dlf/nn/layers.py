@@ -1,5 +1,5 @@
 """Layers written from tensor ops: Linear, Embedding, BatchNorm1d, LayerNorm, Tanh, ReLU,
-GELU, Dropout, FlattenConsecutive.
+GELU, Dropout, FlattenConsecutive, and the recurrent cells RNNCell and GRUCell.
 
 Shapes use B = batch, T = time, C = channels; ``...`` means any leading dimensions.
 """
@@ -21,8 +21,10 @@ __all__ = [
     "Dropout",
     "Embedding",
     "FlattenConsecutive",
+    "GRUCell",
     "LayerNorm",
     "Linear",
+    "RNNCell",
     "ReLU",
     "Tanh",
 ]
@@ -347,3 +349,58 @@ class FlattenConsecutive(Module):
 
     def extra_repr(self) -> str:
         return f"n={self.n}"
+
+
+class RNNCell(Module):
+    """Elman recurrence, one time step: ``h' = tanh(x @ W_ih + b_ih + h @ W_hh + b_hh)``.
+
+    x (B, input_size), h (B, hidden_size) -> h' (B, hidden_size). Two Linear layers
+    (``ih``, ``hh``), each with its bias, as in torch.nn.RNNCell (whose weights are the
+    transposes of ours). The tanh is a ``Tanh`` layer, so diagnostics see it."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = _check_dim("input_size", input_size)
+        self.hidden_size = _check_dim("hidden_size", hidden_size)
+        self.ih = Linear(input_size, hidden_size, bias=bias)
+        self.hh = Linear(hidden_size, hidden_size, bias=bias)
+        self.tanh = Tanh()
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.tanh(self.ih(x) + self.hh(h))  # (B, H)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+class GRUCell(Module):
+    """Gated recurrent unit (Cho et al. 2014), one time step, as torch.nn.GRUCell:
+
+        r  = sigmoid(x @ W_ir + b_ir + h @ W_hr + b_hr)        reset gate
+        z  = sigmoid(x @ W_iz + b_iz + h @ W_hz + b_hz)        update gate
+        n  = tanh(x @ W_in + b_in + r * (h @ W_hn + b_hn))     candidate state
+        h' = (1 - z) * n + z * h
+
+    x (B, input_size), h (B, hidden_size) -> h' (B, hidden_size). The three input
+    projections are one Linear ``ih`` (input_size, 3H), the three hidden ones ``hh``
+    (H, 3H), columns in the order r, z, n (torch's ``weight_ih`` / ``weight_hh`` are
+    their transposes). The candidate's tanh is a ``Tanh`` layer, so diagnostics see it."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = _check_dim("input_size", input_size)
+        self.hidden_size = _check_dim("hidden_size", hidden_size)
+        self.ih = Linear(input_size, 3 * hidden_size, bias=bias)
+        self.hh = Linear(hidden_size, 3 * hidden_size, bias=bias)
+        self.tanh = Tanh()
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x_r, x_z, x_n = self.ih(x).chunk(3, dim=-1)  # 3 x (B, H)
+        h_r, h_z, h_n = self.hh(h).chunk(3, dim=-1)  # 3 x (B, H)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = self.tanh(x_n + r * h_n)
+        return (1 - z) * n + z * h
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"

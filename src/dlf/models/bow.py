@@ -1,0 +1,79 @@
+"""makemore's bag-of-words model: each position sees the average of everything before it.
+
+    x   = wte[idx] + wpe[positions]                      (B, T, C)
+    x   = x + causal_mean(x)                             every position: mean of x_0 .. x_t
+    x   = x + c_proj(tanh(c_fc(x)))                      an MLP per position
+    logits = lm_head(x)                                  (B, T, V)
+
+The average throws away the order of the past (beyond what the position embeddings
+carry into it): a baseline between the fixed-window MLP and attention, which learns
+the weights that the average fixes to 1 / (t + 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from dlf.errors import DlfError
+from dlf.models.protocol import Capabilities
+from dlf.models.sequence import sequence_loss
+from dlf.nn import Embedding, Linear, Module, Tanh
+
+
+@dataclass
+class BoWConfig:
+    type: ClassVar[str] = "bow"
+    vocab_size: int = 0  # filled in from the tokenizer
+    block_size: int = 16  # positions (the names need longest + 1 = 16)
+    n_embd: int = 64  # embedding / residual width
+    n_hidden: int = 64  # MLP hidden width (makemore's n_embd2)
+
+
+def causal_mean(x: torch.Tensor) -> torch.Tensor:
+    """x (B, T, C) -> (B, T, C): position t holds the mean of x[:, :t + 1]."""
+    T = x.shape[1]
+    counts = torch.arange(1, T + 1, device=x.device, dtype=x.dtype)  # (T,)
+    return x.cumsum(dim=1) / counts[:, None]  # (B, T, C)
+
+
+class BoW(Module):
+    """idx (B, T) with T <= block_size -> logits (B, T, vocab_size), loss
+    (see dlf.models.sequence)."""
+
+    capabilities = Capabilities(sequence_targets=True)
+
+    def __init__(self, config: BoWConfig):
+        super().__init__()
+        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
+            if getattr(config, name) < 1:
+                raise DlfError(f"model.{name} must be >= 1, got {getattr(config, name)}")
+        c = config
+        self.config = config
+        self.block_size = c.block_size
+        self.wte = Embedding(c.vocab_size, c.n_embd)
+        self.wpe = Embedding(c.block_size, c.n_embd)
+        self.c_fc = Linear(c.n_embd, c.n_hidden)
+        self.tanh = Tanh()
+        self.c_proj = Linear(c.n_hidden, c.n_embd)
+        self.lm_head = Linear(c.n_embd, c.vocab_size)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        T = idx.shape[1]
+        if T > self.block_size:
+            raise DlfError(f"sequence length {T} is longer than the model's "
+                           f"block_size {self.block_size}")
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        x = x + causal_mean(x)  # (B, T, C)
+        x = x + self.c_proj(self.tanh(self.c_fc(x)))  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None if targets is None else sequence_loss(logits, targets)
+        return logits, loss
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"vocab_size={c.vocab_size}, block_size={c.block_size}, n_embd={c.n_embd}, "
+                f"n_hidden={c.n_hidden}")

@@ -1,0 +1,131 @@
+"""Recurrent language models (makemore's RNN and GRU) from our own cells.
+
+Embed each character, run one cell over the sequence from a learned start state, and
+read the logits of every position from its hidden state:
+
+    h_0 = start;  h_t = cell(wte[idx_t], h_{t-1});  logits_t = h_t @ W_head + b_head
+
+`rnn` uses dlf.nn.RNNCell (Elman, tanh), `gru` dlf.nn.GRUCell. They train on whole
+lines (data.layout = "sequences"): every position of a name at once. The hidden
+state is the cache of cached generation: one cell step per new token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from dlf.errors import DlfError
+from dlf.models.protocol import Capabilities, slide_window
+from dlf.models.sequence import emit, sequence_loss
+from dlf.nn import Embedding, GRUCell, Linear, Module, RNNCell
+
+
+@dataclass
+class RNNConfig:
+    type: ClassVar[str] = "rnn"
+    vocab_size: int = 0  # filled in from the tokenizer
+    block_size: int = 16  # longest sequence fed at once (the names need longest + 1 = 16)
+    n_embd: int = 64  # character embedding size
+    n_hidden: int = 64  # hidden state size
+
+
+@dataclass
+class GRUConfig(RNNConfig):
+    type: ClassVar[str] = "gru"
+
+
+def record_steps(tanh, outputs: list[torch.Tensor]) -> None:
+    """Diagnostics: keep every time step of a cell's tanh as one (B, T, H) ``tanh.out``.
+
+    The cell's Tanh layer records only its last call; this stacks the outputs of all
+    calls. When the layer retains gradients, each step's full gradient (through the
+    output layer and the later steps) is copied into ``tanh.out.grad`` during backward."""
+    out = torch.stack([o.detach() for o in outputs], dim=1)  # (B, T, H), a leaf
+    if tanh.retain_out_grad and outputs[0].requires_grad:
+        out.grad = torch.zeros_like(out)
+        for t, o in enumerate(outputs):
+            o.register_hook(lambda g, t=t: out.grad[:, t].copy_(g))
+    tanh.out = out
+
+
+class RNN(Module):
+    """idx (B, T) -> logits (B, T, vocab_size), loss (see dlf.models.sequence)."""
+
+    capabilities = Capabilities(sequence_targets=True, cached_generation=True)
+    cell_class: ClassVar[type] = RNNCell
+
+    def __init__(self, config: RNNConfig):
+        super().__init__()
+        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
+            if getattr(config, name) < 1:
+                raise DlfError(f"model.{name} must be >= 1, got {getattr(config, name)}")
+        self.config = config
+        self.block_size = config.block_size
+        self.start = torch.zeros(1, config.n_hidden).requires_grad_()  # (1, H) learned h_0
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.cell = self.cell_class(config.n_embd, config.n_hidden)
+        self.lm_head = Linear(config.n_hidden, config.vocab_size)
+
+    def states(self, idx: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """idx (B, T), h (B, H) the state before idx (None: the start state) -> (B, T, H)."""
+        B, T = idx.shape
+        emb = self.wte(idx)  # (B, T, n_embd)
+        h = self.start.expand(B, -1) if h is None else h  # (B, H)
+        hs, acts = [], []
+        tanh = self.cell.tanh
+        for t in range(T):
+            h = self.cell(emb[:, t], h)  # (B, H)
+            hs.append(h)
+            if tanh.record_out:
+                acts.append(tanh.out)
+        if acts:
+            record_steps(tanh, acts)
+        return torch.stack(hs, dim=1)  # (B, T, H)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.lm_head(self.states(idx))  # (B, T, V)
+        loss = None if targets is None else sequence_loss(logits, targets)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate_cached(self, idx: torch.Tensor, max_new_tokens: int,
+                        pick: Callable[[torch.Tensor], torch.Tensor],
+                        stream: Callable[[int], None] | None = None,
+                        stop_token: int | None = None) -> list[int]:
+        """Continue idx (1, T0) by up to max_new_tokens ids, carrying the hidden state.
+
+        Same contract as Transformer.generate_cached: the context is idx[:, start:] with
+        `start` from slide_window, so a moved window restarts from the start state (the
+        uncached loop, which reruns idx[:, start:] whole, gives the same tokens)."""
+        start = slide_window(0, idx.shape[1], self.block_size)
+        hs = self.states(idx[:, start:])  # (1, T, H)
+        h = hs[:, -1]  # (1, H)
+        logits = self.lm_head(h)  # (1, V)
+        out: list[int] = []
+        for step in range(max_new_tokens):
+            nxt = pick(logits)  # (1, 1)
+            if emit(out, nxt, stream, stop_token) or step == max_new_tokens - 1:
+                break
+            idx = torch.cat([idx, nxt.view(1, 1).to(idx.device)], dim=1)  # (1, L)
+            new_start = slide_window(start, idx.shape[1], self.block_size)
+            if new_start != start:  # the window moved: rerun it from the start state
+                start = new_start
+                h = self.states(idx[:, start:])[:, -1]  # (1, H)
+            else:
+                h = self.states(idx[:, -1:], h)[:, -1]  # (1, H): one cell step
+            logits = self.lm_head(h)  # (1, V)
+        return out
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"vocab_size={c.vocab_size}, n_embd={c.n_embd}, n_hidden={c.n_hidden}"
+
+
+class GRU(RNN):
+    """The same model with a GRU cell."""
+
+    cell_class: ClassVar[type] = GRUCell

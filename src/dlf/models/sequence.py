@@ -1,0 +1,47 @@
+"""What the sequence models (transformer, rnn, gru, bow) share: one loss rule and one
+sampling loop with an optional stop token.
+
+A sequence model maps idx (B, T) to logits (B, T, V), position t predicting token t + 1
+from tokens <= t. It trains in either shape of data:
+
+    targets (B, T)  every position (text streams; whole lines, padding = IGNORE_INDEX);
+    targets (B,)    the last position only (line data as fixed context windows).
+
+The loss is the mean cross-entropy over the non-padding targets, so a batch of padded
+lines gives the loss per predicted character, exactly like the window models'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from dlf.data.datasets import IGNORE_INDEX
+from dlf.errors import DlfError
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits (B, T, V) and targets (B, T) or (B,) -> mean cross-entropy (scalar)."""
+    B, T, V = logits.shape
+    if targets.shape == (B,):
+        return F.cross_entropy(logits[:, -1, :], targets)
+    if targets.shape == (B, T):
+        return F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T),
+                               ignore_index=IGNORE_INDEX)
+    raise DlfError(f"targets must have shape ({B}, {T}) or ({B},), got {tuple(targets.shape)}")
+
+
+Pick = Callable[[torch.Tensor], torch.Tensor]
+
+
+def emit(out: list[int], nxt: torch.Tensor, stream, stop_token: int | None) -> bool:
+    """Record the picked id (1, 1); True when it is the stop token (not recorded)."""
+    token = int(nxt.item())
+    if stop_token is not None and token == stop_token:
+        return True
+    out.append(token)
+    if stream is not None:
+        stream(token)
+    return False
