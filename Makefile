@@ -8,7 +8,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test lint pack-data clean
+.PHONY: demo test lint mutation pack-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
+
+# Mutation testing (mutmut) of the core modules, each against its own tests; hours on 2
+# cores, so not part of `make test`. GROUPS=optim limits it; scores: docs/testing.md.
+mutation: $(VENV)/.installed
+	$(PY) tools/mutation.py $(GROUPS)
 
 # Rewrite src/dlf/data/*.txt.xz from the plain files in $(DLF_DATA_DIR) (sha256-checked).
 pack-data: $(VENV)/.installed
