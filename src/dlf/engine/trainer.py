@@ -494,8 +494,8 @@ class Trainer:
     def _result_warnings(self, train_loss: float, step: int) -> list[str]:
         """result.json's "warnings": divergence seen during training or in the final loss."""
         if self.diverged_at is not None:
-            return [f"diverging: the loss exceeded {DIVERGENCE_FACTOR:g}x the first step's "
-                    f"({self.initial_loss:.4g}) from step {self.diverged_at}; lower train.lr"]
+            return [(f"diverging: the loss exceeded {DIVERGENCE_FACTOR:g}x the first step's "
+                     f"({self.initial_loss:.4g}) from step {self.diverged_at}; lower train.lr")]
         if self.initial_loss is not None and train_loss > DIVERGENCE_FACTOR * self.initial_loss:
             return [self._divergence_warning(train_loss, step)]
         return []
