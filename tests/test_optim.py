@@ -378,3 +378,68 @@ def test_make_schedule_factory():
         make_schedule("linear", 0.1)
     with pytest.raises(DlfError, match="total_steps"):
         make_schedule("cosine", 0.1)
+
+
+# -- pinned by mutation testing (docs/testing.md): messages, copies, dtypes, boundaries ----
+
+
+def _two_params():
+    return [torch.zeros(2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)]
+
+
+def test_load_state_dict_lists_every_problem_in_one_message():
+    opt = AdamW(_two_params())
+    bad = {
+        "state.0.exp_avg": torch.zeros(3, 2),  # wrong shape
+        "state.0.bogus": torch.zeros(1),  # unknown entry
+        "state.2.exp_avg": torch.zeros(4),  # index == number of parameters
+        "state.1.exp_avg": "x",  # not a tensor
+        "state.1.step": torch.tensor([1, 2]),  # not one integer
+    }
+    with pytest.raises(DlfError) as e:
+        opt.load_state_dict(bad)
+    assert str(e.value) == (
+        "cannot load AdamW state: missing 0-d tensor 'step'; "
+        "state.0.exp_avg: shape (3, 2) vs parameter (2, 3); unexpected key state.0.bogus; "
+        "state.2.exp_avg: optimizer has only 2 parameters; state.1.exp_avg: not a tensor; "
+        "state.1.step: expected a single integer")
+    with pytest.raises(DlfError) as e:
+        opt.load_state_dict({"step": torch.tensor(3), "state.0.step": torch.tensor(2),
+                             "state.1.exp_avg": torch.zeros(4)})
+    assert str(e.value) == ("cannot load AdamW state: state.0 lacks exp_avg, exp_avg_sq; "
+                            "state.1 lacks step, exp_avg_sq")
+    with pytest.raises(DlfError) as e:
+        SGD(_two_params(), lr=0.1).load_state_dict([1])
+    assert str(e.value) == "optimizer state must be a dict, got list"
+    assert opt.state == {} and opt.step_count == 0  # nothing changed
+
+
+def test_load_state_dict_copies_and_converts_to_the_parameters_dtype():
+    params = _two_params()
+    opt = AdamW(params)
+    state = {"step": torch.tensor(5), "state.1.step": torch.tensor(5),
+             "state.1.exp_avg": torch.ones(4, dtype=torch.float64),
+             "state.1.exp_avg_sq": torch.ones(4)}
+    opt.load_state_dict(state)
+    assert opt.step_count == 5 and opt.state[1]["step"] == 5
+    assert opt.state[1]["exp_avg"].dtype == torch.float32  # the parameter's dtype
+    state["state.1.exp_avg_sq"].fill_(7.0)  # the caller's tensors are not aliased
+    assert torch.equal(opt.state[1]["exp_avg_sq"], torch.ones(4))
+
+
+def test_learning_rate_zero_is_allowed_and_negative_is_named():
+    SGD(_two_params(), lr=0.0)
+    AdamW(_two_params(), lr=0.0)
+    with pytest.raises(DlfError) as e:
+        SGD(_two_params(), lr=-1.0)
+    assert str(e.value) == "learning rate must be >= 0, got -1.0"
+
+
+def test_repr_names_each_group():
+    p = _two_params()
+    opt = SGD([{"params": [p[0]]}, {"params": [p[1]], "lr": 0.5}], lr=0.1, momentum=0.9)
+    assert repr(opt) == (
+        "SGD(\n"
+        "  group 0: 1 tensors, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False\n"
+        "  group 1: 1 tensors, lr=0.5, momentum=0.9, weight_decay=0.0, nesterov=False\n"
+        ")")
