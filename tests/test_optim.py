@@ -443,3 +443,84 @@ def test_repr_names_each_group():
         "  group 0: 1 tensors, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False\n"
         "  group 1: 1 tensors, lr=0.5, momentum=0.9, weight_decay=0.0, nesterov=False\n"
         ")")
+
+
+def _leaf():
+    return torch.zeros(2, requires_grad=True)
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: SGD(_leaf(), lr=0.1), "optimizer params must be a list of tensors or of group dicts"),
+    (lambda: SGD([], lr=0.1), "optimizer got an empty parameter list"),
+    (lambda: SGD([{"params": []}], lr=0.1), "optimizer got an empty parameter list"),
+    (lambda: SGD([{"lr": 0.1}], lr=0.1),
+     "each parameter group must be a dict with a 'params' list"),
+    (lambda: SGD([{"params": [1.0]}], lr=0.1), "optimizer params must be tensors, got float"),
+    (lambda: SGD([_leaf() * 2], lr=0.1),
+     "optimizer can only update leaf tensors (model parameters)"),
+    (lambda: SGD([p := _leaf(), p], lr=0.1),
+     "a parameter appears more than once in the optimizer"),
+    (lambda: SGD([_leaf()], lr=0.1, weight_decay=-1.0), "weight_decay must be >= 0, got -1.0"),
+    (lambda: SGD([_leaf()], lr=0.1, momentum=-0.5), "momentum must be >= 0, got -0.5"),
+    (lambda: SGD([_leaf()], lr=0.1, nesterov=True), "nesterov momentum needs momentum > 0"),
+    (lambda: AdamW([_leaf()], betas=(0.9, 1.0)),
+     "betas must be two numbers in [0, 1), got (0.9, 1.0)"),
+    (lambda: AdamW([_leaf()], eps=-1.0), "eps must be >= 0, got -1.0"),
+    (lambda: ConstantLR(float("inf")), "learning rate must be a finite number >= 0, got inf"),
+    (lambda: ConstantLR(0.1)(-1), "schedule step must be >= 0, got -1"),
+    (lambda: StepDecayLR(0.1, [1.5]), "milestones must be integers >= 0, got [1.5]"),
+    (lambda: StepDecayLR(0.1, [-1]), "milestones must be integers >= 0, got [-1]"),
+    (lambda: StepDecayLR(0.1, [5, 2]), "milestones must be increasing, got [5, 2]"),
+    (lambda: StepDecayLR(0.1, [1], gamma=-1.0), "gamma must be a finite number >= 0, got -1.0"),
+    (lambda: CosineLR(0.1, 0, 10, min_lr=0.2), "min_lr (0.2) must not exceed lr (0.1)"),
+    (lambda: CosineLR(0.1, 11, 10), "need 0 <= warmup_steps <= total_steps and total_steps "
+     ">= 1, got warmup_steps=11, total_steps=10"),
+    (lambda: CosineLR(0.1, -1, 10), "need 0 <= warmup_steps <= total_steps and total_steps "
+     ">= 1, got warmup_steps=-1, total_steps=10"),
+    (lambda: CosineLR(0.1, 0, 0), "need 0 <= warmup_steps <= total_steps and total_steps "
+     ">= 1, got warmup_steps=0, total_steps=0"),
+    (lambda: CosineLR(0.1, 0, 10, min_lr=-1.0), "min_lr must be a finite number >= 0, got -1.0"),
+    (lambda: make_schedule("cosine", 0.1), "the cosine schedule needs total_steps"),
+    (lambda: make_schedule("linear", 0.1),
+     "unknown learning-rate schedule 'linear'; choose one of constant, step, cosine"),
+])
+def test_each_refusal_has_its_own_message(build, message):
+    with pytest.raises(DlfError) as e:
+        build()
+    assert str(e.value) == message
+
+
+def test_boundary_values_are_accepted():
+    AdamW([_leaf()], betas=(0.0, 0.0), eps=0.0)
+    SGD([_leaf()], lr=0.1, momentum=1.0)
+    param_groups_for_decay(_TinyModel(), 0.0)
+    assert StepDecayLR(1.0, [0])(0) == pytest.approx(0.1)  # milestone 0, default gamma 0.1
+    assert CosineLR(1.0, 10, 10)(9) == pytest.approx(10 / 11)  # warmup == total is valid
+    assert CosineLR(1.0, 0, 10, min_lr=1.0)(5) == 1.0
+
+
+class _TinyModel:
+    def __init__(self):
+        self.w = torch.zeros(2, 2, requires_grad=True)
+
+    def modules(self):
+        return [self]
+
+    def parameters(self):
+        return [self.w]
+
+
+@pytest.mark.parametrize("cls,kwargs", [(SGD, {"lr": 0.1, "weight_decay": 1.0}),
+                                        (SGD, {"lr": 0.1, "momentum": 1.0}),
+                                        (AdamW, {"lr": 0.1, "weight_decay": 1.0})])
+def test_unit_weight_decay_and_momentum_match_torch(cls, kwargs):
+    ref = getattr(torch.optim, cls.__name__)
+    ours_p = torch.tensor([1.0, -2.0], requires_grad=True)
+    ref_p = ours_p.detach().clone().requires_grad_()
+    ours, theirs = cls([ours_p], **kwargs), ref([ref_p], **kwargs)
+    for _ in range(3):
+        for p, opt in ((ours_p, ours), (ref_p, theirs)):
+            opt.zero_grad()
+            (p**2).sum().backward()
+            opt.step()
+    assert_close(ours_p, ref_p)
