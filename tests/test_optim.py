@@ -445,6 +445,9 @@ def test_repr_names_each_group():
         ")")
 
 
+WARMUP = "need 0 <= warmup_steps <= total_steps and total_steps >= 1, got warmup_steps="
+
+
 def _leaf():
     return torch.zeros(2, requires_grad=True)
 
@@ -473,12 +476,9 @@ def _leaf():
     (lambda: StepDecayLR(0.1, [5, 2]), "milestones must be increasing, got [5, 2]"),
     (lambda: StepDecayLR(0.1, [1], gamma=-1.0), "gamma must be a finite number >= 0, got -1.0"),
     (lambda: CosineLR(0.1, 0, 10, min_lr=0.2), "min_lr (0.2) must not exceed lr (0.1)"),
-    (lambda: CosineLR(0.1, 11, 10), "need 0 <= warmup_steps <= total_steps and total_steps "
-     ">= 1, got warmup_steps=11, total_steps=10"),
-    (lambda: CosineLR(0.1, -1, 10), "need 0 <= warmup_steps <= total_steps and total_steps "
-     ">= 1, got warmup_steps=-1, total_steps=10"),
-    (lambda: CosineLR(0.1, 0, 0), "need 0 <= warmup_steps <= total_steps and total_steps "
-     ">= 1, got warmup_steps=0, total_steps=0"),
+    (lambda: CosineLR(0.1, 11, 10), WARMUP + "11, total_steps=10"),
+    (lambda: CosineLR(0.1, -1, 10), WARMUP + "-1, total_steps=10"),
+    (lambda: CosineLR(0.1, 0, 0), WARMUP + "0, total_steps=0"),
     (lambda: CosineLR(0.1, 0, 10, min_lr=-1.0), "min_lr must be a finite number >= 0, got -1.0"),
     (lambda: make_schedule("cosine", 0.1), "the cosine schedule needs total_steps"),
     (lambda: make_schedule("linear", 0.1),
