@@ -113,7 +113,8 @@ TINY = ["train.max_steps=2", "train.batch_size=8", "train.eval_interval=1", "tra
 TINY_MODEL = {"names-mlp": ["model.n_hidden=8", "model.n_embd=2"],
               "names-mlp-manual": ["model.n_hidden=8", "model.n_embd=2"],
               "names-wavenet": ["model.n_hidden=8", "model.n_embd=2"],
-              "names-transformer": ["model.n_embd=8", "model.n_head=2", "model.n_layer=1"]}
+              "names-transformer": ["model.n_embd=8", "model.n_head=2", "model.n_layer=1",
+                                    "train.warmup_steps=0"]}
 
 
 @pytest.fixture(scope="module")
