@@ -219,3 +219,18 @@ def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
     with_prompt = sample_text(run.model, run.tokenizer, seed=1, prompt="to ", max_new_tokens=5,
                               stream=pieces.append)
     assert with_prompt == "to " + "".join(pieces) and len(pieces) == 5
+
+
+@pytest.mark.parametrize("args,message", [
+    ((1.0, None, 1, 0), "-n/--num must be >= 1, got 0"),
+    ((-0.5, None, 1, 1), "--temperature must be >= 0, got -0.5"),
+    ((float("nan"), None, 1, 1), "--temperature must be >= 0, got nan"),
+    ((1.0, 0, 1, 1), "--top-k must be >= 1, got 0"),
+    ((1.0, None, 0, 1), "--max-new-tokens must be >= 1, got 0"),
+])
+def test_sampling_arguments_out_of_range_are_named(args, message):
+    from dlf.errors import DlfError
+
+    with pytest.raises(DlfError) as e:
+        check_sampling_args(*args)
+    assert str(e.value) == message
