@@ -395,6 +395,7 @@ def test_load_state_dict_lists_every_problem_in_one_message():
         "state.2.exp_avg": torch.zeros(4),  # index == number of parameters
         "state.1.exp_avg": "x",  # not a tensor
         "state.1.step": torch.tensor([1, 2]),  # not one integer
+        "state.0.exp_avg_sq": torch.zeros(3),  # checked after the problems above
     }
     with pytest.raises(DlfError) as e:
         opt.load_state_dict(bad)
@@ -402,7 +403,8 @@ def test_load_state_dict_lists_every_problem_in_one_message():
         "cannot load AdamW state: missing 0-d tensor 'step'; "
         "state.0.exp_avg: shape (3, 2) vs parameter (2, 3); unexpected key state.0.bogus; "
         "state.2.exp_avg: optimizer has only 2 parameters; state.1.exp_avg: not a tensor; "
-        "state.1.step: expected a single integer")
+        "state.1.step: expected a single integer; "
+        "state.0.exp_avg_sq: shape (3,) vs parameter (2, 3)")
     with pytest.raises(DlfError) as e:
         opt.load_state_dict({"step": torch.tensor(3), "state.0.step": torch.tensor(2),
                              "state.1.exp_avg": torch.zeros(4)})
@@ -481,6 +483,7 @@ def _leaf():
     (lambda: CosineLR(0.1, 0, 0), WARMUP + "0, total_steps=0"),
     (lambda: CosineLR(0.1, 0, 10, min_lr=-1.0), "min_lr must be a finite number >= 0, got -1.0"),
     (lambda: make_schedule("cosine", 0.1), "the cosine schedule needs total_steps"),
+    (lambda: param_groups_for_decay(_TinyModel(), -0.1), "weight_decay must be >= 0, got -0.1"),
     (lambda: make_schedule("linear", 0.1),
      "unknown learning-rate schedule 'linear'; choose one of constant, step, cosine"),
 ])
@@ -497,6 +500,14 @@ def test_boundary_values_are_accepted():
     assert StepDecayLR(1.0, [0])(0) == pytest.approx(0.1)  # milestone 0, default gamma 0.1
     assert CosineLR(1.0, 10, 10)(9) == pytest.approx(10 / 11)  # warmup == total is valid
     assert CosineLR(1.0, 0, 10, min_lr=1.0)(5) == 1.0
+    assert CosineLR(1.0, 0, 1)(0) == 1.0  # one step is a valid total
+
+
+def test_make_schedule_defaults():
+    assert make_schedule("step", 1.0, milestones=[1])(1) == pytest.approx(0.1)  # gamma 0.1
+    cosine = make_schedule("cosine", 1.0, total_steps=10)
+    assert cosine(0) == 1.0  # no warmup by default
+    assert cosine(10) == 0.0  # min_lr 0 by default
 
 
 class _TinyModel:
