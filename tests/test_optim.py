@@ -535,3 +535,9 @@ def test_unit_weight_decay_and_momentum_match_torch(cls, kwargs):
             (p**2).sum().backward()
             opt.step()
     assert_close(ours_p, ref_p)
+
+
+def test_a_group_may_hold_one_tensor_instead_of_a_list():
+    p = torch.zeros(3, 2, requires_grad=True)
+    opt = SGD([{"params": p}], lr=0.1)
+    assert len(opt.param_groups[0]["params"]) == 1 and opt.param_groups[0]["params"][0] is p
