@@ -199,7 +199,7 @@ def _train_cmd(cfg_path, out, *extra):
 @pytest.mark.slow
 def test_sigterm_to_a_training_process_then_resume_equals_an_uninterrupted_run(
         tmp_path, names_file):
-    steps = 600
+    steps = 1000
     cfg = tmp_path / "term.toml"
     cfg.write_text(KILL_CFG.format(data=names_file, steps=steps))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
