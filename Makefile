@@ -10,7 +10,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test test-fast lint notebooks notebooks-env pack-data clean gpu-check gpu-check-dry
+.PHONY: demo test test-fast lint notebooks notebooks-env mutation pack-data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ notebooks: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
+
+# Mutation testing (mutmut) of the core modules, each against its own tests; hours on 2
+# cores, so not part of `make test`. GROUPS=optim limits it; scores: docs/testing.md.
+mutation: $(VENV)/.installed
+	$(PY) tools/mutation.py $(GROUPS)
 
 # Rewrite src/dlf/data/*.txt.xz from the plain files in $(DLF_DATA_DIR) (sha256-checked).
 pack-data: $(VENV)/.installed

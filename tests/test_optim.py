@@ -384,3 +384,166 @@ def test_make_schedule_factory():
         make_schedule("linear", 0.1)
     with pytest.raises(DlfError, match="total_steps"):
         make_schedule("cosine", 0.1)
+
+
+# -- pinned by mutation testing (docs/testing.md): messages, copies, dtypes, boundaries ----
+
+
+def _two_params():
+    return [torch.zeros(2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)]
+
+
+def test_load_state_dict_lists_every_problem_in_one_message():
+    opt = AdamW(_two_params())
+    bad = {
+        "state.0.exp_avg": torch.zeros(3, 2),  # wrong shape
+        "state.0.bogus": torch.zeros(1),  # unknown entry
+        "state.2.exp_avg": torch.zeros(4),  # index == number of parameters
+        "state.1.exp_avg": "x",  # not a tensor
+        "state.1.step": torch.tensor([1, 2]),  # not one integer
+        "state.0.exp_avg_sq": torch.zeros(3),  # checked after the problems above
+    }
+    with pytest.raises(DlfError) as e:
+        opt.load_state_dict(bad)
+    assert str(e.value) == (
+        "cannot load AdamW state: missing 0-d tensor 'step'; "
+        "state.0.exp_avg: shape (3, 2) vs parameter (2, 3); unexpected key state.0.bogus; "
+        "state.2.exp_avg: optimizer has only 2 parameters; state.1.exp_avg: not a tensor; "
+        "state.1.step: expected a single integer; "
+        "state.0.exp_avg_sq: shape (3,) vs parameter (2, 3)")
+    with pytest.raises(DlfError) as e:
+        opt.load_state_dict({"step": torch.tensor(3), "state.0.step": torch.tensor(2),
+                             "state.1.exp_avg": torch.zeros(4)})
+    assert str(e.value) == ("cannot load AdamW state: state.0 lacks exp_avg, exp_avg_sq; "
+                            "state.1 lacks step, exp_avg_sq")
+    with pytest.raises(DlfError) as e:
+        SGD(_two_params(), lr=0.1).load_state_dict([1])
+    assert str(e.value) == "optimizer state must be a dict, got list"
+    assert opt.state == {} and opt.step_count == 0  # nothing changed
+
+
+def test_load_state_dict_copies_and_converts_to_the_parameters_dtype():
+    params = _two_params()
+    opt = AdamW(params)
+    state = {"step": torch.tensor(5), "state.1.step": torch.tensor(5),
+             "state.1.exp_avg": torch.ones(4, dtype=torch.float64),
+             "state.1.exp_avg_sq": torch.ones(4)}
+    opt.load_state_dict(state)
+    assert opt.step_count == 5 and opt.state[1]["step"] == 5
+    assert opt.state[1]["exp_avg"].dtype == torch.float32  # the parameter's dtype
+    state["state.1.exp_avg_sq"].fill_(7.0)  # the caller's tensors are not aliased
+    assert torch.equal(opt.state[1]["exp_avg_sq"], torch.ones(4))
+
+
+def test_learning_rate_zero_is_allowed_and_negative_is_named():
+    SGD(_two_params(), lr=0.0)
+    AdamW(_two_params(), lr=0.0)
+    with pytest.raises(DlfError) as e:
+        SGD(_two_params(), lr=-1.0)
+    assert str(e.value) == "learning rate must be >= 0, got -1.0"
+
+
+def test_repr_names_each_group():
+    p = _two_params()
+    opt = SGD([{"params": [p[0]]}, {"params": [p[1]], "lr": 0.5}], lr=0.1, momentum=0.9)
+    assert repr(opt) == (
+        "SGD(\n"
+        "  group 0: 1 tensors, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False\n"
+        "  group 1: 1 tensors, lr=0.5, momentum=0.9, weight_decay=0.0, nesterov=False\n"
+        ")")
+
+
+WARMUP = "need 0 <= warmup_steps <= total_steps and total_steps >= 1, got warmup_steps="
+
+
+def _leaf():
+    return torch.zeros(2, requires_grad=True)
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: SGD(_leaf(), lr=0.1), "optimizer params must be a list of tensors or of group dicts"),
+    (lambda: SGD([], lr=0.1), "optimizer got an empty parameter list"),
+    (lambda: SGD([{"params": []}], lr=0.1), "optimizer got an empty parameter list"),
+    (lambda: SGD([{"lr": 0.1}], lr=0.1),
+     "each parameter group must be a dict with a 'params' list"),
+    (lambda: SGD([{"params": [1.0]}], lr=0.1), "optimizer params must be tensors, got float"),
+    (lambda: SGD([_leaf() * 2], lr=0.1),
+     "optimizer can only update leaf tensors (model parameters)"),
+    (lambda: SGD([p := _leaf(), p], lr=0.1),
+     "a parameter appears more than once in the optimizer"),
+    (lambda: SGD([_leaf()], lr=0.1, weight_decay=-1.0), "weight_decay must be >= 0, got -1.0"),
+    (lambda: SGD([_leaf()], lr=0.1, momentum=-0.5), "momentum must be >= 0, got -0.5"),
+    (lambda: SGD([_leaf()], lr=0.1, nesterov=True), "nesterov momentum needs momentum > 0"),
+    (lambda: AdamW([_leaf()], betas=(0.9, 1.0)),
+     "betas must be two numbers in [0, 1), got (0.9, 1.0)"),
+    (lambda: AdamW([_leaf()], eps=-1.0), "eps must be >= 0, got -1.0"),
+    (lambda: ConstantLR(float("inf")), "learning rate must be a finite number >= 0, got inf"),
+    (lambda: ConstantLR(0.1)(-1), "schedule step must be >= 0, got -1"),
+    (lambda: StepDecayLR(0.1, [1.5]), "milestones must be integers >= 0, got [1.5]"),
+    (lambda: StepDecayLR(0.1, [-1]), "milestones must be integers >= 0, got [-1]"),
+    (lambda: StepDecayLR(0.1, [5, 2]), "milestones must be increasing, got [5, 2]"),
+    (lambda: StepDecayLR(0.1, [1], gamma=-1.0), "gamma must be a finite number >= 0, got -1.0"),
+    (lambda: CosineLR(0.1, 0, 10, min_lr=0.2), "min_lr (0.2) must not exceed lr (0.1)"),
+    (lambda: CosineLR(0.1, 11, 10), WARMUP + "11, total_steps=10"),
+    (lambda: CosineLR(0.1, -1, 10), WARMUP + "-1, total_steps=10"),
+    (lambda: CosineLR(0.1, 0, 0), WARMUP + "0, total_steps=0"),
+    (lambda: CosineLR(0.1, 0, 10, min_lr=-1.0), "min_lr must be a finite number >= 0, got -1.0"),
+    (lambda: make_schedule("cosine", 0.1), "the cosine schedule needs total_steps"),
+    (lambda: param_groups_for_decay(_TinyModel(), -0.1), "weight_decay must be >= 0, got -0.1"),
+    (lambda: make_schedule("linear", 0.1),
+     "unknown learning-rate schedule 'linear'; choose one of constant, step, cosine"),
+])
+def test_each_refusal_has_its_own_message(build, message):
+    with pytest.raises(DlfError) as e:
+        build()
+    assert str(e.value) == message
+
+
+def test_boundary_values_are_accepted():
+    AdamW([_leaf()], betas=(0.0, 0.0), eps=0.0)
+    SGD([_leaf()], lr=0.1, momentum=1.0)
+    param_groups_for_decay(_TinyModel(), 0.0)
+    assert StepDecayLR(1.0, [0])(0) == pytest.approx(0.1)  # milestone 0, default gamma 0.1
+    assert CosineLR(1.0, 10, 10)(9) == pytest.approx(10 / 11)  # warmup == total is valid
+    assert CosineLR(1.0, 0, 10, min_lr=1.0)(5) == 1.0
+    assert CosineLR(1.0, 0, 1)(0) == 1.0  # one step is a valid total
+
+
+def test_make_schedule_defaults():
+    assert make_schedule("step", 1.0, milestones=[1])(1) == pytest.approx(0.1)  # gamma 0.1
+    cosine = make_schedule("cosine", 1.0, total_steps=10)
+    assert cosine(0) == 1.0  # no warmup by default
+    assert cosine(10) == 0.0  # min_lr 0 by default
+
+
+class _TinyModel:
+    def __init__(self):
+        self.w = torch.zeros(2, 2, requires_grad=True)
+
+    def modules(self):
+        return [self]
+
+    def parameters(self):
+        return [self.w]
+
+
+@pytest.mark.parametrize("cls,kwargs", [(SGD, {"lr": 0.1, "weight_decay": 1.0}),
+                                        (SGD, {"lr": 0.1, "momentum": 1.0}),
+                                        (AdamW, {"lr": 0.1, "weight_decay": 1.0})])
+def test_unit_weight_decay_and_momentum_match_torch(cls, kwargs):
+    ref = getattr(torch.optim, cls.__name__)
+    ours_p = torch.tensor([1.0, -2.0], requires_grad=True)
+    ref_p = ours_p.detach().clone().requires_grad_()
+    ours, theirs = cls([ours_p], **kwargs), ref([ref_p], **kwargs)
+    for _ in range(3):
+        for p, opt in ((ours_p, ours), (ref_p, theirs)):
+            opt.zero_grad()
+            (p**2).sum().backward()
+            opt.step()
+    assert_close(ours_p, ref_p)
+
+
+def test_a_group_may_hold_one_tensor_instead_of_a_list():
+    p = torch.zeros(3, 2, requires_grad=True)
+    opt = SGD([{"params": p}], lr=0.1)
+    assert len(opt.param_groups[0]["params"]) == 1 and opt.param_groups[0]["params"][0] is p

@@ -18,16 +18,36 @@ EPILOG = """examples:
 Data: named datasets (names, shakespeare) are read from $DLF_DATA_DIR, then the
 sha256-checked copy inside the package, then ~/.cache/dlf, else downloaded and
 sha256-checked. --data PATH uses any UTF-8 file.
-Bad input gets one line on stderr and exit status 2."""
+Exit status: 0 done; 2 bad input or a failed run (one line on stderr); 75 a training
+stopped by SIGINT or SIGTERM after checkpointing (resumable with --resume); 130 aborted
+by a second signal."""
+
+# sysexits' EX_TEMPFAIL ("try again later"): a training stopped by SIGINT/SIGTERM after
+# checkpointing; the same command with --resume continues it.
+EXIT_INTERRUPTED = 75
+
+
+TRAIN_DESCRIPTION = """\
+Train a model. The run directory receives config.toml, tokenizer.json,
+model.safetensors (best validation weights), state.safetensors (last step, for
+--resume), metrics.jsonl, result.json, loss.png and samples.txt. Files follow the
+umask (0644 under umask 022). One run at a time holds a directory (DIR/.lock,
+released when it ends, also when it is killed); a second run on it exits 2.
+
+Stopping: Ctrl-C (SIGINT) or SIGTERM (timeout, docker stop, a batch scheduler)
+finishes the current step, checkpoints and exits with status 75: interrupted,
+resumable. Run the same command with --resume to continue. A second signal aborts
+at once (status 130; the last checkpoint stays).
+
+Divergence: a loss or gradient norm that is not finite ends the run at that step
+with status 2, keeping the last good checkpoint. A loss above 10x the first step's
+is flagged on the progress line and in result.json's "warnings"."""
 
 
 def _add_train(sub):
     p = sub.add_parser(
         "train", help="train a model from a preset or a TOML config",
-        description="Train a model. The run directory receives config.toml, tokenizer.json, "
-        "model.safetensors (best validation weights), state.safetensors (last step, for "
-        "--resume), metrics.jsonl, result.json, loss.png and samples.txt. Ctrl-C stops after "
-        "the current step and checkpoints; run the same command with --resume to continue.",
+        description=TRAIN_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: dlf train names-mlp --set model.n_hidden=300 --set train.lr=0.05")
     p.add_argument("config", metavar="PRESET|CONFIG.toml",
@@ -43,7 +63,8 @@ def _add_train(sub):
                    "(repeatable; the section may be left out when the key is unambiguous)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its state.safetensors")
-    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing run in --out (its files are listed on stderr)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes on this machine (torchrun; "
@@ -258,7 +279,7 @@ def cmd_train(args) -> int:
     else:
         r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
     if r.get("interrupted"):
-        return 130
+        return EXIT_INTERRUPTED
     from dlf.engine import distributed
 
     if not distributed.current().is_main:  # a data-parallel job reports once, from rank 0

@@ -266,6 +266,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             raise DlfError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
         tp = _fields(type(obj))[name]
         setattr(obj, name, _coerce(value, tp, f"{section}.{name}"))
+    # a section's own checks (__post_init__) run again, as when the TOML is read back
+    cfg.data, cfg.model, cfg.train = (dataclasses.replace(x)
+                                      for x in (cfg.data, cfg.model, cfg.train))
     return cfg
 
 

@@ -1,6 +1,10 @@
 """Atomic file writes: a temporary file in the destination directory, fsynced, then
 renamed over the target, so a killed process leaves the old file or the new one,
-never half of one. Used by checkpoints, run files and the tokenizer alike."""
+never half of one. Used by checkpoints, run files and the tokenizer alike.
+
+The file gets the mode any other tool's output gets (0666 less the umask: 0644 under the
+usual umask 022), not the 0600 that mkstemp gives its temporary files: a run directory is
+meant to be kept and shared."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -22,6 +27,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

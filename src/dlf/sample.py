@@ -43,8 +43,10 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        # exactly k candidates per row, even when logits tie at the k-th (a threshold at the
+        # k-th value would keep every tied token: top-1 would not be deterministic)
+        vals, ids = torch.topk(logits, top_k, dim=-1)  # (B, k)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, ids, vals)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)
 

@@ -10,10 +10,17 @@ dlf.fileio (temporary file in the same directory, fsync, rename), so a killed
 process leaves the old file or the new one. metrics.jsonl is appended one line per
 record; a kill can tear its last line, which MetricsLog.read drops and a resume
 rewrites (MetricsLog.truncate_after), so a resumed run logs each step once.
+
+Who may write: one process at a time. A run holds DIR/.lock (flock) from its claim to
+its end (RunDir.claim, RunDir.release); a second run on the same directory is refused.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,8 @@ RUN_FILES = ("config.toml", "tokenizer.json", "model.safetensors", "state.safete
              "metrics.jsonl", "result.json", "loss.png", "samples.txt", "counts.png",
              "probs.png")
 CHECKPOINT_FORMAT = "dlf-1"
+# Held (flock) by the process that trains into the directory, removed when it is done.
+LOCK_FILE = ".lock"
 
 
 class RunDir:
@@ -46,20 +55,70 @@ class RunDir:
         self.path = Path(path)
         self.writer = writer
         self.metrics = MetricsLog(self.path / "metrics.jsonl")
+        self._lock = None  # the open DIR/.lock while this process holds the directory
 
-    def claim(self, force: bool) -> None:
-        """Make the directory ours: refuse an existing run unless `force` replaces it."""
-        existing = [f for f in RUN_FILES if (self.path / f).exists()]
-        if existing and not force:
-            raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
-                           "use --resume to continue it, --force to replace it, or another --out")
+    def claim(self, force: bool, *, resume: bool = False) -> None:
+        """Make the directory ours for this process's lifetime (see `lock`), then refuse an
+        existing run unless `resume` continues it or `force` replaces it. The lock comes
+        first, so two runs started at once on one directory give one run and one refusal."""
         if self.path.exists() and not self.path.is_dir():
             raise DlfError(f"--out {self.path} exists and is not a directory")
+        if self.writer:
+            self.lock()
+        if resume:
+            return
+        existing = [f for f in RUN_FILES if (self.path / f).exists()]
+        if existing and not force:
+            self.release()
+            raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
+                           "use --resume to continue it, --force to replace it, or another --out")
         if not self.writer:
             return
+        if existing:
+            print(f"dlf: --force: replacing the run in {self.path}: {', '.join(existing)}",
+                  file=sys.stderr)
         for f in existing:
             (self.path / f).unlink(missing_ok=True)
+
+    def lock(self) -> None:
+        """Take DIR/.lock with flock (exclusive, non-blocking) and keep it until `release`
+        or the process ends. The kernel drops a dead process's flock, so a stale lock file
+        never blocks; its text (pid and host) only serves the refusal message."""
+        if self._lock is not None:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / LOCK_FILE
+        while True:
+            f = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise DlfError(f"{self.path} is in use by another dlf run ({holder}); wait for "
+                               "it to finish or use another --out") from None
+            # A releasing holder unlinks the file: if ours was unlinked between open and
+            # flock, we hold a lock nobody else sees, so take the new file instead.
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            f.close()
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._lock = f
+
+    def release(self) -> None:
+        """Give the directory back (the lock file goes; a finished run leaves no trace)."""
+        if self._lock is None:
+            return
+        (self.path / LOCK_FILE).unlink(missing_ok=True)  # before unlocking: see `lock`
+        self._lock.close()  # closing drops the flock
+        self._lock = None
 
     def begin(self, cfg: C.RunConfig, tokenizer: CharTokenizer) -> None:
         """config.toml and tokenizer.json: what sample, eval and resume read back."""

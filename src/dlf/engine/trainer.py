@@ -37,6 +37,12 @@ DEFAULT_THREADS = torch.get_num_threads()  # what torch chose for this machine (
 # The training batches come from their own generator, seeded train.seed + 1, so that
 # evaluation or sampling never shifts which batches training sees.
 BATCH_SEED_OFFSET = 1
+# A step whose loss exceeds this multiple of the run's first step's loss marks the run as
+# diverging (a warning on the progress line and in result.json, not a stop).
+DIVERGENCE_FACTOR = 10.0
+# What stops a run cleanly (after the current step, with a checkpoint): Ctrl-C, and the
+# SIGTERM that timeout, docker stop, batch schedulers and torchrun send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Train settings that only the autograd regime reads; the others would silently ignore
 # them, so a value other than the default is refused.
@@ -86,10 +92,10 @@ def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
 
     Under torchrun every rank prepares the same way; only rank 0 writes."""
     cfg = copy.deepcopy(cfg)
+    C.validate(cfg)
     check_regime_world(cfg)
     group = distributed.setup(cfg.train.device)
     run_dir = RunDir(out_dir, writer=writer and group.is_main)
-    C.validate(cfg)
     device = group.device
     C.resolve_auto(cfg, device)  # "auto" settings -> this machine's choice, as config.toml says
     if resume:
@@ -105,10 +111,9 @@ def prepare(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool, force: bool,
     check_regime(cfg.train, cfg.model.type, capabilities(model).regime)
     check_model_fits_data(model, data)
     model.to(device)
-    if not resume:
-        group.barrier()  # every rank checks the directory before rank 0 changes it
-        run_dir.claim(force)
-        group.barrier()
+    group.barrier()  # every rank checks the directory before rank 0 changes it
+    run_dir.claim(force, resume=resume)  # rank 0 also takes the directory's lock
+    group.barrier()
     return Prepared(cfg, run_dir, data, model, device, resume, group)
 
 
@@ -175,6 +180,13 @@ def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool = False,
     Counting is deterministic, so --resume simply counts again."""
     t0 = time.perf_counter()
     p = prepare(cfg, out_dir, resume=resume, force=force)
+    try:
+        return _fit_counted(p, t0)
+    finally:
+        p.run_dir.release()
+
+
+def _fit_counted(p: Prepared, t0: float) -> dict:
     if capabilities(p.model).regime != "fitted":
         raise DlfError(f"a {p.cfg.model.type} model is trained, not fitted: use train()")
     p.run_dir.begin(p.cfg, p.data.tokenizer)
@@ -209,19 +221,31 @@ def make_schedule(t: C.TrainConfig):
                                min_lr=t.min_lr)
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
-    """Scale all gradients so their global L2 norm is at most max_norm; returns the norm."""
+def grad_norm(params) -> torch.Tensor:
+    """The global L2 norm of all gradients, a 0-d tensor (read without a device sync)."""
     grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def scale_grads(params, norm: torch.Tensor, max_norm: float) -> None:
+    """Scale all gradients so that their global L2 norm `norm` becomes at most max_norm."""
+    grads = [p.grad for p in params if p.grad is not None]
     scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     torch._foreach_mul_(grads, scale)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients so their global L2 norm is at most max_norm; returns the norm."""
+    norm = grad_norm(params)
+    scale_grads(params, norm, max_norm)
     return norm.item()
 
 
 class AutogradStep:
     """grad_accum batches, each run in passes of train.micro_batch rows (the same
     gradient; only the memory differs), their mean loss backpropagated, the gradient
-    clipped to train.grad_clip, then the dlf.optim update. State: the optimizer's."""
+    clipped to train.grad_clip, then the dlf.optim update. State: the optimizer's.
+    `grad_norm`: the last step's gradient norm before clipping (the trainer checks it)."""
 
     def __init__(self, model, t: C.TrainConfig, device: torch.device,
                  group: distributed.Group = distributed.SINGLE):
@@ -251,8 +275,9 @@ class AutogradStep:
                 (loss * (share / t.grad_accum)).backward()
                 total = total + loss.detach() * share
         self.reducer.finish()  # the mean gradient over the ranks; clipped after
+        self.grad_norm = grad_norm(self.params)
         if t.grad_clip > 0:
-            clip_grad_norm(self.params, t.grad_clip)
+            scale_grads(self.params, self.grad_norm, t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad()
         return total / t.grad_accum
@@ -266,6 +291,8 @@ class AutogradStep:
 
 class ManualStep:
     """The model's hand-written backward and SGD update (`manual_step`); no state."""
+
+    grad_norm = None  # manual_step does not report one; its loss is checked
 
     def __init__(self, model, t: C.TrainConfig, device: torch.device,
                  group: distributed.Group = distributed.SINGLE):
@@ -300,6 +327,7 @@ class Trainer:
         p = prepare(cfg, out_dir, resume=resume, force=force)
         regime = capabilities(p.model).regime
         if regime not in STEPS:
+            p.run_dir.release()
             raise DlfError(f"a {p.cfg.model.type} model is {regime}, not trained: use train()")
         self.prepared, self.group = p, p.group
         self.cfg, self.data, self.model, self.device = p.cfg, p.data, p.model, p.device
@@ -313,13 +341,22 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(self.cfg.train.seed + BATCH_SEED_OFFSET)
         distributed.seed_rank_rng(self.group, self.cfg.train.seed, 0)  # dropout, per rank
         self._stop_requested = False
+        self.initial_loss = None  # the run's first step's loss: what divergence is measured by
+        self.diverged_at = None  # the first step whose loss exceeded DIVERGENCE_FACTOR x that
 
     def request_stop(self) -> None:
-        """Finish the current step, checkpoint, and return (what Ctrl-C does)."""
+        """Finish the current step, checkpoint, and return (what SIGINT and SIGTERM do)."""
         self._stop_requested = True
 
     def fit(self) -> dict:
-        """Train to train.max_steps (or a stop request); returns result.json's dict."""
+        """Train to train.max_steps (or a stop request); returns result.json's dict.
+        The run directory is held (RunDir.lock) until this returns or raises."""
+        try:
+            return self._fit()
+        finally:
+            self.run_dir.release()
+
+    def _fit(self) -> dict:
         t = self.cfg.train
         self.t0 = time.perf_counter()
         step = self._start()
@@ -327,7 +364,7 @@ class Trainer:
                    dynamic_ncols=True, file=sys.stderr)
         interrupted = False
         self.model.train()
-        with bar, self._stop_on_sigint():
+        with bar, self._stop_on_signals():
             while step < t.max_steps:
                 lr = self.schedule(self._schedule_position(step))
                 t_step = time.perf_counter()
@@ -336,6 +373,7 @@ class Trainer:
                 loss, self._stop_requested = self.group.sync_step(loss, self._stop_requested)
                 self.train_seconds += time.perf_counter() - t_step
                 step += 1
+                loss = self._check_loss(step, loss)  # the one sync per step
                 bar.update(1)
                 out_of_time = 0 < t.max_seconds <= self.train_seconds
                 last = step == t.max_steps or out_of_time
@@ -356,6 +394,34 @@ class Trainer:
 
     # ----------------------------------------------------------------- inside the loop
 
+    def _check_loss(self, step: int, loss) -> float:
+        """The step's loss as a float. A loss or gradient norm that is not finite stops the
+        run at this step (DlfError: exit 2), before anything of it is saved, so the last
+        checkpoint stays good. A loss far above the first step's is flagged, not stopped."""
+        norm = self.step_fn.grad_norm
+        if norm is None:
+            loss_v, norm_v = float(loss), 0.0
+        else:
+            loss_v, norm_v = torch.stack([loss.float(), norm.float()]).tolist()
+        if not math.isfinite(loss_v) or not math.isfinite(norm_v):
+            what = (f"loss became {loss_v}" if not math.isfinite(loss_v)
+                    else f"gradient norm became {norm_v}")
+            kept = (f"the last good checkpoint (step {self._saved_step}) is "
+                    f"{self.out}/state.safetensors" if self._saved_step is not None
+                    else "no checkpoint had been written")
+            raise DlfError(f"{what} at step {step}; training stopped ({kept}); "
+                           "lower train.lr or set train.grad_clip")
+        if self.initial_loss is None:
+            self.initial_loss = loss_v
+        elif self.diverged_at is None and loss_v > DIVERGENCE_FACTOR * self.initial_loss:
+            self.diverged_at = step
+            tqdm.write(f"warning: {self._divergence_warning(loss_v, step)}", file=sys.stderr)
+        return loss_v
+
+    def _divergence_warning(self, loss: float, step: int) -> str:
+        return (f"loss {loss:.4g} at step {step} is more than {DIVERGENCE_FACTOR:g}x the first "
+                f"step's {self.initial_loss:.4g}: the run is diverging; lower train.lr")
+
     def _batch(self):
         """This rank's slice of the next global batch (all of it in one process)."""
         t, ds = self.cfg.train, self.data.train
@@ -370,14 +436,12 @@ class Trainer:
         now = time.perf_counter()
         tps = self._tokens_per_step() * (step - self._last_step) / max(now - self._last_t, 1e-9)
         self._last_t, self._last_step = now, step
-        loss_v = loss.item() if torch.is_tensor(loss) else float(loss)
-        if not math.isfinite(loss_v):
-            raise DlfError(f"loss became {loss_v} at step {step}; lower train.lr "
-                           "or set train.grad_clip")
+        loss_v = float(loss)
         self.run_dir.log({"step": step, "loss": loss_v, "lr": lr,
                           "tokens_per_second": round(tps, 1),
                           "train_seconds": round(self.train_seconds, 3)})
-        bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+        warning = {"warning": "diverging"} if self.diverged_at is not None else {}
+        bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", **warning)
 
     def _evaluate_and_checkpoint(self, step: int, bar, last: bool) -> None:
         # debug check of the data-parallel step: every rank holds the same weights
@@ -414,9 +478,10 @@ class Trainer:
         the metrics records past it. Returns the step to continue from."""
         self.wall_before, self.train_seconds = 0.0, 0.0
         self.best_val, self.best_losses = math.inf, None  # best_losses: measured this session
+        self._saved_step = None  # the step of the last state.safetensors written or loaded
         step = 0
         if self.resume:
-            step = self._load_state()
+            step = self._saved_step = self._load_state()
             if self.run_dir.writer:  # rank 0 alone rewrites the log
                 self.run_dir.metrics.truncate_after(step)
         else:
@@ -436,7 +501,10 @@ class Trainer:
         tensors["wall_seconds"] = torch.tensor(self.wall_before + self._elapsed(),
                                                dtype=torch.float64)
         tensors["train_seconds"] = torch.tensor(self.train_seconds, dtype=torch.float64)
+        if self.initial_loss is not None:
+            tensors["initial_loss"] = torch.tensor(self.initial_loss, dtype=torch.float64)
         self.run_dir.save_state(tensors, self.cfg.model.type)
+        self._saved_step = step
 
     def _load_state(self) -> int:
         tensors = self.run_dir.load_state(self.cfg.model.type)
@@ -450,6 +518,8 @@ class Trainer:
             self.best_val = float(tensors["best_val"])
             self.wall_before = float(tensors["wall_seconds"])
             self.train_seconds = float(tensors["train_seconds"])
+            if "initial_loss" in tensors:
+                self.initial_loss = float(tensors["initial_loss"])
             step = int(tensors["step"])
             # rank 0 continues the saved stream; other ranks' dropout streams restart
             distributed.seed_rank_rng(self.group, self.cfg.train.seed, step)
@@ -473,35 +543,50 @@ class Trainer:
         losses = self.best_losses or eval_losses(self.prepared)
         result = base_result(self.prepared, losses, step, self.wall_before + self._elapsed(),
                              self.train_seconds, self._tokens_per_step())
+        result["warnings"] = self._result_warnings(result["train_loss"], step)
         return self.run_dir.finish(self.model, self.data, self.cfg, result, self.device)
 
-    # ----------------------------------------------------------------- Ctrl-C
+    def _result_warnings(self, train_loss: float, step: int) -> list[str]:
+        """result.json's "warnings": divergence seen during training or in the final loss."""
+        if self.diverged_at is not None:
+            return [(f"diverging: the loss exceeded {DIVERGENCE_FACTOR:g}x the first step's "
+                     f"({self.initial_loss:.4g}) from step {self.diverged_at}; lower train.lr")]
+        if self.initial_loss is not None and train_loss > DIVERGENCE_FACTOR * self.initial_loss:
+            return [self._divergence_warning(train_loss, step)]
+        return []
 
-    def _stop_on_sigint(self):
-        """First Ctrl-C: stop cleanly after the current step. Second: abort."""
+    # ----------------------------------------------------------------- SIGINT, SIGTERM
+
+    def _stop_on_signals(self):
+        """First SIGINT (Ctrl-C) or SIGTERM (timeout, docker stop, batch schedulers, torchrun):
+        stop cleanly after the current step and checkpoint. A second one: abort at once."""
         trainer = self
 
         class _Handler:
             def __enter__(self):
-                self.old, self.first = None, 0.0
+                self.old, self.first = {}, None
                 if threading.current_thread() is threading.main_thread():
-                    self.old = signal.signal(signal.SIGINT, self.handle)
+                    for sig in STOP_SIGNALS:
+                        self.old[sig] = signal.signal(sig, self.handle)
 
             def handle(self, signum, frame):
-                # torchrun passes the terminal's Ctrl-C on to its workers, which also
-                # received it: a second SIGINT within a second is the same Ctrl-C
-                echo = trainer.group.active and time.monotonic() - self.first < 1.0
-                if trainer._stop_requested and not echo:
-                    raise KeyboardInterrupt
-                if not trainer._stop_requested:
-                    self.first = time.monotonic()
-                    distributed.say(trainer.group,
-                                    "\nstopping after this step (Ctrl-C again to abort)...")
-                trainer._stop_requested = True
+                # torchrun passes the terminal's Ctrl-C (and its own SIGTERM) on to its
+                # workers, which also received it: a second signal within a second of the
+                # first is the same one, in a data-parallel job
+                now = time.monotonic()
+                if self.first is not None:
+                    if not (trainer.group.active and now - self.first < 1.0):
+                        raise KeyboardInterrupt
+                    return
+                self.first = now
+                trainer.request_stop()
+                name = signal.Signals(signum).name
+                distributed.say(trainer.group, f"\n{name}: stopping after this step and "
+                                "checkpointing (a second signal aborts)...")
 
             def __exit__(self, *exc):
-                if self.old is not None:
-                    signal.signal(signal.SIGINT, self.old)
+                for sig, old in self.old.items():
+                    signal.signal(sig, old)
                 return False
 
         return _Handler()

@@ -1,0 +1,124 @@
+"""Mutation testing of the core modules, each against its own tests (`make mutation`).
+
+For every group below this script lays out a scratch project in build/mutation/GROUP/
+(a copy of src/ and tests/ plus a pyproject.toml whose [tool.mutmut] names the group's
+modules and test files), runs `mutmut run` there and prints the score. mutmut keeps its
+results in that folder, so a second run only tests mutants whose code changed.
+
+    python tools/mutation.py              every group
+    python tools/mutation.py optim nn     some groups
+    python tools/mutation.py --list       the groups, their modules and tests
+
+Surviving mutants: `cd build/mutation/GROUP && mutmut results` lists them and
+`mutmut show NAME` shows one. docs/testing.md records the scores and why each
+surviving mutant is equivalent. Not part of `make test`: it takes hours on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# group: (modules to mutate, their tests). Smallest first: a partial run gives scores early.
+GROUPS = {
+    "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
+    "sample": (["src/dlf/sample.py"], ["tests/test_sample.py"]),
+    "engine": (["src/dlf/engine/trainer.py", "src/dlf/engine/checkpoint.py",
+                "src/dlf/engine/metrics.py"],
+               ["tests/test_engine.py", "tests/test_reliability.py"]),
+    "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
+    "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
+    "data": (["src/dlf/data/*"], ["tests/test_data.py"]),
+}
+
+PYPROJECT = """\
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = {modules}
+pytest_add_cli_args_test_selection = {tests}
+# subprocess tests would import the unmutated package; they run in `make test`
+pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-m", "not slow"]
+# torch is not fork-safe once its thread pools exist: fork workers from a clean server
+process_isolation = "forkserver"
+
+[tool.pytest.ini_options]
+markers = ["slow: a subprocess or long test"]
+"""
+
+
+# `python -m mutmut` would import mutmut.__main__ twice; this is what the console script does
+MUTMUT = [sys.executable, "-c", "import sys; from mutmut.__main__ import cli; sys.exit(cli())"]
+
+
+def prepare(group: str) -> Path:
+    modules, tests = GROUPS[group]
+    work = ROOT / "build" / "mutation" / group
+    work.mkdir(parents=True, exist_ok=True)
+    for sub in ("src", "tests"):
+        # a fresh copy each run; mutmut compares files, so unchanged code keeps its results
+        shutil.rmtree(work / sub, ignore_errors=True)
+        shutil.copytree(ROOT / sub, work / sub,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (work / "pyproject.toml").write_text(PYPROJECT.format(modules=json.dumps(modules),
+                                                          tests=json.dumps(tests)))
+    return work
+
+
+def score(work: Path) -> dict:
+    subprocess.run([*MUTMUT, "export-cicd-stats"], cwd=work, check=True,
+                   stdout=subprocess.DEVNULL)
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    return stats
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("groups", nargs="*", metavar="GROUP",
+                    help=f"default: all ({', '.join(GROUPS)})")
+    ap.add_argument("--list", action="store_true", help="print the groups and exit")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        ap.error(f"unknown group {unknown[0]!r}; groups: {', '.join(GROUPS)}")
+    if args.list:
+        for g, (modules, tests) in GROUPS.items():
+            print(f"{g:8} {' '.join(modules)}  <-  {' '.join(tests)}")
+        return 0
+    env = dict(os.environ)
+    # the tests must import the mutated copy, not a dlf that PYTHONPATH points at
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "dlf").is_dir())
+    env["MPLBACKEND"] = "Agg"
+    failed = False
+    for group in args.groups or list(GROUPS):
+        work = prepare(group)
+        print(f"== {group}: mutmut run in {work.relative_to(ROOT)}", flush=True)
+        r = subprocess.run([*MUTMUT, "run",
+                            "--max-children", str(args.max_children)], cwd=work, env=env,
+                           check=False)
+        if r.returncode != 0:
+            print(f"== {group}: mutmut exited {r.returncode}", flush=True)
+            failed = True
+            continue
+        s = score(work)
+        # a mutant that hangs (timeout) or crashes the interpreter (segfault) is detected
+        killed = s["killed"] + s["timeout"] + s["segfault"]
+        # a mutant that no selected test runs is a survivor too
+        tested = killed + s["survived"] + s["suspicious"] + s["no_tests"]
+        pct = 100 * killed / tested if tested else 0.0
+        print(f"== {group}: {killed}/{tested} killed ({pct:.1f}%); "
+              f"survived {s['survived']}, suspicious {s['suspicious']}, "
+              f"not covered by the tests {s['no_tests']}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
