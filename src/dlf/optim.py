@@ -247,7 +247,7 @@ class AdamW(Optimizer):
     ``fused=True`` (the default) runs that update as torch's fused kernel
     (``torch._fused_adamw_``: one pass over each parameter and its two moments instead of
     one per line above); ``fused=False`` runs the written-out lines (multi-tensor
-    ``_foreach`` ops). Both are tested against torch.optim.AdamW."""
+    ``_foreach`` ops). Both are tested against PyTorch's own AdamW."""
 
     _state_entries: ClassVar[dict[str, bool]] = {"step": False, "exp_avg": True, "exp_avg_sq": True}
 

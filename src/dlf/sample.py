@@ -105,23 +105,34 @@ def _sample_sequence(model, tokenizer, g, temperature, top_k, prompt, max_new_to
     def pick(logits):
         return next_token(logits, temperature, top_k, g).to(device)
 
+    ids = _continue(model, idx, max_new_tokens, pick, use_cache, stop_token=tokenizer.boundary)
+    return prompt + tokenizer.decode(ids)
+
+
+def _continue(model, idx: torch.Tensor, max_new_tokens: int, pick, use_cache: bool,
+              stream=None, stop_token: int | None = None) -> list[int]:
+    """Up to max_new_tokens ids after idx (1, T), in eval mode: the model's cached
+    generation when it has one (and use_cache), else the uncached loop over the same
+    sliding window; `stream(id)` sees each id, picking `stop_token` ends (not returned)."""
     was_training = model.training
     model.eval()
     try:
         if use_cache and capabilities(model).cached_generation:
-            ids = model.generate_cached(idx, max_new_tokens, pick, stop_token=tokenizer.boundary)
-        else:
-            ids, start = [], 0
-            for _ in range(max_new_tokens):
-                start = slide_window(start, idx.shape[1], model.block_size)
-                nxt = pick(_last_logits(model, idx[:, start:]))  # (1, 1)
-                if nxt.item() == tokenizer.boundary:
-                    break
-                idx = torch.cat([idx, nxt], dim=1)
-                ids.append(nxt.item())
+            return model.generate_cached(idx, max_new_tokens, pick, stream=stream,
+                                         stop_token=stop_token)
+        ids, start = [], 0
+        for _ in range(max_new_tokens):
+            start = slide_window(start, idx.shape[1], model.block_size)
+            nxt = pick(_last_logits(model, idx[:, start:]))  # (1, 1)
+            if nxt.item() == stop_token:
+                break
+            idx = torch.cat([idx, nxt], dim=1)
+            ids.append(nxt.item())
+            if stream is not None:
+                stream(ids[-1])
+        return ids
     finally:
         model.train(was_training)
-    return prompt + tokenizer.decode(ids)
 
 
 @torch.no_grad()
@@ -141,22 +152,8 @@ def sample_text(model, tokenizer, *, seed: int = 0, temperature: float = 1.0,
     def pick(logits):
         return next_token(logits, temperature, top_k, g).to(device)
 
-    was_training = model.training
-    model.eval()
-    try:
-        if use_cache and capabilities(model).cached_generation:
-            ids = model.generate_cached(idx, max_new_tokens, pick, stream=_decoder(tokenizer, stream))
-        else:
-            ids, start = [], 0
-            emit = _decoder(tokenizer, stream)
-            for _ in range(max_new_tokens):
-                start = slide_window(start, idx.shape[1], model.block_size)
-                nxt = pick(_last_logits(model, idx[:, start:]))  # (1, 1)
-                idx = torch.cat([idx, nxt], dim=1)
-                ids.append(nxt.item())
-                emit(ids[-1])
-    finally:
-        model.train(was_training)
+    ids = _continue(model, idx, max_new_tokens, pick, use_cache,
+                    stream=_decoder(tokenizer, stream))
     return prompt + tokenizer.decode(ids)
 
 
