@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from dlf.engine.trainer import Trainer, check_regime, train
 from dlf.errors import DlfError
 from dlf.models import model_class, model_types
 from dlf.models.protocol import REGIMES, Capabilities, capabilities
+from runs import records, train_cmd, without_timings, write_mlp_config
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dlf"
 
@@ -216,47 +216,18 @@ def test_bench_rejects_a_zero_batch(capsys):
 # --------------------------------------------------------------------------- kill -9 and resume
 
 
-KILL_CFG = """
-name = "kill-test"
-[data]
-dataset = "{data}"
-[model]
-type = "mlp"
-block_size = 3
-n_embd = 4
-n_hidden = 16
-[train]
-max_steps = {steps}
-batch_size = 16
-eval_interval = 50
-log_interval = 1
-num_samples = 3
-seed = 3
-threads = 1
-"""
-
-
-def _train_cmd(cfg_path, out, *extra):
-    return [sys.executable, "-m", "dlf", "train", str(cfg_path), "--out", str(out), "--quiet",
-            *extra]
-
-
-def _records(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, names_file):
     steps = 3000
     cfg = tmp_path / "kill.toml"
-    cfg.write_text(KILL_CFG.format(data=names_file, steps=steps))
+    write_mlp_config(cfg, names_file, steps, name="kill-test")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     whole = tmp_path / "whole"
-    subprocess.run(_train_cmd(cfg, whole), check=True, env=env, capture_output=True)
+    subprocess.run(train_cmd(cfg, whole), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(cfg, killed), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(train_cmd(cfg, killed), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     state = killed / "state.safetensors"
     deadline = time.monotonic() + 120
@@ -270,13 +241,11 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, names
     # a kill can tear the last metrics line: make sure the resume copes with one
     with (killed / "metrics.jsonl").open("a") as f:
         f.write('{"step": 99999, "loss": 1.2')
-    subprocess.run(_train_cmd(cfg, killed, "--resume"), check=True, env=env,
+    subprocess.run(train_cmd(cfg, killed, "--resume"), check=True, env=env,
                    capture_output=True)
 
-    a, b = _records(whole), _records(killed)
-    drop = ("tokens_per_second", "train_seconds")  # timings differ from run to run
-    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in b]
+    a, b = records(whole), records(killed)
+    assert without_timings(a) == without_timings(b)
     steps_logged = [r["step"] for r in b if "loss" in r]
     assert steps_logged == list(range(1, steps + 1))  # each step once
     ra = json.loads((whole / "result.json").read_text())

@@ -12,20 +12,8 @@ from dlf.engine import checkpoint
 from dlf.engine.rundir import open_run
 from dlf.engine.trainer import Trainer, clip_grad_norm
 from dlf.errors import DlfError
+from runs import tiny_mlp
 from tolerances import assert_close_to_scale, fp32_tol, network_terms
-
-
-def tiny_mlp(names_file, **train):
-    cfg = C.load_preset("names-mlp")
-    cfg.data.dataset = str(names_file)
-    C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
-                            "model.n_layer=2"])
-    t = {"max_steps": 30, "batch_size": 16, "eval_interval": 10, "log_interval": 1,
-         "num_samples": 5, "schedule": "constant", "milestones": []}
-    t.update(train)
-    for k, v in t.items():
-        setattr(cfg.train, k, v)
-    return cfg
 
 
 def losses(run_dir):

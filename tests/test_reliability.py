@@ -8,13 +8,13 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import runs
 from dlf import config as C
 from dlf.cli import EXIT_INTERRUPTED, main
 from dlf.engine.checkpoint import load_tensors
@@ -24,29 +24,11 @@ from dlf.engine.rundir import LOCK_FILE, RunDir
 from dlf.engine.trainer import DIVERGENCE_FACTOR, Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model
+from runs import records, train_cmd, without_timings, write_mlp_config
 
 
 def tiny_mlp(names_file, **train):
-    cfg = C.load_preset("names-mlp")
-    cfg.data.dataset = str(names_file)
-    C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
-                            "model.n_layer=2"])
-    t = {"max_steps": 30, "batch_size": 16, "eval_interval": 10, "log_interval": 1,
-         "num_samples": 3, "schedule": "constant", "milestones": [], "threads": 1}
-    t.update(train)
-    for k, v in t.items():
-        setattr(cfg.train, k, v)
-    return cfg
-
-
-def records(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_speed(recs):
-    """The records without their timings (tokens/s and seconds differ from run to run)."""
-    return [{k: v for k, v in r.items() if k not in ("tokens_per_second", "train_seconds")}
-            for r in recs]
+    return runs.tiny_mlp(names_file, **{"num_samples": 3, "threads": 1, **train})
 
 
 def saved_step(out) -> int:
@@ -136,7 +118,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, names_file):
     recs = records(crashed)
     assert [r["step"] for r in recs if "loss" in r] == list(range(1, 31))
     assert [r["step"] for r in recs if "val_loss" in r] == [10, 20, 30]
-    assert without_speed(recs) == without_speed(records(whole))
+    assert without_timings(recs) == without_timings(records(whole))
 
 
 # --------------------------------------------------------------------------- signals
@@ -173,44 +155,19 @@ def test_a_second_signal_aborts_at_once(tmp_path, names_file):
     assert not (out / LOCK_FILE).exists()  # ... and the directory is free again
 
 
-KILL_CFG = """
-name = "term-test"
-[data]
-dataset = "{data}"
-[model]
-type = "mlp"
-block_size = 3
-n_embd = 4
-n_hidden = 16
-[train]
-max_steps = {steps}
-batch_size = 16
-eval_interval = 50
-log_interval = 7
-num_samples = 3
-seed = 3
-threads = 1
-"""
-
-
-def _train_cmd(cfg_path, out, *extra):
-    return [sys.executable, "-m", "dlf", "train", str(cfg_path), "--out", str(out), "--quiet",
-            *extra]
-
-
 @pytest.mark.slow
 def test_sigterm_to_a_training_process_then_resume_equals_an_uninterrupted_run(
         tmp_path, names_file):
     steps = 1000
     cfg = tmp_path / "term.toml"
-    cfg.write_text(KILL_CFG.format(data=names_file, steps=steps))
+    write_mlp_config(cfg, names_file, steps, log_interval=7, name="term-test")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     whole = tmp_path / "whole"
-    subprocess.run(_train_cmd(cfg, whole), check=True, env=env, capture_output=True)
+    subprocess.run(train_cmd(cfg, whole), check=True, env=env, capture_output=True)
 
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(_train_cmd(cfg, stopped), env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(train_cmd(cfg, stopped), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     state = stopped / "state.safetensors"
     deadline = time.monotonic() + 120
@@ -223,10 +180,10 @@ def test_sigterm_to_a_training_process_then_resume_equals_an_uninterrupted_run(
     assert not (stopped / "result.json").exists(), "the run finished before the signal"
     assert 50 <= saved_step(stopped) < steps
     assert not (stopped / LOCK_FILE).exists()
-    subprocess.run(_train_cmd(cfg, stopped, "--resume"), check=True, env=env,
+    subprocess.run(train_cmd(cfg, stopped, "--resume"), check=True, env=env,
                    capture_output=True)
 
-    assert without_speed(records(whole)) == without_speed(records(stopped))
+    assert without_timings(records(whole)) == without_timings(records(stopped))
     ra = json.loads((whole / "result.json").read_text())
     rb = json.loads((stopped / "result.json").read_text())
     for key in ("train_loss", "val_loss", "test_loss", "steps", "warnings"):
@@ -319,9 +276,9 @@ def test_force_names_what_it_replaces(tmp_path, names_file, capsys):
 @pytest.mark.slow
 def test_two_trainings_started_at_once_give_one_run_and_one_refusal(tmp_path, names_file):
     cfg = tmp_path / "race.toml"
-    cfg.write_text(KILL_CFG.format(data=names_file, steps=200))
+    write_mlp_config(cfg, names_file, 200, log_interval=7, name="term-test")
     out = tmp_path / "shared"
-    procs = [subprocess.Popen(_train_cmd(cfg, out), stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(train_cmd(cfg, out), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)
