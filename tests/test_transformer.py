@@ -312,3 +312,47 @@ def test_fused_and_written_out_kernels_give_the_same_model():
     la, _ = a(idx)
     lb, _ = b(idx)
     assert_close_to_scale(la, lb, tiny_tol(0))
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_row_split_matvec_equals_the_plain_product(two_threads):
+    """Cached decoding feeds one row; on 2+ threads the fused Linear sums k slice products
+    (a bmm) instead of torch's one-row matmul. Same product, other addition order."""
+    from dlf.nn import Linear
+
+    torch.manual_seed(0)
+    for fan_in, bias in ((384, True), (64, False), (1536, True)):
+        lin = Linear(fan_in, 24, bias=bias, fused=True)
+        if bias:
+            with torch.no_grad():
+                lin.bias.normal_()
+        assert lin._splits > 1  # the path under test is taken
+        x = torch.randn(1, 1, fan_in)
+        want = x @ lin.weight + (lin.bias if bias else 0)
+        got = lin(x)
+        assert got.shape == (1, 1, 24)
+        assert_close_to_scale(got, want, fp32_tol(fan_in))
+    lin = Linear(8, 4, fused=True)
+    assert lin._splits == 1  # too narrow to split: plain addmm
+
+
+def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads):
+    model = make(n_embd=32, n_head=2, block_size=8)
+    assert model.blocks[0].mlp.c_proj._splits == 8  # 4C = 128 inputs in 8 slices
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.eval()
+    prompt = torch.randint(0, 11, (1, 3))
+    with torch.no_grad():
+        ref = uncached(model, prompt, 30, seeded_sampler(3))
+        got = model.generate_cached(prompt, 30, seeded_sampler(3))
+    assert got == ref
+    assert len(set(ref)) > 1
