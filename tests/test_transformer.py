@@ -304,14 +304,21 @@ def test_to_float64_keeps_the_mask_and_runs():
     assert model.blocks[0].attn.mask.dtype == torch.bool
 
 
-def test_fused_and_written_out_kernels_give_the_same_model():
-    a = make(fused=True)
-    b = make(fused=False)
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+def test_fused_and_written_out_kernels_give_the_same_model(attention):
+    """Fused: LayerNorm, GELU, addmm, dropout + residual, and (manual attention) the scores
+    as one baddbmm with an additive mask. Same logits, loss and gradients as written out."""
+    a = make(fused=True, attention=attention)
+    b = make(fused=False, attention=attention)
     b.load_state_dict(a.state_dict())
     idx = torch.randint(0, 11, (2, 8))
-    la, _ = a(idx)
-    lb, _ = b(idx)
+    la, loss_a = a(idx, idx)
+    lb, loss_b = b(idx, idx)
     assert_close_to_scale(la, lb, tiny_tol(0))
+    loss_a.backward()
+    loss_b.backward()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert_close_to_scale(pa.grad, pb.grad, tiny_tol(2 * 8))
 
 
 @pytest.fixture

@@ -133,6 +133,9 @@ class CausalSelfAttention(Module):
         T = config.block_size
         mask = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T) True where allowed
         self.register_buffer("mask", mask, persistent=False)
+        bias = torch.zeros(T, T).masked_fill(~mask, float("-inf"))  # (T, T) 0 or -inf
+        self.register_buffer("bias", bias, persistent=False)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The projected attention output before the residual dropout, (B, T, C)."""
@@ -156,9 +159,16 @@ class CausalSelfAttention(Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=p,
                                                is_causal=causal)  # (B, nh, T, hs)
         else:
-            att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, L)
-            if causal:
-                att = att.masked_fill(~self.mask[:T, :T], float("-inf"))
+            if self.fused and causal:
+                # the same scores in one kernel: the scale folded into the product, the
+                # mask added as 0 / -inf (bias + alpha * q @ k^T), no divide or fill pass
+                att = torch.baddbmm(self.bias[:T, :T], q.reshape(B * self.n_head, T, hs),
+                                    k.reshape(B * self.n_head, T, hs).transpose(1, 2),
+                                    alpha=1.0 / math.sqrt(hs)).view(B, self.n_head, T, T)
+            else:
+                att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, L)
+                if causal:
+                    att = att.masked_fill(~self.mask[:T, :T], float("-inf"))
             att = torch.softmax(att, dim=-1)
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, hs)
