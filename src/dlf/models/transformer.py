@@ -159,21 +159,28 @@ class CausalSelfAttention(Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=p,
                                                is_causal=causal)  # (B, nh, T, hs)
         else:
-            if self.fused and causal:
-                # the same scores in one kernel: the scale folded into the product, the
-                # mask added as 0 / -inf (bias + alpha * q @ k^T), no divide or fill pass
-                att = torch.baddbmm(self.bias[:T, :T], q.reshape(B * self.n_head, T, hs),
-                                    k.reshape(B * self.n_head, T, hs).transpose(1, 2),
-                                    alpha=1.0 / math.sqrt(hs)).view(B, self.n_head, T, T)
-            else:
-                att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, L)
-                if causal:
-                    att = att.masked_fill(~self.mask[:T, :T], float("-inf"))
-            att = torch.softmax(att, dim=-1)
+            att = torch.softmax(self.scores(q, k, causal), dim=-1)  # (B, nh, T, L)
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.c_proj(y)
+
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
+        """q (B, nh, T, hs), k (B, nh, L, hs) -> q . k / sqrt(hs), (B, nh, T, L), -inf
+        where a causal query would see the future (the softmax input)."""
+        B, nh, T, hs = q.shape
+        if self.fused and causal:
+            # the same scores in one kernel: the scale folded into the product, the mask
+            # added as 0 / -inf (bias + alpha * q @ k^T), no divide or fill pass
+            att = torch.baddbmm(self.bias[:T, :T], q.reshape(B * nh, T, hs),
+                                k.reshape(B * nh, T, hs).transpose(1, 2),
+                                alpha=1.0 / math.sqrt(hs))  # (B * nh, T, T)
+            return att.view(B, nh, T, T)
+        att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, L)
+        if causal:
+            att = att.masked_fill(~self.mask[:T, :T], float("-inf"))
+        return att
 
 
 class MLP(Module):
@@ -352,8 +359,8 @@ class Transformer(Module):
         """idx (B, T) -> per layer, the attention probabilities (B, n_head, T, T).
 
         Row t of a head's map is softmax(q_t . k_s / sqrt(hs)) over positions s <= t (the
-        written-out masked softmax of the "manual" kernel, whichever kernel the config
-        picks), so it sums to 1 and is 0 above the diagonal. Computed as in eval mode:
+        masked softmax of the "manual" kernel, `CausalSelfAttention.scores`, whichever
+        kernel the config picks), so it sums to 1 and is 0 above the diagonal. Computed as in eval mode:
         no dropout, and the model is left in the mode it was in."""
         B, T = idx.shape
         if T > self.block_size:
@@ -372,9 +379,7 @@ class Transformer(Module):
                 q, k, _ = attn.c_attn(block.ln1(x)).split(C, dim=2)  # 2 x (B, T, C)
                 q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
                 k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-                att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, T)
-                att = att.masked_fill(~attn.mask[:T, :T], float("-inf"))
-                maps.append(torch.softmax(att, dim=-1))
+                maps.append(torch.softmax(attn.scores(q, k, causal=True), dim=-1))
                 x = block(x)  # (B, T, C): the next layer's input
         finally:
             self.train(was_training)
