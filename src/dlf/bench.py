@@ -136,6 +136,9 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
 
     step()  # warm-up: allocations, kernel selection
     _sync(dev)
+    # the peak is measured before and after the timed steps and the better kept: a shared
+    # machine's passing slowdown during one 1.5 s measurement would otherwise inflate MFU
+    first_peak = matmul_peak(dtype, dev)
     group.barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -146,7 +149,7 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     tps = tokens / dt
     gflops = flops_per_token(model) * tps / 1e9
     group.barrier()
-    peak = group.sum_floats(matmul_peak(dtype, dev))[0]
+    peak = group.sum_floats(max(first_peak, matmul_peak(dtype, dev)))[0]
     return {"preset": cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
             "micro_batch": m, "attention": getattr(cfg.model, "attention", None),
             "block_size": T, "num_parameters": model.num_parameters(),
