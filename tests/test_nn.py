@@ -970,7 +970,7 @@ def test_delattr_forgets_parameters_and_buffers():
     # a name reused after deletion starts afresh: a plain tensor is no buffer
     bn.running_var = torch.ones(2)
     assert [n for n, _ in bn.named_buffers()] == ["running_mean"]
-    bn.register_buffer("scratch", torch.zeros(1))  # persistent this time
+    bn.scratch = torch.zeros(1, requires_grad=True)  # a parameter now: saved
     assert list(bn.state_dict()) == ["weight", "running_mean", "scratch"]
 
 
@@ -1072,3 +1072,54 @@ def test_residual_without_randomness_draws_no_random_numbers(fused):
         torch.manual_seed(0)
         assert torch.equal(d.residual(r, x), expected)
         assert torch.equal(torch.rand(3), fresh)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_layernorm_eps_matches_torch(fused):
+    """A large eps (0.1) changes the output visibly: it must reach both paths."""
+    ours, ref = LayerNorm(6, eps=0.1, fused=fused), torch.nn.LayerNorm(6, eps=0.1)
+    x = _leaf(3, 6, seed=2) * 0.3
+    assert_close(ours(x), ref(x))
+
+
+def test_layer_dtypes_and_devices():
+    """dtype reaches every parameter and buffer; device too (the meta device exists in
+    every build; Linear's scaled draw is left out: the first arithmetic on a meta tensor
+    loads torch's meta kernels, which takes seconds)."""
+    f64 = torch.float64
+    for layer in (Linear(2, 3, dtype=f64), Embedding(4, 2, dtype=f64), BatchNorm1d(3, dtype=f64),
+                  LayerNorm(3, dtype=f64)):
+        assert {t.dtype for t in (*layer.parameters(), *layer.buffers())} == {f64}, layer
+    for layer in (Embedding(4, 2, device="meta"), BatchNorm1d(3, device="meta"),
+                  LayerNorm(3, device="meta")):
+        tensors = (*layer.parameters(), *layer.buffers())
+        assert {t.device.type for t in tensors} == {"meta"}, layer
+        assert {t.dtype for t in tensors} == {torch.float32}, layer
+
+
+def test_dropout_defaults_and_mask_source():
+    """Dropout() is p = 0.5, unfused: mask torch.rand(shape) >= p, scale 1 / (1 - p);
+    fused, the mask and the scaling are F.dropout's (the same seed gives the same output)."""
+    x = _leaf(5, 4, seed=6).detach()
+    d = Dropout()
+    assert d.p == 0.5 and not d.fused
+    torch.manual_seed(1)
+    out = d(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, x * (torch.rand(5, 4) >= 0.5) * 2.0)
+    torch.manual_seed(1)
+    out = Dropout(0.3, fused=True)(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, torch.nn.functional.dropout(x, 0.3, training=True))
+
+
+def test_dropout_keeps_a_draw_equal_to_p(monkeypatch):
+    """u ~ U[0, 1) is kept when u >= p, so P(keep) = 1 - p exactly: a draw of exactly p
+    is kept, the float just below it dropped."""
+    p = 0.25
+    below = torch.nextafter(torch.tensor(p), torch.tensor(0.0)).item()  # in float32
+    u = torch.tensor([0.0, p, below, 0.75])
+    monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: u.clone())
+    out = Dropout(p)(torch.ones(4, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    assert torch.equal(out, torch.tensor([0.0, 1 / 0.75, 0.0, 1 / 0.75], dtype=torch.float64))
