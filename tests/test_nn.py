@@ -914,11 +914,15 @@ def test_load_state_dict_messages_name_every_key_and_type():
     sd = dict(net.state_dict())
     del sd["0.weight"], sd["1.bias"]
     sd["0.bias"] = 3
+    sd["1.weight"] = torch.zeros(1, 2)
+    sd["2.weight"] = sd["3.weight"] = torch.zeros(1)
     with pytest.raises(DlfError) as info:
         net.load_state_dict(sd)
     assert str(info.value) == (
         "cannot load state_dict into Sequential: missing keys: 0.weight, 1.bias"
-        " | shape mismatch: 0.bias: checkpoint value is int, not a tensor"
+        " | unexpected keys: 2.weight, 3.weight"
+        " | shape mismatch: 0.bias: checkpoint value is int, not a tensor;"
+        " 1.weight: checkpoint (1, 2) vs model (2, 1)"
     )
 
 
@@ -1123,3 +1127,47 @@ def test_dropout_keeps_a_draw_equal_to_p(monkeypatch):
     out = Dropout(p)(torch.ones(4, dtype=torch.float64))
     assert out.dtype == torch.float64
     assert torch.equal(out, torch.tensor([0.0, 1 / 0.75, 0.0, 1 / 0.75], dtype=torch.float64))
+
+
+def test_batchnorm_input_messages():
+    bn = BatchNorm1d(4)
+    with pytest.raises(DlfError) as info:
+        bn(torch.randn(1, 4))
+    assert str(info.value) == "BatchNorm1d needs more than 1 value per channel when training"
+    for bad in (torch.randn(3, 5), torch.randn(2, 4, 3), torch.randn(4), torch.randn(2, 2, 2, 4)):
+        with pytest.raises(DlfError) as info:
+            bn(bad)
+        assert str(info.value) == (
+            f"BatchNorm1d(4) expects input (N, 4) or (N, L, 4), got {tuple(bad.shape)}"
+        )
+    bn(torch.randn(1, 2, 4))  # two values per channel: enough
+
+
+def test_shared_submodule_is_visited_once_and_names_use_the_prefix():
+    shared = Linear(2, 2)
+    net = Sequential(shared, Tanh(), shared)
+    assert net.named_modules() == [("", net), ("0", shared), ("1", net[1])]
+    assert [n for n, _ in net.named_parameters()] == ["0.weight", "0.bias"]
+    assert net.num_parameters() == 6
+    assert [n for n, _ in net.named_modules(prefix="net")] == ["net", "net.0", "net.1"]
+
+
+def test_zero_eps_is_allowed():
+    assert LayerNorm(3, eps=0).eps == 0.0 and BatchNorm1d(3, eps=0.0).eps == 0.0
+
+
+def test_layernorm_kernel_is_torch_only_when_fused(monkeypatch):
+    """LayerNorm() writes the formula out; fused=True calls F.layer_norm (same result)."""
+    calls = []
+    original = torch.nn.functional.layer_norm
+
+    def spy(*args, **kwargs):
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "layer_norm", spy)
+    x = _leaf(2, 4, seed=1)
+    written = LayerNorm(4)(x)
+    assert calls == []
+    assert_close(LayerNorm(4, fused=True)(x), written)
+    assert calls == [(4,)]
