@@ -1171,3 +1171,36 @@ def test_layernorm_kernel_is_torch_only_when_fused(monkeypatch):
     assert calls == []
     assert_close(LayerNorm(4, fused=True)(x), written)
     assert calls == [(4,)]
+
+
+def test_linear_and_gelu_kernels_are_torch_only_when_fused(monkeypatch):
+    """Linear() is x @ W + b, GELU() the written formula; fused=True calls torch.addmm /
+    F.gelu (same result); a fused Linear without bias has nothing to fuse: x @ W."""
+    calls = []
+    addmm, gelu = torch.addmm, torch.nn.functional.gelu
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(torch, "addmm", spy("addmm", addmm))
+    monkeypatch.setattr(torch.nn.functional, "gelu", spy("gelu", gelu))
+    x = _leaf(2, 3, seed=1)
+    gen = torch.Generator
+    plain = Linear(3, 2, generator=gen().manual_seed(0))
+    fused = Linear(3, 2, fused=True, generator=gen().manual_seed(0))
+    assert_close(fused(x), plain(x))
+    assert_close(GELU(fused=True)(x), GELU()(x))
+    assert calls == ["addmm", "gelu"]
+    no_bias = Linear(3, 2, bias=False, fused=True, generator=gen().manual_seed(0))
+    assert_close(no_bias(x), x @ plain.weight)
+    assert calls == ["addmm", "gelu"]
+
+
+def test_embedding_draws_from_its_generator():
+    emb = Embedding(5, 3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(emb.weight, torch.randn(5, 3, generator=torch.Generator().manual_seed(4)))
+    assert (emb.num_embeddings, emb.embedding_dim) == (5, 3)
