@@ -1204,3 +1204,24 @@ def test_embedding_draws_from_its_generator():
     emb = Embedding(5, 3, generator=torch.Generator().manual_seed(4))
     assert torch.equal(emb.weight, torch.randn(5, 3, generator=torch.Generator().manual_seed(4)))
     assert (emb.num_embeddings, emb.embedding_dim) == (5, 3)
+
+
+def test_linear_init_closed_form_and_no_bias():
+    """weight = N(0, 1) draw * gain / sqrt(fan_in) from the generator (gain 1 by default),
+    bias zeros; bias=False leaves no bias at all."""
+    draw = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    for kwargs, gain in (({}, 1.0), ({"gain": 5 / 3}, 5 / 3)):
+        lin = Linear(4, 3, generator=torch.Generator().manual_seed(5), **kwargs)
+        assert_close(lin.weight, draw * (gain / 2.0), rtol=0, atol=0)
+    lin = Linear(4, 3, bias=False)
+    assert lin.bias is None and [n for n, _ in lin.named_parameters()] == ["weight"]
+    with pytest.raises(DlfError) as info:
+        Linear(0, 3)
+    assert str(info.value) == "fan_in must be a positive integer, got 0"
+
+
+def test_modules_pass_keyword_arguments_to_forward():
+    torch.manual_seed(0)
+    cell = RNNCell(3, 4)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    assert torch.equal(cell(x, h=h), cell(x, h))
