@@ -252,7 +252,7 @@ def test_train_manual_is_deterministic_and_calls_back():
             )
         )
     assert runs[0] == runs[1]
-    assert [i for i, _ in seen[:10]] == list(range(10))
+    assert seen[:10] == list(enumerate(runs[0]))  # (step, its loss)
     with pytest.raises(DlfError):
         train_manual(model, X, Y, 1, 1, lambda i: 0.1, None)
     short = Y[:-1]
@@ -557,10 +557,11 @@ def test_load_state_dict_message_lists_every_problem_in_order():
     sd["zeta"], sd["alpha"] = torch.zeros(1), torch.zeros(1)
     sd["C"] = torch.zeros(3, 3)
     sd["b1"] = [0.0, 0.0, 0.0]
+    sd["b2"] = torch.zeros(2)  # after a missing key: every key is still checked
     assert _message(model.load_state_dict, sd) == (
         "cannot load state_dict into ManualMLP: missing keys: W2, bnbias; "
         "unexpected keys: alpha, zeta; C: shape (3, 3) does not match model (5, 2); "
-        "b1: expected a tensor, got list")
+        "b1: expected a tensor, got list; b2: shape (2,) does not match model (5,)")
 
 
 def test_train_manual_messages():
@@ -580,7 +581,9 @@ def test_train_manual_messages():
         "lr_schedule must be callable: step -> learning rate")
     assert _message(train_manual, model, X.tolist(), Y, 1, 2, lr) == "X and Y must be tensors"
     assert _message(train_manual, model, X, Y.tolist(), 1, 2, lr) == "X and Y must be tensors"
-    for bad_x, bad_y in ((X.view(-1), Y), (X, Y.view(2, 2)), (X, Y[:3]), (X[:0], Y[:0])):
+    bad = ((X.view(-1), Y), (X.view(4, 2, 1), Y), (X, Y.view(4, 1)), (X, Y.view(2, 2)),
+           (X, Y[:3]), (X[:0], Y[:0]))
+    for bad_x, bad_y in bad:
         assert _message(train_manual, model, bad_x, bad_y, 1, 2, lr) == (
             f"X must be (N, block_size) and Y (N,) with N > 0, got {tuple(bad_x.shape)} "
             f"and {tuple(bad_y.shape)}")
@@ -644,3 +647,24 @@ def test_format_gradcheck_table_exact_layout():
         "dW1          |  True |   True | 0.000e+00",
         "fast:dbngain | False |   True | 1.500e-17",
     ]
+
+
+def test_gradcheck_rows_are_the_comparison_on_the_documented_model_and_data():
+    """gradcheck(batch, seed, config) builds the model and draws idx, then targets, from one
+    generator seeded with seed (seed 0 by default) and compares ManualMLP.backward with
+    autograd: the same comparison done by hand gives the same rows, bit for bit."""
+    cfg = ManualMLPConfig(vocab_size=5, block_size=2, n_embd=3, n_hidden=4)
+    from dlf.manual.mlp import _compare
+
+    for seed, rows in ((0, gradcheck(batch_size=6, config=cfg)),
+                       (5, gradcheck(batch_size=6, seed=5, config=cfg))):
+        g = torch.Generator().manual_seed(seed)
+        model = ManualMLP(cfg, generator=g, dtype=torch.float64)
+        idx = torch.randint(0, 5, (6, 2), generator=g)
+        targets = torch.randint(0, 5, (6,), generator=g)
+        cache, ref = _autograd_grads(model, idx, targets)
+        grads = model.backward(cache, idx, targets)
+        by_name = {r["name"]: r for r in rows}
+        for name in ref:
+            assert by_name[name] == _compare(name, grads[name], ref[name]), (seed, name)
+    assert rows != gradcheck(batch_size=6, seed=0, config=cfg)  # the seed matters
