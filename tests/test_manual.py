@@ -668,3 +668,16 @@ def test_gradcheck_rows_are_the_comparison_on_the_documented_model_and_data():
         for name in ref:
             assert by_name[name] == _compare(name, grads[name], ref[name]), (seed, name)
     assert rows != gradcheck(batch_size=6, seed=0, config=cfg)  # the seed matters
+
+
+def test_default_config_device_and_any_integer_ids():
+    """ManualMLP() uses ManualMLPConfig()'s defaults; device="cpu" is accepted; ids of any
+    integer dtype (uint8 too, which plain indexing would take for a mask) are token ids."""
+    model = ManualMLP(generator=torch.Generator().manual_seed(0), device="cpu")
+    assert model.config == ManualMLPConfig() and model.device == torch.device("cpu")
+    assert model.C.shape == (27, 10) and model.W1.shape == (30, 200)
+    idx, targets = _batch(model.config, 4)
+    logits, loss = model(idx, targets)
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        other, other_loss = model(idx.to(dtype), targets.to(dtype))
+        assert torch.equal(other, logits) and torch.equal(other_loss, loss), dtype
