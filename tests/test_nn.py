@@ -769,9 +769,17 @@ def test_cells_repr_names_and_bad_sizes():
     assert (gru.input_size, gru.hidden_size) == (3, 4)
     assert [n for n, _ in gru.named_parameters()] == ["ih.weight", "hh.weight"]
     for cls in (RNNCell, GRUCell):
-        for args in ((0, 4), (3, 0), (True, 4)):
-            with pytest.raises(DlfError, match="must be a positive integer"):
+        assert [n for n, _ in cls(3, 4).named_parameters()] == [
+            "ih.weight", "ih.bias", "hh.weight", "hh.bias"
+        ]  # biases by default
+        for args, message in (
+            ((0, 4), "input_size must be a positive integer, got 0"),
+            ((3, 0), "hidden_size must be a positive integer, got 0"),
+            ((True, 4), "input_size must be a positive integer, got True"),
+        ):
+            with pytest.raises(DlfError) as info:
                 cls(*args)
+            assert str(info.value) == message
 
 
 def test_cells_tanh_is_a_recorded_layer():
@@ -971,9 +979,11 @@ def test_delattr_forgets_parameters_and_buffers():
     assert [n for n, _ in bn.named_parameters()] == ["weight"]
     assert [n for n, _ in bn.named_buffers()] == ["running_mean"]
     assert list(bn.state_dict()) == ["weight", "running_mean"]
-    # a name reused after deletion starts afresh: a plain tensor is no buffer
+    # a name reused after deletion starts afresh: a plain tensor is no buffer, no parameter
     bn.running_var = torch.ones(2)
+    bn.bias = torch.zeros(2)
     assert [n for n, _ in bn.named_buffers()] == ["running_mean"]
+    assert [n for n, _ in bn.named_parameters()] == ["weight"]
     bn.scratch = torch.zeros(1, requires_grad=True)  # a parameter now: saved
     assert list(bn.state_dict()) == ["weight", "running_mean", "scratch"]
 
@@ -1039,6 +1049,7 @@ def test_nested_repr_indents_each_level():
         (lambda: LayerNorm(4, eps=-1.0), "eps must be >= 0, got -1.0"),
         (lambda: LayerNorm(4, eps=float("nan")), "eps must be >= 0, got nan"),
         (lambda: BatchNorm1d(0), "dim must be a positive integer, got 0"),
+        (lambda: LayerNorm(0), "dim must be a positive integer, got 0"),
         (lambda: BatchNorm1d(2, momentum=-0.5), "momentum must be in [0, 1], got -0.5"),
         (lambda: Dropout(1.5), "dropout probability must be in [0, 1], got 1.5"),
         (lambda: GELU("fast"), "GELU approximate must be 'none' or 'tanh', got 'fast'"),
