@@ -17,11 +17,13 @@ from dlf.nn import (
     Dropout,
     Embedding,
     FlattenConsecutive,
+    GRUCell,
     LayerNorm,
     Linear,
     Module,
     ModuleList,
     ReLU,
+    RNNCell,
     Sequential,
     Tanh,
 )
@@ -702,3 +704,535 @@ def test_fused_linear_equals_written_out(shape):
     yb.square().sum().backward()
     assert_close(a.weight.grad, b.weight.grad)
     assert_close(a.bias.grad, b.bias.grad)
+
+
+# -- recurrent cells -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(
+    ("ours_cls", "ref_cls"), [(RNNCell, torch.nn.RNNCell), (GRUCell, torch.nn.GRUCell)]
+)
+def test_cells_match_torch_cells(ours_cls, ref_cls, bias):
+    """Two steps of the recurrence against torch.nn.RNNCell / GRUCell with the same weights
+    (ours (in, out), torch's (out, in)); float64, so assert_close's defaults are ample."""
+    torch.manual_seed(0)
+    I, H, B = 3, 4, 2
+    ours = ours_cls(I, H, bias=bias).to(dtype=torch.float64)
+    ref = ref_cls(I, H, bias=bias).double()
+    assert ours.ih.weight.shape == ref.weight_ih.T.shape
+    assert ours.hh.weight.shape == ref.weight_hh.T.shape
+    with torch.no_grad():
+        ours.ih.weight.copy_(ref.weight_ih.T)
+        ours.hh.weight.copy_(ref.weight_hh.T)
+        if bias:
+            ours.ih.bias.copy_(ref.bias_ih)
+            ours.hh.bias.copy_(ref.bias_hh)
+    assert len(ours.parameters()) == len(list(ref.parameters()))
+    x = torch.randn(2, B, I, dtype=torch.float64)
+    h0 = torch.randn(B, H, dtype=torch.float64)
+    xs, hs = [_twin(x), _twin(x)], [_twin(h0), _twin(h0)]
+    outs = []
+    for cell, xi, h in ((ours, xs[0], hs[0]), (ref, xs[1], hs[1])):
+        steps = []
+        for t in range(2):
+            h = cell(xi[t], h)
+            steps.append(h)
+        outs.append(torch.stack(steps))
+    assert_close(outs[0], outs[1])
+    w = torch.randn_like(outs[0])
+    (outs[0] * w).sum().backward()
+    (outs[1] * w).sum().backward()
+    assert_close(xs[0].grad, xs[1].grad)
+    assert_close(hs[0].grad, hs[1].grad)
+    assert_close(ours.ih.weight.grad, ref.weight_ih.grad.T)
+    assert_close(ours.hh.weight.grad, ref.weight_hh.grad.T)
+    if bias:
+        assert_close(ours.ih.bias.grad, ref.bias_ih.grad)
+        assert_close(ours.hh.bias.grad, ref.bias_hh.grad)
+
+
+def test_cells_repr_names_and_bad_sizes():
+    assert repr(RNNCell(3, 4)).splitlines() == [
+        "RNNCell(3, 4",
+        "  (ih): Linear(fan_in=3, fan_out=4, bias=True)",
+        "  (hh): Linear(fan_in=4, fan_out=4, bias=True)",
+        "  (tanh): Tanh()",
+        ")",
+    ]
+    gru = GRUCell(3, 4, bias=False)
+    assert repr(gru).splitlines()[:3] == [
+        "GRUCell(3, 4",
+        "  (ih): Linear(fan_in=3, fan_out=12, bias=False)",
+        "  (hh): Linear(fan_in=4, fan_out=12, bias=False)",
+    ]
+    assert (gru.input_size, gru.hidden_size) == (3, 4)
+    assert [n for n, _ in gru.named_parameters()] == ["ih.weight", "hh.weight"]
+    for cls in (RNNCell, GRUCell):
+        assert [n for n, _ in cls(3, 4).named_parameters()] == [
+            "ih.weight", "ih.bias", "hh.weight", "hh.bias"
+        ]  # biases by default
+        for args, message in (
+            ((0, 4), "input_size must be a positive integer, got 0"),
+            ((3, 0), "hidden_size must be a positive integer, got 0"),
+            ((True, 4), "input_size must be a positive integer, got True"),
+        ):
+            with pytest.raises(DlfError) as info:
+                cls(*args)
+            assert str(info.value) == message
+
+
+def test_cells_tanh_is_a_recorded_layer():
+    """Diagnostics see the cell's tanh: its recorded output is the cell's candidate."""
+    torch.manual_seed(0)
+    cell = RNNCell(3, 4)
+    cell.tanh.record_out = True
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    assert cell(x, h) is cell.tanh.out
+
+
+# -- data-parallel BatchNorm and the collectives --------------------------------------------
+
+
+def _fake_two_ranks(monkeypatch, calls=None):
+    """torch.distributed as seen by one of two ranks that hold identical batches: the
+    all_reduce of a tensor doubles it (in place, as the real one writes its result)."""
+    import torch.distributed as dist
+
+    def all_reduce(t, *args, **kwargs):
+        if calls is not None:
+            calls.append(t.shape)
+        t.mul_(2)
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4)])
+def test_batchnorm_data_parallel_equals_torch_on_the_global_batch(monkeypatch, shape):
+    """Two ranks with the same batch x see the statistics of the global batch [x; x]:
+    output, input gradient and running statistics equal torch.nn.BatchNorm1d's on the
+    concatenation (the input gradient of one copy); the weight gradients are each rank's
+    half of the global ones (the trainer's all_reduce of gradients adds them)."""
+    calls = []
+    _fake_two_ranks(monkeypatch, calls)
+    C = shape[-1]
+    ours, ref = _bn_pair(C, momentum=0.3)
+    x = (_leaf(*shape, seed=11) * 2 + 1).detach().requires_grad_()
+    a, b = _twin(x), _twin(x)
+    out = ours(x)
+    assert calls, "the global statistics must go through all_reduce"
+    out_ref = _bn_ref_call(ref, torch.cat([a, b]))
+    assert_close(out, out_ref[: shape[0]])
+    g = _backward(out, seed=3)
+    out_ref.backward(torch.cat([g, g]))
+    assert_close(x.grad, a.grad)
+    assert_close(ours.weight.grad, ref.weight.grad / 2)
+    assert_close(ours.bias.grad, ref.bias.grad / 2)
+    assert_close(ours.running_mean, ref.running_mean)
+    assert_close(ours.running_var, ref.running_var)
+
+
+def test_batchnorm_data_parallel_counts_the_global_batch(monkeypatch):
+    """One row per rank is a global batch of two: training works (n = 2 values). Both
+    values equal x, so the batch mean is x, the variance 0, the output the bias, and the
+    running statistics move by momentum towards x and 0."""
+    _fake_two_ranks(monkeypatch)
+    ours, _ = _bn_pair(3)
+    x = _leaf(1, 3, seed=4)
+    assert_close(ours(x), ours.bias.detach()[None])
+    assert_close(ours.running_mean, 0.1 * x.detach()[0])
+    assert_close(ours.running_var, torch.full((3,), 0.9))
+
+
+def test_world_size_reads_torch_distributed(monkeypatch):
+    import torch.distributed as dist
+
+    from dlf.nn.collectives import all_reduce_sum, world_size
+
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 3)
+    assert world_size() == 1  # no process group in the tests
+    monkeypatch.setattr(dist, "is_available", lambda: False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    assert world_size() == 1
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    assert world_size() == 1
+    x = torch.ones(2, requires_grad=True)
+    assert all_reduce_sum(x) is x  # one process: the identity, no collective
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    assert world_size() == 3
+
+
+def test_all_reduce_sum_sums_forward_and_backward(monkeypatch):
+    from dlf.nn.collectives import all_reduce_sum
+
+    _fake_two_ranks(monkeypatch)
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = all_reduce_sum(x)
+    assert torch.equal(y.detach(), torch.tensor([2.0, -4.0]))
+    assert torch.equal(x.detach(), torch.tensor([1.0, -2.0]))  # the input is not reduced in place
+    g = torch.tensor([0.5, 3.0])
+    y.backward(g)
+    assert torch.equal(x.grad, torch.tensor([1.0, 6.0]))
+    assert torch.equal(g, torch.tensor([0.5, 3.0]))  # nor the incoming gradient
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (RuntimeError("Connection closed by peer\nat gloo/transport"), "Connection closed by peer"),
+        (RuntimeError(), "RuntimeError"),
+        ("DistError", "DistError"),
+    ],
+)
+def test_failed_collective_names_the_rank_and_the_first_line(monkeypatch, error, reason):
+    import torch.distributed as dist
+
+    from dlf.nn.collectives import all_reduce_sum
+
+    if error == "DistError":
+        error = dist.DistError()
+    _fake_two_ranks(monkeypatch)
+
+    def broken(t, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(dist, "all_reduce", broken)
+    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: 1)
+    with pytest.raises(DlfError) as info:
+        all_reduce_sum(torch.ones(2))
+    assert str(info.value) == (
+        f"rank 1: a collective with the other processes failed ({reason}); another "
+        "process has probably stopped: see its message"
+    )
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- Module details: messages, deletion, devices, nesting ----------------------------------
+
+
+def test_load_state_dict_messages_name_every_key_and_type():
+    net = Sequential(Linear(2, 2), Linear(2, 1))
+    with pytest.raises(DlfError) as info:
+        net.load_state_dict([1, 2])
+    assert str(info.value) == "state_dict must be a dict, got list"
+    sd = dict(net.state_dict())
+    del sd["0.weight"], sd["1.bias"]
+    sd["0.bias"] = 3
+    sd["1.weight"] = torch.zeros(1, 2)
+    sd["2.weight"] = sd["3.weight"] = torch.zeros(1)
+    with pytest.raises(DlfError) as info:
+        net.load_state_dict(sd)
+    assert str(info.value) == (
+        "cannot load state_dict into Sequential: missing keys: 0.weight, 1.bias"
+        " | unexpected keys: 2.weight, 3.weight"
+        " | shape mismatch: 0.bias: checkpoint value is int, not a tensor;"
+        " 1.weight: checkpoint (1, 2) vs model (2, 1)"
+    )
+
+
+def test_to_messages_and_device():
+    lin = Linear(2, 3)
+    with pytest.raises(DlfError) as info:
+        lin.to(dtype=torch.int64)
+    assert str(info.value) == "Module.to(dtype=...) needs a floating-point dtype, got torch.int64"
+    # the meta device exists in every build: a move that changes only the device
+    bn = BatchNorm1d(3)
+    assert bn.to(device="meta") is bn
+    for t in (*bn.parameters(), *bn.buffers()):
+        assert t.device.type == "meta" and t.dtype == torch.float32
+    assert all(p.is_leaf and p.requires_grad for p in bn.parameters())
+    assert not any(b.requires_grad for b in bn.buffers())
+
+
+def test_shared_buffer_is_listed_once():
+    class Shared(Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = BatchNorm1d(2), BatchNorm1d(2)
+            self.b.register_buffer("running_mean", self.a.running_mean)
+
+    m = Shared()
+    assert [n for n, _ in m.named_buffers()] == [
+        "a.running_mean",
+        "a.running_var",
+        "b.running_var",
+    ]
+    assert len(m.buffers()) == 3
+    # state_dict keeps every name (tied tensors under each)
+    assert list(m.state_dict()) == [
+        "a.weight", "a.bias", "a.running_mean", "a.running_var",
+        "b.weight", "b.bias", "b.running_mean", "b.running_var",
+    ]  # fmt: skip
+
+
+def test_delattr_forgets_parameters_and_buffers():
+    bn = BatchNorm1d(2)
+    bn.register_buffer("scratch", torch.zeros(1), persistent=False)
+    del bn.bias
+    del bn.running_var
+    del bn.scratch
+    assert not hasattr(bn, "bias")
+    assert [n for n, _ in bn.named_parameters()] == ["weight"]
+    assert [n for n, _ in bn.named_buffers()] == ["running_mean"]
+    assert list(bn.state_dict()) == ["weight", "running_mean"]
+    # a name reused after deletion starts afresh: a plain tensor is no buffer, no parameter
+    bn.running_var = torch.ones(2)
+    bn.bias = torch.zeros(2)
+    assert [n for n, _ in bn.named_buffers()] == ["running_mean"]
+    assert [n for n, _ in bn.named_parameters()] == ["weight"]
+    bn.scratch = torch.zeros(1, requires_grad=True)  # a parameter now: saved
+    assert list(bn.state_dict()) == ["weight", "running_mean", "scratch"]
+
+
+def test_register_buffer_rules():
+    m = Module()
+    with pytest.raises(DlfError) as info:
+        m.register_buffer("mask", [1, 2])
+    assert str(info.value) == "buffer 'mask' must be a torch.Tensor, got list"
+    m.w = torch.zeros(2, requires_grad=True)
+    assert [n for n, _ in m.named_parameters()] == ["w"]
+    m.register_buffer("w", torch.ones(2))  # a parameter registered as a buffer is a buffer
+    assert m.parameters() == [] and [n for n, _ in m.named_buffers()] == ["w"]
+    m.w = torch.zeros(2, requires_grad=True)  # reassigning keeps it a buffer
+    assert m.parameters() == [] and [n for n, _ in m.named_buffers()] == ["w"]
+    m.register_buffer("t", torch.ones(1), persistent=False)
+    assert list(m.state_dict()) == ["w"]
+    m.register_buffer("t", torch.ones(1))  # registered again as persistent: saved
+    assert list(m.state_dict()) == ["w", "t"]
+    m.register_buffer("t", torch.ones(1), persistent=False)
+    assert list(m.state_dict()) == ["w"]
+
+
+def test_forward_is_required_and_containers_have_none():
+    with pytest.raises(NotImplementedError) as info:
+        Module()(torch.zeros(1))
+    assert str(info.value) == "Module does not define forward()"
+    ml = ModuleList().extend([Tanh(), ReLU()])
+    assert [type(m) for m in ml] == [Tanh, ReLU]
+    with pytest.raises(NotImplementedError) as info:
+        ml(torch.zeros(1))
+    assert str(info.value) == "ModuleList has no forward(); iterate over it instead"
+    tail = ml[1:]
+    assert type(tail) is ModuleList and list(tail) == [ml[1]]
+    with pytest.raises(DlfError) as info:
+        ml.append(3)
+    assert str(info.value) == "ModuleList holds Modules, got int"
+
+
+def test_nested_repr_indents_each_level():
+    net = Sequential(Sequential(Linear(2, 2)), LayerNorm(4, bias=False), Embedding(5, 3))
+    assert repr(net).splitlines() == [
+        "Sequential(",
+        "  (0): Sequential(",
+        "    (0): Linear(fan_in=2, fan_out=2, bias=True)",
+        "  )",
+        "  (1): LayerNorm(4, eps=1e-05, bias=False)",
+        "  (2): Embedding(5, 3)",
+        ")",
+    ]
+    assert repr(GELU("tanh")) == "GELU(approximate='tanh')"
+    assert repr(Dropout(0.25)) == "Dropout(p=0.25)"
+    assert repr(FlattenConsecutive(2)) == "FlattenConsecutive(n=2)"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: FlattenConsecutive(0), "n must be a positive integer, got 0"),
+        (lambda: Linear(2, True), "fan_out must be a positive integer, got True"),
+        (lambda: Embedding(0, 2), "num_embeddings must be a positive integer, got 0"),
+        (lambda: Embedding(2, -1), "embedding_dim must be a positive integer, got -1"),
+        (lambda: LayerNorm(4, eps=-1.0), "eps must be >= 0, got -1.0"),
+        (lambda: LayerNorm(4, eps=float("nan")), "eps must be >= 0, got nan"),
+        (lambda: BatchNorm1d(0), "dim must be a positive integer, got 0"),
+        (lambda: LayerNorm(0), "dim must be a positive integer, got 0"),
+        (lambda: BatchNorm1d(2, momentum=-0.5), "momentum must be in [0, 1], got -0.5"),
+        (lambda: Dropout(1.5), "dropout probability must be in [0, 1], got 1.5"),
+        (lambda: GELU("fast"), "GELU approximate must be 'none' or 'tanh', got 'fast'"),
+    ],
+)
+def test_constructor_messages(make, message):
+    with pytest.raises(DlfError) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_unfused_residual_is_r_plus_the_layer_with_the_same_mask():
+    """Unfused, residual(r, x) is literally r + dropout(x): the same torch.rand mask for
+    the same seed (the fused path draws its mask differently)."""
+    r, x = _leaf(6, 5, seed=1).detach(), _leaf(6, 5, seed=2).detach()
+    d = Dropout(0.4)
+    torch.manual_seed(3)
+    out = d.residual(r, x)
+    torch.manual_seed(3)
+    assert torch.equal(out, r + d(x))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_residual_without_randomness_draws_no_random_numbers(fused):
+    """p == 0 or eval: r + x; p == 1: r (nothing of x survives). None of them draws from
+    the global generator, so the random stream after them is the untouched one."""
+    r, x = _leaf(4, 3, seed=1).detach(), _leaf(4, 3, seed=2).detach()
+    torch.manual_seed(0)
+    fresh = torch.rand(3)
+    for d, expected in (
+        (Dropout(0.0, fused=fused), r + x),
+        (Dropout(0.5, fused=fused).eval(), r + x),
+        (Dropout(1.0, fused=fused), r),
+    ):
+        torch.manual_seed(0)
+        assert torch.equal(d.residual(r, x), expected)
+        assert torch.equal(torch.rand(3), fresh)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_layernorm_eps_matches_torch(fused):
+    """A large eps (0.1) changes the output visibly: it must reach both paths."""
+    ours, ref = LayerNorm(6, eps=0.1, fused=fused), torch.nn.LayerNorm(6, eps=0.1)
+    x = _leaf(3, 6, seed=2) * 0.3
+    assert_close(ours(x), ref(x))
+
+
+def test_layer_dtypes_and_devices():
+    """dtype reaches every parameter and buffer; device too (the meta device exists in
+    every build; Linear's scaled draw is left out: the first arithmetic on a meta tensor
+    loads torch's meta kernels, which takes seconds)."""
+    f64 = torch.float64
+    for layer in (Linear(2, 3, dtype=f64), Embedding(4, 2, dtype=f64), BatchNorm1d(3, dtype=f64),
+                  LayerNorm(3, dtype=f64)):
+        assert {t.dtype for t in (*layer.parameters(), *layer.buffers())} == {f64}, layer
+    for layer in (Embedding(4, 2, device="meta"), BatchNorm1d(3, device="meta"),
+                  LayerNorm(3, device="meta")):
+        tensors = (*layer.parameters(), *layer.buffers())
+        assert {t.device.type for t in tensors} == {"meta"}, layer
+        assert {t.dtype for t in tensors} == {torch.float32}, layer
+
+
+def test_dropout_defaults_and_mask_source():
+    """Dropout() is p = 0.5, unfused: mask torch.rand(shape) >= p, scale 1 / (1 - p);
+    fused, the mask and the scaling are F.dropout's (the same seed gives the same output)."""
+    x = _leaf(5, 4, seed=6).detach()
+    d = Dropout()
+    assert d.p == 0.5 and not d.fused
+    torch.manual_seed(1)
+    out = d(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, x * (torch.rand(5, 4) >= 0.5) * 2.0)
+    torch.manual_seed(1)
+    out = Dropout(0.3, fused=True)(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, torch.nn.functional.dropout(x, 0.3, training=True))
+
+
+def test_dropout_keeps_a_draw_equal_to_p(monkeypatch):
+    """u ~ U[0, 1) is kept when u >= p, so P(keep) = 1 - p exactly: a draw of exactly p
+    is kept, the float just below it dropped."""
+    p = 0.25
+    below = torch.nextafter(torch.tensor(p), torch.tensor(0.0)).item()  # in float32
+    u = torch.tensor([0.0, p, below, 0.75])
+    monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: u.clone())
+    out = Dropout(p)(torch.ones(4, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    assert torch.equal(out, torch.tensor([0.0, 1 / 0.75, 0.0, 1 / 0.75], dtype=torch.float64))
+
+
+def test_batchnorm_input_messages():
+    bn = BatchNorm1d(4)
+    with pytest.raises(DlfError) as info:
+        bn(torch.randn(1, 4))
+    assert str(info.value) == "BatchNorm1d needs more than 1 value per channel when training"
+    for bad in (torch.randn(3, 5), torch.randn(2, 4, 3), torch.randn(4), torch.randn(2, 2, 2, 4)):
+        with pytest.raises(DlfError) as info:
+            bn(bad)
+        assert str(info.value) == (
+            f"BatchNorm1d(4) expects input (N, 4) or (N, L, 4), got {tuple(bad.shape)}"
+        )
+    bn(torch.randn(1, 2, 4))  # two values per channel: enough
+
+
+def test_shared_submodule_is_visited_once_and_names_use_the_prefix():
+    shared = Linear(2, 2)
+    net = Sequential(shared, Tanh(), shared)
+    assert net.named_modules() == [("", net), ("0", shared), ("1", net[1])]
+    assert [n for n, _ in net.named_parameters()] == ["0.weight", "0.bias"]
+    assert net.num_parameters() == 6
+    assert [n for n, _ in net.named_modules(prefix="net")] == ["net", "net.0", "net.1"]
+
+
+def test_zero_eps_is_allowed():
+    assert LayerNorm(3, eps=0).eps == 0.0 and BatchNorm1d(3, eps=0.0).eps == 0.0
+
+
+def test_layernorm_kernel_is_torch_only_when_fused(monkeypatch):
+    """LayerNorm() writes the formula out; fused=True calls F.layer_norm (same result)."""
+    calls = []
+    original = torch.nn.functional.layer_norm
+
+    def spy(*args, **kwargs):
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "layer_norm", spy)
+    x = _leaf(2, 4, seed=1)
+    written = LayerNorm(4)(x)
+    assert calls == []
+    assert_close(LayerNorm(4, fused=True)(x), written)
+    assert calls == [(4,)]
+
+
+def test_linear_and_gelu_kernels_are_torch_only_when_fused(monkeypatch):
+    """Linear() is x @ W + b, GELU() the written formula; fused=True calls torch.addmm /
+    F.gelu (same result); a fused Linear without bias has nothing to fuse: x @ W."""
+    calls = []
+    addmm, gelu = torch.addmm, torch.nn.functional.gelu
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(torch, "addmm", spy("addmm", addmm))
+    monkeypatch.setattr(torch.nn.functional, "gelu", spy("gelu", gelu))
+    x = _leaf(2, 3, seed=1)
+    gen = torch.Generator
+    plain = Linear(3, 2, generator=gen().manual_seed(0))
+    fused = Linear(3, 2, fused=True, generator=gen().manual_seed(0))
+    assert_close(fused(x), plain(x))
+    assert_close(GELU(fused=True)(x), GELU()(x))
+    assert calls == ["addmm", "gelu"]
+    no_bias = Linear(3, 2, bias=False, fused=True, generator=gen().manual_seed(0))
+    assert_close(no_bias(x), x @ plain.weight)
+    assert calls == ["addmm", "gelu"]
+
+
+def test_embedding_draws_from_its_generator():
+    emb = Embedding(5, 3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(emb.weight, torch.randn(5, 3, generator=torch.Generator().manual_seed(4)))
+    assert (emb.num_embeddings, emb.embedding_dim) == (5, 3)
+
+
+def test_linear_init_closed_form_and_no_bias():
+    """weight = N(0, 1) draw * gain / sqrt(fan_in) from the generator (gain 1 by default),
+    bias zeros; bias=False leaves no bias at all."""
+    draw = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    for kwargs, gain in (({}, 1.0), ({"gain": 5 / 3}, 5 / 3)):
+        lin = Linear(4, 3, generator=torch.Generator().manual_seed(5), **kwargs)
+        assert_close(lin.weight, draw * (gain / 2.0), rtol=0, atol=0)
+    lin = Linear(4, 3, bias=False)
+    assert lin.bias is None and [n for n, _ in lin.named_parameters()] == ["weight"]
+    with pytest.raises(DlfError) as info:
+        Linear(0, 3)
+    assert str(info.value) == "fan_in must be a positive integer, got 0"
+
+
+def test_modules_pass_keyword_arguments_to_forward():
+    torch.manual_seed(0)
+    cell = RNNCell(3, 4)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    assert torch.equal(cell(x, h=h), cell(x, h))
