@@ -661,8 +661,9 @@ def test_transformer_keeps_no_activations_between_steps():
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_fused_dropout_is_the_same_function_of_its_mask(p):
-    """F.dropout draws from another random stream, so compare the function: zeros where
-    dropped, x / (1 - p) elsewhere, the rate p, and the gradient mask / (1 - p)."""
+    """Fused dropout as a function of whatever mask it drew: zeros where dropped,
+    x / (1 - p) elsewhere, the rate p, and the gradient mask / (1 - p). (The GPU path,
+    torch's kernel, is checked the same way in test_transformer.py.)"""
     x = torch.randn(100_000, requires_grad=True)
     torch.manual_seed(0)
     out = Dropout(p, fused=True)(x)
@@ -1114,7 +1115,8 @@ def test_layer_dtypes_and_devices():
 
 def test_dropout_defaults_and_mask_source():
     """Dropout() is p = 0.5, unfused: mask torch.rand(shape) >= p, scale 1 / (1 - p);
-    fused, the mask and the scaling are F.dropout's (the same seed gives the same output)."""
+    fused on a CPU, the same mask; fused with torch's kernel (the GPU path, forced here),
+    the mask and the scaling are F.dropout's (the same seed gives the same output)."""
     x = _leaf(5, 4, seed=6).detach()
     d = Dropout()
     assert d.p == 0.5 and not d.fused
@@ -1124,6 +1126,12 @@ def test_dropout_defaults_and_mask_source():
     assert torch.equal(out, x * (torch.rand(5, 4) >= 0.5) * 2.0)
     torch.manual_seed(1)
     out = Dropout(0.3, fused=True)(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, x * (torch.rand(5, 4) >= 0.3) * (1 / 0.7))
+    kernel = Dropout(0.3, fused=True)
+    kernel._kernel = lambda x: True
+    torch.manual_seed(1)
+    out = kernel(x)
     torch.manual_seed(1)
     assert torch.equal(out, torch.nn.functional.dropout(x, 0.3, training=True))
 
