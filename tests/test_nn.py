@@ -1244,3 +1244,106 @@ def test_modules_pass_keyword_arguments_to_forward():
     cell = RNNCell(3, 4)
     x, h = torch.randn(2, 3), torch.randn(2, 4)
     assert torch.equal(cell(x, h=h), cell(x, h))
+
+
+# -- one-row products and dropout's kernel path -----------------------------------------
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_row_split_matvec_equals_the_plain_product(two_threads, monkeypatch):
+    """Cached decoding feeds one row; on 2+ threads the fused Linear sums k slice products
+    (a bmm) instead of torch's one-row matmul: the same product and gradients, another
+    addition order. Two rows, the unfused layer and one thread take the plain product."""
+    calls = []
+    matvec = Linear._matvec
+    monkeypatch.setattr(Linear, "_matvec", lambda self, x: calls.append(self._splits) or matvec(self, x))
+    torch.manual_seed(0)
+    for fan_in, bias, k in ((384, True, 16), (1536, True, 16), (64, False, 4), (32, True, 2)):
+        lin = Linear(fan_in, 24, bias=bias, fused=True)
+        if bias:
+            with torch.no_grad():
+                lin.bias.normal_()
+        assert lin._splits == k
+        x = torch.randn(1, 1, fan_in, requires_grad=True)
+        ref_x = x.detach().clone().requires_grad_()
+        want = ref_x @ lin.weight + (lin.bias if bias else 0)
+        got = lin(x)
+        assert calls == [k]
+        assert got.shape == (1, 1, 24)
+        abs_terms = ref_x.abs() @ lin.weight.abs() + (lin.bias.abs() if bias else 0)
+        assert_within_sum_bound(got, want, fan_in + 1, abs_terms)
+        w = torch.randn(1, 1, 24)
+        (got * w).sum().backward()
+        (want * w).sum().backward()
+        torch.testing.assert_close(x.grad, ref_x.grad)
+        calls.clear()
+        lin(torch.randn(2, fan_in))
+        Linear(fan_in, 24, fused=False)(x)
+        assert calls == []
+    assert Linear(16, 4, fused=True)._splits == 1  # too narrow: under 16 inputs a slice
+    assert Linear(33, 4, fused=True)._splits == 1  # no k divides 33
+    torch.set_num_threads(1)
+    assert Linear(384, 4, fused=True)._splits == 1  # one thread: the plain kernel
+    lin = Linear(384, 4, fused=True)
+    lin(torch.randn(1, 384))
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_dropout_on_cpu_is_the_written_out_mask(dtype):
+    """On a CPU, fused dropout keeps the written-out `rand >= p` mask (faster there than
+    torch's kernel): under one seed the two give the same output and gradient."""
+    x = torch.randn(4, 1000, dtype=dtype, requires_grad=True)
+    r = torch.randn(4, 1000, dtype=dtype)
+    for p in (0.1, 0.5):
+        outs, grads = [], []
+        for fused in (True, False):
+            torch.manual_seed(3)
+            d = Dropout(p, fused=fused)
+            out = d(x) + d.residual(r, x)
+            out.sum().backward()
+            outs.append(out.detach())
+            grads.append(x.grad)
+            x.grad = None
+        assert outs[0].dtype == dtype
+        assert torch.equal(outs[0], outs[1])
+        assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_kernel_path_is_the_same_function_of_its_mask(p, monkeypatch):
+    """The GPU path (torch's kernel, forced here on the CPU) draws from another random
+    stream: zeros where dropped, x / (1 - p) elsewhere, at rate p, in both forms; eval,
+    p = 0 and p = 1 leave the kernel alone."""
+    monkeypatch.setattr(Dropout, "_kernel", lambda self, x: True)
+    d = Dropout(p, fused=True)
+    x = torch.randn(100_000, requires_grad=True)
+    r = torch.randn(100_000, requires_grad=True)
+    for out in (d(x), d.residual(r, x) - r):
+        keep = out != 0
+        assert abs(1 - keep.float().mean().item() - p) < 0.01
+        torch.testing.assert_close(out[keep], x[keep] / (1 - p))
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, keep.float() / (1 - p))
+        x.grad = None
+    torch.testing.assert_close(r.grad, torch.zeros_like(r))  # + r - r
+    y = torch.randn(10)
+    assert torch.equal(Dropout(1.0, fused=True).residual(y, y), y)
+    assert torch.equal(Dropout(0.0, fused=True).residual(y, y), 2 * y)
+    assert torch.equal(d.eval().residual(y, y), 2 * y)
+
+
+def test_dropout_uses_torchs_kernel_only_when_fused_off_the_cpu():
+    x = torch.randn(3)
+    assert Dropout(0.5, fused=True)._kernel(x) is False
+    assert Dropout(0.5)._kernel(x) is False
+    meta = torch.empty(3, device="meta")
+    assert Dropout(0.5, fused=True)._kernel(meta) is True
+    assert Dropout(0.5)._kernel(meta) is False

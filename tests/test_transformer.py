@@ -329,27 +329,6 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def test_one_row_split_matvec_equals_the_plain_product(two_threads):
-    """Cached decoding feeds one row; on 2+ threads the fused Linear sums k slice products
-    (a bmm) instead of torch's one-row matmul. Same product, other addition order."""
-    from dlf.nn import Linear
-
-    torch.manual_seed(0)
-    for fan_in, bias in ((384, True), (64, False), (1536, True)):
-        lin = Linear(fan_in, 24, bias=bias, fused=True)
-        if bias:
-            with torch.no_grad():
-                lin.bias.normal_()
-        assert lin._splits > 1  # the path under test is taken
-        x = torch.randn(1, 1, fan_in)
-        want = x @ lin.weight + (lin.bias if bias else 0)
-        got = lin(x)
-        assert got.shape == (1, 1, 24)
-        assert_close_to_scale(got, want, fp32_tol(fan_in))
-    lin = Linear(8, 4, fused=True)
-    assert lin._splits == 1  # too narrow to split: plain addmm
-
-
 def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads):
     model = make(n_embd=32, n_head=2, block_size=8)
     assert model.blocks[0].mlp.c_proj._splits == 8  # 4C = 128 inputs in 8 slices
@@ -363,45 +342,3 @@ def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads):
         got = model.generate_cached(prompt, 30, seeded_sampler(3))
     assert got == ref
     assert len(set(ref)) > 1
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_dropout_on_cpu_is_the_written_out_mask(dtype):
-    """On a CPU, fused dropout keeps the written-out `rand >= p` mask (faster there than
-    torch's kernel): under one seed the two give the same output and gradient."""
-    from dlf.nn import Dropout
-
-    x = torch.randn(4, 1000, dtype=dtype, requires_grad=True)
-    r = torch.randn(4, 1000, dtype=dtype)
-    for p in (0.1, 0.5):
-        outs, grads = [], []
-        for fused in (True, False):
-            torch.manual_seed(3)
-            d = Dropout(p, fused=fused)
-            out = d(x) + d.residual(r, x)
-            out.sum().backward()
-            outs.append(out.detach())
-            grads.append(x.grad)
-            x.grad = None
-        assert outs[0].dtype == dtype
-        assert torch.equal(outs[0], outs[1])
-        assert torch.equal(grads[0], grads[1])
-
-
-@pytest.mark.parametrize("p", [0.2, 0.5])
-def test_dropout_kernel_path_is_the_same_function_of_its_mask(p, monkeypatch):
-    """The GPU path (torch's kernel, forced here on the CPU) draws from another random
-    stream: zeros where dropped, x / (1 - p) elsewhere, at rate p, in both forms."""
-    from dlf.nn import Dropout
-
-    monkeypatch.setattr(Dropout, "_kernel", lambda self, x: True)
-    d = Dropout(p, fused=True)
-    x = torch.randn(100_000, requires_grad=True)
-    r = torch.randn(100_000)
-    for out in (d(x), d.residual(r, x) - r):
-        keep = out != 0
-        assert abs(1 - keep.float().mean().item() - p) < 0.01
-        torch.testing.assert_close(out[keep], x[keep] / (1 - p))
-        out.sum().backward()
-        torch.testing.assert_close(x.grad, keep.float() / (1 - p))
-        x.grad = None
