@@ -68,7 +68,21 @@ def prepare(group: str) -> Path:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (work / "pyproject.toml").write_text(PYPROJECT.format(modules=json.dumps(modules),
                                                           tests=json.dumps(tests)))
+    refresh_mutants_copy(work, modules)
     return work
+
+
+def refresh_mutants_copy(work: Path, modules: list[str]) -> None:
+    """mutmut copies src/ into mutants/src/ once and then keeps any file already there, so a
+    data file changed since (a preset, say) would stay stale and fail the tests: bring every
+    file it does not mutate up to date. The mutated modules it regenerates itself."""
+    mutated = {p.relative_to(work) for m in modules for p in work.glob(m) if p.suffix == ".py"}
+    for f in (work / "src").rglob("*"):
+        rel = f.relative_to(work)
+        target = work / "mutants" / rel
+        if (f.is_file() and rel not in mutated and target.is_file()
+                and target.read_bytes() != f.read_bytes()):
+            shutil.copy2(f, target)
 
 
 def score(work: Path) -> dict:
