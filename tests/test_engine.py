@@ -1,16 +1,20 @@
 """Trainer, run directories, resume, config overrides, atomic checkpoints."""
 
 import json
+import math
 import os
+import time
+from itertools import pairwise
 
 import pytest
 import torch
 
 from dlf import config as C
 from dlf import optim
+from dlf.data import load_lines, split_lines
 from dlf.engine import checkpoint
 from dlf.engine.rundir import open_run
-from dlf.engine.trainer import Trainer, clip_grad_norm
+from dlf.engine.trainer import Trainer, clip_grad_norm, fit_counted, train
 from dlf.errors import DlfError
 from runs import tiny_mlp
 from tolerances import assert_close_to_scale, fp32_tol, network_terms
@@ -354,3 +358,118 @@ def test_resolve_auto_rules():
     assert cfg.train.micro_batch == 8
     with pytest.raises(DlfError, match="micro_batch"):
         C.apply_overrides(cfg, ["train.micro_batch=big"])
+
+
+# --------------------------------------------------------------------- issue 15 (mutation)
+
+
+def count_bigram(names_file):
+    cfg = C.load_preset("names-bigram")
+    cfg.data.dataset = str(names_file)
+    cfg.train.num_samples = 3
+    return cfg
+
+
+def by_hand_bigram_nll(words, k=1.0):
+    """Add-k count bigram by hand (Python dicts), its mean -log p over `words`' own pairs."""
+    vocab = ["<b>", *sorted(set("".join(words)))]
+    counts = {}
+    seqs = [["<b>", *w, "<b>"] for w in words]
+    for s in seqs:
+        for a, b in pairwise(s):
+            counts[a, b] = counts.get((a, b), 0) + 1
+    rows = {a: sum(counts.get((a, c), 0) + k for c in vocab) for a in vocab}
+    nll = [-math.log((counts[a, b] + k) / rows[a]) for s in seqs for a, b in pairwise(s)]
+    return sum(nll) / len(nll)
+
+
+def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file):
+    """train() on a fitted model: one counting pass, logged as step 0, its loss the
+    closed-form count-bigram NLL of the train split; a refit (resume) replaces the log."""
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    result = train(count_bigram(names_file), out)  # no keywords: every default
+    elapsed = time.perf_counter() - t0
+    words = split_lines(load_lines(names_file.read_text()))[0]
+    assert result["train_loss"] == pytest.approx(by_hand_bigram_nll(words), rel=1e-5)
+    assert result["steps"] == 0 and result["train_seconds"] == 0.0
+    assert 0 < result["wall_seconds"] <= elapsed + 0.01
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs == [{"step": 0, "train_loss": result["train_loss"],
+                     "val_loss": result["val_loss"]}]
+    tensors, meta = checkpoint.load_tensors(out / "state.safetensors")
+    assert int(tensors["step"]) == 0 and meta["model_type"] == "count-bigram"
+    assert checkpoint.load_tensors(out / "model.safetensors")[1]["model_type"] == "count-bigram"
+    with pytest.raises(DlfError, match="already holds a run"):
+        train(count_bigram(names_file), out)  # force is off by default
+    # callback and progress are for trained models: accepted and ignored
+    again = train(count_bigram(names_file), out, resume=True, progress=False,
+                  callback=lambda *a: pytest.fail("a fitted model has no steps"))
+    assert again["train_loss"] == result["train_loss"]
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] \
+        == recs  # replaced, not appended to
+
+
+def test_fit_counted_refuses_a_trained_model(tmp_path, names_file):
+    with pytest.raises(DlfError, match="^a mlp model is trained, not fitted: use train\\(\\)$"):
+        fit_counted(tiny_mlp(names_file), tmp_path / "run")
+
+
+def test_train_passes_its_keywords_to_the_trainer(tmp_path, names_file):
+    steps = []
+    r = train(tiny_mlp(names_file, max_steps=3, eval_interval=3), tmp_path / "run",
+              progress=False, callback=lambda trainer, step: steps.append(step))
+    assert steps == [1, 2, 3] and r["steps"] == 3
+
+
+@pytest.mark.parametrize("preset", ["names-bigram", "names-mlp-manual"])
+def test_several_processes_refuse_a_fitted_or_manual_model_before_starting(
+        tmp_path, names_file, monkeypatch, preset):
+    cfg = C.load_preset(preset)
+    cfg.data.dataset = str(names_file)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    how = "fitted in one counting pass" if preset == "names-bigram" else "hand-written backward"
+    with pytest.raises(DlfError, match=f"^a {cfg.model.type} model .*{how}"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_clip_grad_norm_leaves_a_small_gradient_alone():
+    torch.manual_seed(0)
+    ps = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    refs = [p.detach().clone().requires_grad_() for p in ps]
+    for p, r in zip(ps, refs):
+        g = torch.randn_like(p)
+        p.grad, r.grad = g.clone(), g.clone()
+    n1 = clip_grad_norm(ps, 100.0)  # the norm is about 4.7: nothing to clip
+    n2 = torch.nn.utils.clip_grad_norm_(refs, 100.0)
+    assert n1 == pytest.approx(n2.item(), rel=1e-6) and n1 < 100
+    for p, r in zip(ps, refs):
+        torch.testing.assert_close(p.grad, r.grad)
+
+
+@pytest.mark.parametrize(("max_seconds", "spent", "step", "position"), [
+    (0.0, 50.0, 10, 10),  # no time budget: the step itself
+    (10.0, 2.5, 10, 25),  # a quarter of the budget spent: a quarter of the schedule
+    (10.0, 2.5, 30, 30),  # ... but never behind the step
+    (10.0, 20.0, 10, 100),  # past the budget: the schedule's end
+    (0.5, 0.25, 0, 50),  # a budget under a second
+])
+def test_a_time_budget_runs_the_schedule_on_the_share_spent(
+        tmp_path, names_file, max_seconds, spent, step, position):
+    trainer = Trainer(tiny_mlp(names_file, max_steps=100, max_seconds=max_seconds),
+                      tmp_path / "run", progress=False)
+    trainer.train_seconds = spent
+    assert trainer._schedule_position(step) == position
+
+
+def test_read_json(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text('{"name": "zoë", "loss": 2.5}\n', encoding="utf-8")
+    assert checkpoint.read_json(p) == {"name": "zoë", "loss": 2.5}
+    assert checkpoint.read_json(str(p)) == {"name": "zoë", "loss": 2.5}
+    with pytest.raises(DlfError, match=f"^file not found: {tmp_path / 'gone.json'}$"):
+        checkpoint.read_json(tmp_path / "gone.json")
+    p.write_text("{cut", encoding="utf-8")
+    with pytest.raises(DlfError, match=f"^cannot read {p}: Expecting property name"):
+        checkpoint.read_json(p)
