@@ -12,7 +12,7 @@ import torch
 from dlf import config as C
 from dlf import optim
 from dlf.data import load_lines, split_lines
-from dlf.engine import checkpoint
+from dlf.engine import checkpoint, rundir
 from dlf.engine.rundir import open_run
 from dlf.engine.trainer import Trainer, clip_grad_norm, fit_counted, train
 from dlf.errors import DlfError
@@ -383,10 +383,15 @@ def by_hand_bigram_nll(words, k=1.0):
     return sum(nll) / len(nll)
 
 
-def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file):
+def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file, monkeypatch):
     """train() on a fitted model: one counting pass, logged as step 0, its loss the
     closed-form count-bigram NLL of the train split; a refit (resume) replaces the log."""
     out = tmp_path / "run"
+    titles = []
+    plot = rundir.plot_loss
+    monkeypatch.setattr(rundir, "plot_loss",
+                        lambda records, path, title="": titles.append(title) or plot(
+                            records, path, title=title))
     t0 = time.perf_counter()
     result = train(count_bigram(names_file), out)  # no keywords: every default
     elapsed = time.perf_counter() - t0
@@ -400,6 +405,7 @@ def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file)
     tensors, meta = checkpoint.load_tensors(out / "state.safetensors")
     assert int(tensors["step"]) == 0 and meta["model_type"] == "count-bigram"
     assert checkpoint.load_tensors(out / "model.safetensors")[1]["model_type"] == "count-bigram"
+    assert titles == ["names-bigram"]  # loss.png is titled with the run's name
     with pytest.raises(DlfError, match="already holds a run"):
         train(count_bigram(names_file), out)  # force is off by default
     # callback and progress are for trained models: accepted and ignored

@@ -8,6 +8,7 @@ results in that folder, so a second run only tests mutants whose code changed.
     python tools/mutation.py              every group
     python tools/mutation.py optim nn     some groups
     python tools/mutation.py --list       the groups, their modules and tests
+    python tools/mutation.py --retest data  only the mutants data's last run left undetected
 
 Surviving mutants: `cd build/mutation/GROUP && mutmut results` lists them and
 `mutmut show NAME` shows one. docs/testing.md records the scores and why each
@@ -85,6 +86,20 @@ def refresh_mutants_copy(work: Path, modules: list[str]) -> None:
             shutil.copy2(f, target)
 
 
+# mutmut's exit codes of a mutant that no test detected: survived, no tests (33, or pytest's
+# 5: nothing collected) and suspicious (35)
+UNDETECTED = (0, 5, 33, 35)
+
+
+def undetected(work: Path) -> list[str]:
+    """The mutants of the last run that no test detected (mutmut's .meta files)."""
+    names = []
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        names += [name for name, code in codes.items() if code in UNDETECTED]
+    return names
+
+
 def score(work: Path) -> dict:
     subprocess.run([*MUTMUT, "export-cicd-stats"], cwd=work, check=True,
                    stdout=subprocess.DEVNULL)
@@ -98,6 +113,10 @@ def main(argv=None) -> int:
                     help=f"default: all ({', '.join(GROUPS)})")
     ap.add_argument("--list", action="store_true", help="print the groups and exit")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--retest", action="store_true",
+                    help="test only the mutants that the last run left undetected (survived, "
+                         "not covered, suspicious), e.g. after adding tests: mutmut never "
+                         "retests a result it has unless its function changed")
     args = ap.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
@@ -114,10 +133,13 @@ def main(argv=None) -> int:
     failed = False
     for group in args.groups or list(GROUPS):
         work = prepare(group)
-        print(f"== {group}: mutmut run in {work.relative_to(ROOT)}", flush=True)
-        r = subprocess.run([*MUTMUT, "run",
-                            "--max-children", str(args.max_children)], cwd=work, env=env,
-                           check=False)
+        names = undetected(work) if args.retest else []
+        if args.retest and not names:
+            print(f"== {group}: no undetected mutants to retest", flush=True)
+        print(f"== {group}: mutmut run in {work.relative_to(ROOT)}"
+              + (f" ({len(names)} undetected mutants)" if names else ""), flush=True)
+        r = subprocess.run([*MUTMUT, "run", "--max-children", str(args.max_children), *names],
+                           cwd=work, env=env, check=False)
         if r.returncode != 0:
             print(f"== {group}: mutmut exited {r.returncode}", flush=True)
             failed = True
