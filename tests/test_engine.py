@@ -479,3 +479,49 @@ def test_read_json(tmp_path):
     p.write_text("{cut", encoding="utf-8")
     with pytest.raises(DlfError, match=f"^cannot read {p}: Expecting property name"):
         checkpoint.read_json(p)
+
+
+def test_saved_tensors_are_independent_contiguous_cpu_copies(tmp_path):
+    """save_tensors copies each tensor to contiguous CPU memory of its own: a transposed view,
+    a tensor that needs grad and two names for one tensor (tied weights) all round-trip."""
+    w = torch.arange(12.0).reshape(3, 4)
+    tensors = {"t": w.t(), "g": torch.ones(2, requires_grad=True), "a": w, "tied": w}
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_tensors(path, tensors, {"model_type": "mlp", "step": 3})
+    loaded, meta = checkpoint.load_tensors(path)
+    assert loaded.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert torch.equal(loaded[k], v.detach()), k
+    assert meta == {"model_type": "mlp", "step": "3"}  # metadata values are stored as text
+    checkpoint.save_tensors(path, {"w": w})
+    assert checkpoint.load_tensors(path)[1] == {}  # no metadata
+
+
+def test_load_tensors_refusals_word_for_word(tmp_path):
+    with pytest.raises(DlfError, match=f"^checkpoint not found: {tmp_path / 'gone'}$"):
+        checkpoint.load_tensors(tmp_path / "gone")
+    with pytest.raises(DlfError, match=f"^cannot read checkpoint {tmp_path}: Is a directory$"):
+        checkpoint.load_tensors(tmp_path)
+
+
+def test_write_json_is_indented_text_with_a_final_newline(tmp_path):
+    path = tmp_path / "result.json"
+    checkpoint.write_json(path, {"steps": 3, "warnings": []})
+    assert path.read_text() == '{\n  "steps": 3,\n  "warnings": []\n}\n'
+
+
+def test_metrics_log_appends_and_stops_at_a_torn_line(tmp_path):
+    from dlf.engine.metrics import MetricsLog
+
+    log = MetricsLog(str(tmp_path / "metrics.jsonl"))
+    assert log.read() == []  # no file yet
+    log.append({"step": 1, "loss": 3.5, "name": "zoë"})
+    log.append({"step": 2, "loss": 3.25})
+    assert log.read() == [{"step": 1, "loss": 3.5, "name": "zoë"}, {"step": 2, "loss": 3.25}]
+    assert (tmp_path / "metrics.jsonl").read_bytes().decode("utf-8").count("\n") == 2
+    # a kill tore line 3: what follows it is not trusted either
+    with (tmp_path / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"step": 3, "lo\n{"step": 4, "loss": 3.0}\n')
+    assert [r["step"] for r in log.read()] == [1, 2]
+    log.truncate_after(1)
+    assert log.read() == [{"step": 1, "loss": 3.5, "name": "zoë"}]

@@ -31,8 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
     "sample": (["src/dlf/sample.py"], ["tests/test_sample.py"]),
-    "engine": (["src/dlf/engine/trainer.py", "src/dlf/engine/checkpoint.py",
-                "src/dlf/engine/metrics.py"],
+    # the trainer, and the files it writes (checkpoints, metrics.jsonl): the same tests run
+    # both, but as two groups each can be finished (or rerun) on its own
+    "checkpoint": (["src/dlf/engine/checkpoint.py", "src/dlf/engine/metrics.py"],
+                   ["tests/test_engine.py", "tests/test_reliability.py"]),
+    "engine": (["src/dlf/engine/trainer.py"],
                ["tests/test_engine.py", "tests/test_reliability.py"]),
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown group {unknown[0]!r}; groups: {', '.join(GROUPS)}")
     if args.list:
         for g, (modules, tests) in GROUPS.items():
-            print(f"{g:8} {' '.join(modules)}  <-  {' '.join(tests)}")
+            print(f"{g:10} {' '.join(modules)}  <-  {' '.join(tests)}")
         return 0
     env = dict(os.environ)
     # the tests must import the mutated copy, not a dlf that PYTHONPATH points at
