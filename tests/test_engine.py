@@ -13,6 +13,8 @@ from dlf import config as C
 from dlf import optim
 from dlf.data import load_lines, split_lines
 from dlf.engine import checkpoint, rundir
+from dlf.engine.data import prepare_data
+from dlf.engine.evaluate import evaluate_split
 from dlf.engine.rundir import open_run
 from dlf.engine.trainer import Trainer, clip_grad_norm, fit_counted, train
 from dlf.errors import DlfError
@@ -398,6 +400,7 @@ def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file,
     words = split_lines(load_lines(names_file.read_text()))[0]
     assert result["train_loss"] == pytest.approx(by_hand_bigram_nll(words), rel=1e-5)
     assert result["steps"] == 0 and result["train_seconds"] == 0.0
+    assert result["steps_per_second"] is None and result["tokens_per_second"] is None
     assert 0 < result["wall_seconds"] <= elapsed + 0.01
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs == [{"step": 0, "train_loss": result["train_loss"],
@@ -525,3 +528,48 @@ def test_metrics_log_appends_and_stops_at_a_torn_line(tmp_path):
     assert [r["step"] for r in log.read()] == [1, 2]
     log.truncate_after(1)
     assert log.read() == [{"step": 1, "loss": 3.5, "name": "zoë"}]
+
+
+def test_records_and_result_of_a_trained_run(tmp_path, names_file):
+    """metrics.jsonl's step records (the schedule's lr, timings) and evaluations, and
+    result.json's figures: the best evaluation's losses, the test loss of the saved weights,
+    the step and token rates from the wall time."""
+    out = tmp_path / "run"
+    cfg = tiny_mlp(names_file, max_steps=6, eval_interval=3, log_interval=2, lr=0.05,
+                   schedule="cosine", warmup_steps=2, min_lr=0.01)
+    t0 = time.perf_counter()
+    result = Trainer(cfg, out, progress=False).fit()
+    elapsed = time.perf_counter() - t0
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "loss" in r]
+    evals = [r for r in recs if "val_loss" in r]
+    schedule = optim.make_schedule("cosine", 0.05, warmup_steps=2, total_steps=6, min_lr=0.01)
+    assert [r["step"] for r in steps] == [2, 4, 6]
+    for r in steps:
+        assert r.keys() == {"step", "loss", "lr", "tokens_per_second", "train_seconds"}
+        assert r["lr"] == schedule(r["step"] - 1)  # the lr the logged step trained with
+        assert r["tokens_per_second"] > 0 and 0 < r["train_seconds"] <= result["train_seconds"]
+    assert [r["train_seconds"] for r in steps] == sorted(r["train_seconds"] for r in steps)
+    assert [r["step"] for r in evals] == [3, 6] and all(r.keys() == {"step", "train_loss",
+                                                                     "val_loss"} for r in evals)
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert (result["train_loss"], result["val_loss"]) == (best["train_loss"], best["val_loss"])
+    run = open_run(out)
+    data = prepare_data(run.config, tokenizer=run.tokenizer)
+    assert result["test_loss"] == evaluate_split(run.model, data.test, run.config.train,
+                                                 torch.device("cpu"))
+    assert result["steps"] == 6 and result["num_parameters"] == run.model.num_parameters()
+    assert 0 < result["train_seconds"] <= result["wall_seconds"] <= elapsed + 0.01
+    for key, digits in (("wall_seconds", 2), ("train_seconds", 2), ("steps_per_second", 2),
+                        ("tokens_per_second", 1)):
+        assert result[key] == round(result[key], digits), key
+    # the rates divide by the unrounded wall time, within 0.005 s of the rounded one
+    wall = result["wall_seconds"]
+    for key, per_step, digits in (("steps_per_second", 1, 2), ("tokens_per_second", 16, 1)):
+        lo, hi = 6 * per_step / (wall + 0.005), 6 * per_step / (wall - 0.005)  # batch of 16
+        assert lo - 0.5 * 10**-digits <= result[key] <= hi + 0.5 * 10**-digits, key
+    assert (result["name"], result["model_type"], result["dataset"]) == (
+        cfg.name, "mlp", str(names_file))
+    assert (result["device"], result["dtype"], result["torch"]) == ("cpu", "fp32",
+                                                                    torch.__version__)
+    assert json.loads((out / "result.json").read_text()) == result
