@@ -666,9 +666,10 @@ def test_sequence_dataset_matches_rows_built_by_hand(length):
 
 def test_sequence_dataset_errors():
     tok = CharTokenizer.from_lines(WORDS)
-    with pytest.raises(DlfError, match="a sequence dataset needs a lines tokenizer"):
+    with pytest.raises(DlfError, match=r"^a sequence dataset needs a lines tokenizer \(one with "
+                                       r"a boundary token\)$"):
         SequenceDataset(WORDS, CharTokenizer.from_text("abc"))
-    with pytest.raises(DlfError, match="a sequence dataset needs at least one word"):
+    with pytest.raises(DlfError, match="^a sequence dataset needs at least one word$"):
         SequenceDataset([], tok)
     with pytest.raises(DlfError, match=r"^sequence length must be a positive integer, got 0$"):
         SequenceDataset(["a"], tok, 0)
