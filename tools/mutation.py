@@ -94,10 +94,14 @@ def refresh_mutants_copy(work: Path, modules: list[str]) -> None:
 UNDETECTED = (0, 5, 33, 35)
 
 
-def undetected(work: Path) -> list[str]:
-    """The mutants of the last run that no test detected (mutmut's .meta files)."""
+def undetected(work: Path, modules: list[str]) -> list[str]:
+    """The mutants of the group's modules that the last run left undetected (mutmut's .meta
+    files; a module that left the group keeps its old one, which is skipped)."""
     names = []
-    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+    for module in sorted(p for m in modules for p in work.glob(m) if p.suffix == ".py"):
+        meta = work / "mutants" / (str(module.relative_to(work)) + ".meta")
+        if not meta.is_file():
+            continue
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         names += [name for name, code in codes.items() if code in UNDETECTED]
     return names
@@ -136,7 +140,7 @@ def main(argv=None) -> int:
     failed = False
     for group in args.groups or list(GROUPS):
         work = prepare(group)
-        names = undetected(work) if args.retest else []
+        names = undetected(work, GROUPS[group][0]) if args.retest else []
         if args.retest and not names:
             print(f"== {group}: no undetected mutants to retest", flush=True)
         print(f"== {group}: mutmut run in {work.relative_to(ROOT)}"
