@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import time
 from itertools import pairwise
 
@@ -18,6 +19,7 @@ from dlf.engine.evaluate import evaluate_split
 from dlf.engine.rundir import open_run
 from dlf.engine.trainer import Trainer, clip_grad_norm, fit_counted, train
 from dlf.errors import DlfError
+from dlf.models import build_model
 from runs import tiny_mlp
 from tolerances import assert_close_to_scale, fp32_tol, network_terms
 
@@ -573,3 +575,64 @@ def test_records_and_result_of_a_trained_run(tmp_path, names_file):
     assert (result["device"], result["dtype"], result["torch"]) == ("cpu", "fp32",
                                                                     torch.__version__)
     assert json.loads((out / "result.json").read_text()) == result
+
+
+@pytest.mark.parametrize(("preset", "setting", "message"), [
+    ("names-bigram", "train.lr=0.5", ("train.lr = 0.5 has no effect: a count-bigram model is "
+                                      "fitted by counting, not trained; remove the setting")),
+    ("names-bigram", "train.max_steps=5", ("a count-bigram model is fitted in one counting "
+                                           "pass: set train.max_steps = 0 (got 5)")),
+    ("names-mlp-manual", "train.optimizer=adamw", (
+        "train.optimizer = 'adamw' has no effect: a manual-mlp model trains with plain SGD on "
+        "its hand-written gradients, in fp32; remove the setting")),
+])
+def test_settings_that_a_regime_would_ignore_are_refused(tmp_path, names_file, preset,
+                                                         setting, message):
+    cfg = C.apply_overrides(C.load_preset(preset), [setting])
+    cfg.data.dataset = str(names_file)
+    with pytest.raises(DlfError, match="^" + re.escape(message) + "$"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_full_batch_steps_on_the_whole_train_split(tmp_path, names_file):
+    """train.batch_size = 0: every step's batch is the whole train split, so the first
+    step's loss is the initial model's loss on all of it."""
+    cfg = tiny_mlp(names_file, batch_size=0, max_steps=2, eval_interval=2)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    torch.manual_seed(cfg.train.seed)  # the initial weights, as prepare() draws them
+    reference = build_model(trainer.cfg.model)
+    _, loss = reference(trainer.data.train.X, trainer.data.train.Y)  # train mode, as a step
+    result = trainer.fit()
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert next(r["loss"] for r in recs if "loss" in r) == pytest.approx(loss.item(), rel=1e-6)
+    n = len(trainer.data.train)  # targets per step: one per row of the split
+    wall = result["wall_seconds"]
+    assert 2 * n / (wall + 0.005) - 0.05 <= result["tokens_per_second"] <= \
+        2 * n / (wall - 0.005) + 0.05
+
+
+def test_full_batch_needs_line_data(tmp_path, text_file):
+    cfg = tiny_transformer(text_file, batch_size=0)
+    cfg.data.format = "text"
+    with pytest.raises(DlfError, match=r"^train\.batch_size = 0 \(full batch\) needs line "
+                                       r"data$"):
+        Trainer(cfg, tmp_path / "run", progress=False).fit()
+
+
+def test_divergence_names_the_first_step_past_ten_times_the_first_loss(tmp_path, names_file,
+                                                                       capsys):
+    out = tmp_path / "run"
+    result = Trainer(tiny_mlp(names_file, lr=1e6, max_steps=20, grad_clip=0.0), out,
+                     progress=False).fit()
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in recs if "loss" in r}  # every step (interval 1)
+    first = losses[1]
+    k = min(s for s, v in losses.items() if v > 10 * first)
+    assert result["warnings"] == [(f"diverging: the loss exceeded 10x the first step's "
+                                   f"({first:.4g}) from step {k}; lower train.lr")]
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert (f"warning: loss {losses[k]:.4g} at step {k} is more than 10x the first step's "
+            f"{first:.4g}: the run is diverging; lower train.lr\n") in err
