@@ -636,3 +636,20 @@ def test_divergence_names_the_first_step_past_ten_times_the_first_loss(tmp_path,
     assert err.count("warning:") == 1
     assert (f"warning: loss {losses[k]:.4g} at step {k} is more than 10x the first step's "
             f"{first:.4g}: the run is diverging; lower train.lr\n") in err
+
+
+def test_progress_bar_shows_the_steps_last_loss_and_evaluations(tmp_path, names_file, capsys):
+    out = tmp_path / "run"
+    cfg = tiny_mlp(names_file, max_steps=4, eval_interval=2, log_interval=2)
+    Trainer(cfg, out, progress=True).fit()
+    captured = capsys.readouterr()
+    err = captured.err
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in (r for r in recs if "val_loss" in r):  # above the bar (tqdm.write: stdout)
+        line = f"step {r['step']}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}\n"
+        assert line in captured.out + err
+    last = [r for r in recs if "loss" in r][-1]
+    final = err.rsplit("\r", 1)[-1]  # the bar as it was left
+    assert "4/4" in final and "step/s" in final, final
+    assert f"loss={last['loss']:.4f}, lr={last['lr']:.2e}, tok_s=" in final, final
+    assert "warning" not in err
