@@ -653,3 +653,19 @@ def test_progress_bar_shows_the_steps_last_loss_and_evaluations(tmp_path, names_
     assert "4/4" in final and "step/s" in final, final
     assert f"loss={last['loss']:.4f}, lr={last['lr']:.2e}, tok_s=" in final, final
     assert "warning" not in err
+
+
+def test_a_spent_time_budget_ends_the_run_after_that_step(tmp_path, names_file):
+    """train.max_seconds is checked after every step: a budget of 1 ns ends the run after
+    step 1, which is then logged, evaluated and checkpointed like a last step."""
+    out = tmp_path / "run"
+    cfg = tiny_mlp(names_file, max_steps=1000, max_seconds=1e-9, log_interval=100,
+                   eval_interval=100, schedule="cosine", warmup_steps=10, lr=0.05)
+    result = Trainer(cfg, out, progress=False).fit()
+    assert result["steps"] == 1
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 1] and "loss" in recs[0] and "val_loss" in recs[1]
+    schedule = optim.make_schedule("cosine", 0.05, warmup_steps=10, total_steps=1000)
+    assert recs[0]["lr"] == schedule(0)  # no time spent before step 1: the schedule's start
+    tensors, _ = checkpoint.load_tensors(out / "state.safetensors")
+    assert int(tensors["step"]) == 1
