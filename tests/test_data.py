@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import http.client
+import logging
 import lzma
 import os
 import random
+import re
 import urllib.error
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from dlf.data import (
     split_lines,
     split_text,
 )
+from dlf.data.datasets import IGNORE_INDEX, SequenceDataset
 from dlf.data.tokenizer import BOUNDARY_MARKERS
 from dlf.errors import DlfError
 
@@ -629,3 +634,325 @@ def test_text_dataset_block_too_long():
     assert len(TextDataset("abcdef", tok, 5)) == 6
     with pytest.raises(DlfError, match="block size"):
         TextDataset("abcdef", tok, -1)
+
+
+# --- sequences (makemore's whole-line format) --------------------------------------------
+
+
+def lecture_sequences(words, tok, length):
+    """The rows by hand: X = boundary + line, padded with the boundary; Y = line + boundary,
+    padded with IGNORE_INDEX (-1)."""
+    X, Y = [], []
+    for w in words:
+        ids = [tok.stoi[c] for c in w]
+        X.append([0] + ids + [0] * (length - 1 - len(ids)))
+        Y.append(ids + [0] + [-1] * (length - 1 - len(ids)))
+    return torch.tensor(X), torch.tensor(Y)
+
+
+@pytest.mark.parametrize("length", [None, 9, 12])
+def test_sequence_dataset_matches_rows_built_by_hand(length):
+    words = ["emma", "ava", "isabella", "a", "zz"]  # longest 8: default length 9
+    tok = CharTokenizer.from_lines(words)
+    ds = SequenceDataset(words, tok, length)
+    width = 9 if length is None else length
+    X, Y = lecture_sequences(words, tok, width)
+    assert torch.equal(ds.X, X) and torch.equal(ds.Y, Y)
+    assert ds.X.dtype == torch.int64 and ds.Y.dtype == torch.int64
+    assert len(ds) == 5 and ds.block_size == width
+    assert ds.lengths.tolist() == [5, 4, 9, 2, 3]  # each line's characters + 1
+    assert ds.num_targets == 23 and ds.targets_per_row == 23 / 5
+
+
+def test_sequence_dataset_errors():
+    tok = CharTokenizer.from_lines(WORDS)
+    with pytest.raises(DlfError, match=r"^a sequence dataset needs a lines tokenizer \(one with "
+                                       r"a boundary token\)$"):
+        SequenceDataset(WORDS, CharTokenizer.from_text("abc"))
+    with pytest.raises(DlfError, match="^a sequence dataset needs at least one word$"):
+        SequenceDataset([], tok)
+    with pytest.raises(DlfError, match=r"^sequence length must be a positive integer, got 0$"):
+        SequenceDataset(["a"], tok, 0)
+    # the longest word, isabella, has 8 characters: 9 is the least length
+    with pytest.raises(DlfError, match=r"^sequence length 8 is shorter than the longest line \+ 1 "
+                                       r"\(9\)$"):
+        SequenceDataset(WORDS, tok, 8)
+    assert SequenceDataset(WORDS, tok, 9).block_size == 9
+    with pytest.raises(DlfError, match=r"^batch size must be a positive integer, got 0$"):
+        SequenceDataset(WORDS, tok).batch(0)
+
+
+def test_sequence_dataset_batch_is_cut_to_its_longest_row():
+    words = ["a", "bb", "ccc", "abcdefghij"]  # one long line: most batches are narrower
+    tok = CharTokenizer.from_lines(words)
+    ds = SequenceDataset(words, tok)
+    widths = set()
+    for seed in range(8):
+        x, y = ds.batch(3, torch.Generator().manual_seed(seed))
+        ix = torch.randint(4, (3,), generator=torch.Generator().manual_seed(seed))
+        T = max(len(words[i]) for i in ix) + 1
+        assert torch.equal(x, ds.X[ix, :T]) and torch.equal(y, ds.Y[ix, :T])
+        # the columns cut off hold only padding targets
+        assert (ds.Y[ix, T:] == IGNORE_INDEX).all()
+        widths.add(T)
+    assert len(widths) > 1 and max(widths) <= 11
+
+
+# --- edges and exact messages (issue 15: each found by a surviving mutant) ---------------
+
+
+def full(message: str) -> str:
+    """A pattern that matches exactly ``message``."""
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
+def test_sizes_must_be_positive_integers(bad):
+    tok = CharTokenizer.from_lines(WORDS)
+    text = "hello world\n"
+    with pytest.raises(DlfError, match=full(f"block size must be a positive integer, got {bad!r}")):
+        WordDataset(WORDS, tok, bad)
+    with pytest.raises(DlfError, match=full(f"block size must be a positive integer, got {bad!r}")):
+        TextDataset(text, CharTokenizer.from_text(text), bad)
+    for ds in (WordDataset(WORDS, tok, 2), TextDataset(text, CharTokenizer.from_text(text), 2)):
+        with pytest.raises(DlfError,
+                           match=full(f"batch size must be a positive integer, got {bad!r}")):
+            ds.batch(bad)
+
+
+def test_dataset_refusals_word_for_word():
+    tok = CharTokenizer.from_lines(WORDS)
+    with pytest.raises(DlfError, match=full("a word dataset needs a lines tokenizer (one with a "
+                                            "boundary token)")):
+        WordDataset(WORDS, CharTokenizer.from_text("abc"), 3)
+    with pytest.raises(DlfError, match=full("a word dataset needs at least one word")):
+        WordDataset([], tok, 3)
+
+
+def test_targets_per_row():
+    """What the trainer counts tokens by: one target per window, block_size per text block."""
+    tok = CharTokenizer.from_lines(WORDS)
+    assert WordDataset(WORDS, tok, 3).targets_per_row == 1.0
+    text = "hello world\n" * 3
+    assert TextDataset(text, CharTokenizer.from_text(text), 5).targets_per_row == 5.0
+
+
+def test_download_default_timeout_and_log_line(tmp_path, monkeypatch, caplog):
+    content = b"emma\n"
+    source = fake_source(tmp_path, content)
+    real_urlopen = sources.urllib.request.urlopen
+    seen = {}
+
+    def recording_urlopen(url, timeout):
+        seen["timeout"] = timeout
+        return real_urlopen(url, timeout=timeout)
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", recording_urlopen)
+    caplog.set_level(logging.INFO, logger="dlf.data.sources")
+    download(source, tmp_path / "cache")
+    assert seen["timeout"] == 30
+    assert [r.getMessage() for r in caplog.records] == [f"downloading fake from {source.url}"]
+
+
+def test_download_into_an_existing_folder_streams_through_a_hidden_part_file(
+        tmp_path, monkeypatch):
+    """The bytes go to .<file>.XXXX.part beside the destination, then are renamed."""
+    content = b"\n".join(w.encode() for w in WORDS) + b"\n"
+    source = fake_source(tmp_path, content)
+    dest_dir = tmp_path / "cache"
+    dest_dir.mkdir()
+    (dest_dir / "other.txt").write_text("kept\n")
+    real_urlopen = sources.urllib.request.urlopen
+    during = []
+
+    class Watching:
+        def __init__(self, response):
+            self.response = response
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.response.close()
+
+        def read(self, n=-1):
+            during.append(sorted(p.name for p in dest_dir.iterdir()))
+            return self.response.read(n)
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen",
+                        lambda url, timeout: Watching(real_urlopen(url, timeout=timeout)))
+    assert download(source, dest_dir) == dest_dir / "words.txt"
+    assert (dest_dir / "words.txt").read_bytes() == content
+    names = during[0]
+    assert len(names) == 2 and names[1] == "other.txt", names
+    assert re.fullmatch(r"\.words\.txt\..+\.part", names[0]), names
+    assert sorted(p.name for p in dest_dir.iterdir()) == ["other.txt", "words.txt"]
+
+
+def test_download_into_a_file_is_a_clear_error(tmp_path):
+    source = fake_source(tmp_path, b"x")
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file, not a folder\n")
+    with pytest.raises(DlfError, match=full(f"could not create words.txt in {blocker}: File "
+                                            "exists; put the file words.txt in $DLF_DATA_DIR")):
+        download(source, blocker)
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (ConnectionResetError("connection reset by peer"), "connection reset by peer"),
+    (http.client.HTTPException(), "HTTPException"),  # no message: the exception's name
+])
+def test_download_names_the_reason(tmp_path, monkeypatch, exc, reason):
+    source = fake_source(tmp_path, b"x")
+
+    def failing_urlopen(url, timeout):
+        raise exc
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", failing_urlopen)
+    with pytest.raises(DlfError, match=full(f"could not download fake from {source.url}: "
+                                            f"{reason}; put the file words.txt in $DLF_DATA_DIR")):
+        download(source, tmp_path / "cache")
+
+
+def test_packaged_copy_refusal_says_what_to_do(env, tmp_path, monkeypatch):
+    fake_package(monkeypatch, tmp_path, b"emma\n")
+    with pytest.raises(DlfError, match=r"; reinstall dlf or put the file names\.txt in "
+                                       r"\$DLF_DATA_DIR$"):
+        load_corpus("names")
+
+
+def test_read_text_unreadable_file_names_the_reason(tmp_path, monkeypatch):
+    p = tmp_path / "w.txt"
+    p.write_text("emma\n")
+
+    def failing_read_bytes(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read_bytes)
+    with pytest.raises(DlfError, match=full(f"could not read {p}: Input/output error")):
+        read_text(p)
+
+
+@pytest.mark.parametrize(("content", "offset"), [(b"\x00abc", 0), (b"ab\x00c\x00", 2)])
+def test_read_text_names_the_first_nul_byte(tmp_path, content, offset):
+    p = tmp_path / "bin.txt"
+    p.write_bytes(content)
+    with pytest.raises(DlfError, match=full(f"{p} looks binary (NUL byte at offset {offset}); "
+                                            "expected UTF-8 text")):
+        read_text(p)
+
+
+def test_read_text_empty_and_blank_word_for_word(tmp_path):
+    p = tmp_path / "w.txt"
+    p.write_bytes(b"")
+    with pytest.raises(DlfError, match=full(f"{p} is empty; expected text")):
+        read_text(p)
+    p.write_bytes(b" \n\t\n")
+    with pytest.raises(DlfError, match=full(f"{p} is whitespace only; expected text")):
+        read_text(p)
+
+
+def test_load_lines_keeps_spaces_inside_a_line():
+    assert load_lines("mary ann\n jo  bo \n\nli") == ["mary ann", "jo  bo", "li"]
+
+
+def test_load_corpus_reads_the_explicit_path_for_a_registered_name(env, tmp_path):
+    data_dir, _cache = env
+    (data_dir / "names.txt").write_text("\n".join(WORDS[::-1]) + "\n")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("\n".join(WORDS) + "\n")
+    assert load_corpus("names", mine) == (WORDS, "lines")
+
+
+def test_load_corpus_needs_ten_lines(env, tmp_path):
+    p = tmp_path / "w.txt"
+    p.write_text("\n".join(WORDS[:10]) + "\n")
+    assert load_corpus(str(p)) == (WORDS[:10], "lines")
+    p.write_text("\n".join(WORDS[:9]) + "\n")
+    with pytest.raises(DlfError, match=full(f"{p} has 9 lines; a lines dataset needs at least 10")):
+        load_corpus(str(p))
+
+
+@pytest.mark.parametrize("n", [59, 60])
+def test_tokenizer_unknown_character_lists_up_to_60_in_full(n):
+    """60 known ids (boundary + 59 characters) are listed in full; 61 are cut at 60."""
+    chars = "".join(chr(0x4E00 + i) for i in range(n))
+    tok = CharTokenizer.from_lines([chars])
+    shown = "." + chars
+    expected = (repr(shown) if len(shown) <= 60 else f"{shown[:60]!r}... (1 more)")
+    with pytest.raises(DlfError, match=re.escape(f"known characters: {expected}") + "$"):
+        tok.encode("a")
+
+
+def test_tokenizer_unknown_character_names_its_first_position():
+    tok = CharTokenizer.from_lines(["abc"])
+    with pytest.raises(DlfError, match=full("character 'z' (U+007A) at position 1 is not in the "
+                                            "vocabulary; known characters: '.abc'")):
+        tok.encode("azbz")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (([], "lines", "."), "cannot build a tokenizer from data with no characters"),
+    ((["a", "b", "a"], "text"), "tokenizer characters contain duplicates"),
+    ((["a"], "lines", "ab"), "boundary symbol 'ab' of a lines tokenizer must be one character"),
+    ((["a"], "lines", None), "boundary symbol None of a lines tokenizer must be one character"),
+    ((["a"], "text", "."), "a text tokenizer has no boundary symbol"),
+])
+def test_tokenizer_refusals_word_for_word(args, message):
+    with pytest.raises(DlfError, match=full(message)):
+        CharTokenizer(*args)
+
+
+def test_tokenizer_no_free_marker_word_for_word():
+    with pytest.raises(DlfError, match=full("every boundary marker '.|#~^¶␃§¤•◊∅⟂' occurs in the "
+                                            "data; none is free")):
+        CharTokenizer.from_lines(["".join(BOUNDARY_MARKERS)])
+
+
+def test_tokenizer_decode_range_and_tensor_ids():
+    tok = CharTokenizer.from_lines(["ab"])  # vocab 3: . a b
+    assert tok.decode(torch.tensor([0, 1, 2])) == ".ab"
+    for bad in (3, -1):
+        with pytest.raises(DlfError, match=full(f"token id {bad} is out of range for vocab "
+                                                "size 3")):
+            tok.decode([1, bad])
+    with pytest.raises(DlfError, match=full("token id 3 is out of range for vocab size 3")):
+        tok.decode(torch.tensor([1, 3]))  # ids of a tensor are named as numbers
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    ([1, 2], "tokenizer JSON must be an object"),
+    ({"chars": ["a"]}, "tokenizer JSON is missing kind, boundary_symbol"),
+    ({"kind": "lines", "chars": "ab", "boundary_symbol": "."},
+     "tokenizer JSON field 'chars' must be a list of characters"),
+])
+def test_tokenizer_from_json_refusals_word_for_word(obj, message):
+    with pytest.raises(DlfError, match=full(message)):
+        CharTokenizer.from_json(obj)
+
+
+def test_tokenizer_file_is_readable_utf8_json(tmp_path):
+    """tokenizer.json keeps its characters as themselves (not \\u escapes), one space per level."""
+    path = tmp_path / "tokenizer.json"
+    CharTokenizer.from_lines(["zoë"]).save(path)
+    assert path.read_bytes().decode("utf-8") == (
+        '{\n "kind": "lines",\n "chars": [\n  "o",\n  "z",\n  "ë"\n ],\n'
+        ' "boundary_symbol": "."\n}\n'
+    )
+
+
+def test_tokenizer_load_unreadable_names_the_reason(tmp_path):
+    with pytest.raises(DlfError, match=full(f"could not read tokenizer file {tmp_path}: Is a "
+                                            "directory")):
+        CharTokenizer.load(tmp_path)
+
+
+def test_tokenizer_hash_agrees_with_equality(tmp_path):
+    a = CharTokenizer.from_lines(["ab", "c"])
+    path = tmp_path / "t.json"
+    a.save(path)
+    b = CharTokenizer.load(path)
+    assert a is not b and a == b and hash(a) == hash(b) and len({a, b}) == 1
+    # different tokenizers hash apart (a constant hash would make every set a list)
+    others = [CharTokenizer.from_lines(["ab"]), CharTokenizer.from_text("abc"), a]
+    assert len({hash(t) for t in others}) == 3

@@ -1,17 +1,25 @@
 """Trainer, run directories, resume, config overrides, atomic checkpoints."""
 
 import json
+import math
 import os
+import re
+import time
+from itertools import pairwise
 
 import pytest
 import torch
 
 from dlf import config as C
 from dlf import optim
-from dlf.engine import checkpoint
+from dlf.data import load_lines, split_lines
+from dlf.engine import checkpoint, rundir
+from dlf.engine.data import prepare_data
+from dlf.engine.evaluate import evaluate_split
 from dlf.engine.rundir import open_run
-from dlf.engine.trainer import Trainer, clip_grad_norm
+from dlf.engine.trainer import Trainer, clip_grad_norm, fit_counted, train
 from dlf.errors import DlfError
+from dlf.models import build_model
 from runs import tiny_mlp
 from tolerances import assert_close_to_scale, fp32_tol, network_terms
 
@@ -354,3 +362,310 @@ def test_resolve_auto_rules():
     assert cfg.train.micro_batch == 8
     with pytest.raises(DlfError, match="micro_batch"):
         C.apply_overrides(cfg, ["train.micro_batch=big"])
+
+
+# --------------------------------------------------------------------- issue 15 (mutation)
+
+
+def count_bigram(names_file):
+    cfg = C.load_preset("names-bigram")
+    cfg.data.dataset = str(names_file)
+    cfg.train.num_samples = 3
+    return cfg
+
+
+def by_hand_bigram_nll(words, k=1.0):
+    """Add-k count bigram by hand (Python dicts), its mean -log p over `words`' own pairs."""
+    vocab = ["<b>", *sorted(set("".join(words)))]
+    counts = {}
+    seqs = [["<b>", *w, "<b>"] for w in words]
+    for s in seqs:
+        for a, b in pairwise(s):
+            counts[a, b] = counts.get((a, b), 0) + 1
+    rows = {a: sum(counts.get((a, c), 0) + k for c in vocab) for a in vocab}
+    nll = [-math.log((counts[a, b] + k) / rows[a]) for s in seqs for a, b in pairwise(s)]
+    return sum(nll) / len(nll)
+
+
+def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file, monkeypatch):
+    """train() on a fitted model: one counting pass, logged as step 0, its loss the
+    closed-form count-bigram NLL of the train split; a refit (resume) replaces the log."""
+    out = tmp_path / "run"
+    titles = []
+    plot = rundir.plot_loss
+    monkeypatch.setattr(rundir, "plot_loss",
+                        lambda records, path, title="": titles.append(title) or plot(
+                            records, path, title=title))
+    t0 = time.perf_counter()
+    result = train(count_bigram(names_file), out)  # no keywords: every default
+    elapsed = time.perf_counter() - t0
+    words = split_lines(load_lines(names_file.read_text()))[0]
+    assert result["train_loss"] == pytest.approx(by_hand_bigram_nll(words), rel=1e-5)
+    assert result["steps"] == 0 and result["train_seconds"] == 0.0
+    assert result["steps_per_second"] is None and result["tokens_per_second"] is None
+    assert 0 < result["wall_seconds"] <= elapsed + 0.01
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs == [{"step": 0, "train_loss": result["train_loss"],
+                     "val_loss": result["val_loss"]}]
+    tensors, meta = checkpoint.load_tensors(out / "state.safetensors")
+    assert int(tensors["step"]) == 0 and meta["model_type"] == "count-bigram"
+    assert checkpoint.load_tensors(out / "model.safetensors")[1]["model_type"] == "count-bigram"
+    assert titles == ["names-bigram"]  # loss.png is titled with the run's name
+    with pytest.raises(DlfError, match="already holds a run"):
+        train(count_bigram(names_file), out)  # force is off by default
+    # callback and progress are for trained models: accepted and ignored
+    again = train(count_bigram(names_file), out, resume=True, progress=False,
+                  callback=lambda *a: pytest.fail("a fitted model has no steps"))
+    assert again["train_loss"] == result["train_loss"]
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] \
+        == recs  # replaced, not appended to
+
+
+def test_fit_counted_refuses_a_trained_model(tmp_path, names_file):
+    with pytest.raises(DlfError, match="^a mlp model is trained, not fitted: use train\\(\\)$"):
+        fit_counted(tiny_mlp(names_file), tmp_path / "run")
+
+
+def test_train_passes_its_keywords_to_the_trainer(tmp_path, names_file):
+    steps = []
+    r = train(tiny_mlp(names_file, max_steps=3, eval_interval=3), tmp_path / "run",
+              progress=False, callback=lambda trainer, step: steps.append(step))
+    assert steps == [1, 2, 3] and r["steps"] == 3
+
+
+@pytest.mark.parametrize("preset", ["names-bigram", "names-mlp-manual"])
+def test_several_processes_refuse_a_fitted_or_manual_model_before_starting(
+        tmp_path, names_file, monkeypatch, preset):
+    cfg = C.load_preset(preset)
+    cfg.data.dataset = str(names_file)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    how = "fitted in one counting pass" if preset == "names-bigram" else "hand-written backward"
+    with pytest.raises(DlfError, match=f"^a {cfg.model.type} model .*{how}"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_clip_grad_norm_leaves_a_small_gradient_alone():
+    torch.manual_seed(0)
+    ps = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    refs = [p.detach().clone().requires_grad_() for p in ps]
+    for p, r in zip(ps, refs):
+        g = torch.randn_like(p)
+        p.grad, r.grad = g.clone(), g.clone()
+    n1 = clip_grad_norm(ps, 100.0)  # the norm is about 4.7: nothing to clip
+    n2 = torch.nn.utils.clip_grad_norm_(refs, 100.0)
+    assert n1 == pytest.approx(n2.item(), rel=1e-6) and n1 < 100
+    for p, r in zip(ps, refs):
+        torch.testing.assert_close(p.grad, r.grad)
+
+
+@pytest.mark.parametrize(("max_seconds", "spent", "step", "position"), [
+    (0.0, 50.0, 10, 10),  # no time budget: the step itself
+    (10.0, 2.5, 10, 25),  # a quarter of the budget spent: a quarter of the schedule
+    (10.0, 2.5, 30, 30),  # ... but never behind the step
+    (10.0, 20.0, 10, 100),  # past the budget: the schedule's end
+    (0.5, 0.25, 0, 50),  # a budget under a second
+])
+def test_a_time_budget_runs_the_schedule_on_the_share_spent(
+        tmp_path, names_file, max_seconds, spent, step, position):
+    trainer = Trainer(tiny_mlp(names_file, max_steps=100, max_seconds=max_seconds),
+                      tmp_path / "run", progress=False)
+    trainer.train_seconds = spent
+    assert trainer._schedule_position(step) == position
+
+
+def test_read_json(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text('{"name": "zoë", "loss": 2.5}\n', encoding="utf-8")
+    assert checkpoint.read_json(p) == {"name": "zoë", "loss": 2.5}
+    assert checkpoint.read_json(str(p)) == {"name": "zoë", "loss": 2.5}
+    with pytest.raises(DlfError, match=f"^file not found: {tmp_path / 'gone.json'}$"):
+        checkpoint.read_json(tmp_path / "gone.json")
+    p.write_text("{cut", encoding="utf-8")
+    with pytest.raises(DlfError, match=f"^cannot read {p}: Expecting property name"):
+        checkpoint.read_json(p)
+
+
+def test_saved_tensors_are_independent_contiguous_cpu_copies(tmp_path):
+    """save_tensors copies each tensor to contiguous CPU memory of its own: a transposed view,
+    a tensor that needs grad and two names for one tensor (tied weights) all round-trip."""
+    w = torch.arange(12.0).reshape(3, 4)
+    tensors = {"t": w.t(), "g": torch.ones(2, requires_grad=True), "a": w, "tied": w}
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_tensors(path, tensors, {"model_type": "mlp", "step": 3})
+    loaded, meta = checkpoint.load_tensors(path)
+    assert loaded.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert torch.equal(loaded[k], v.detach()), k
+    assert meta == {"model_type": "mlp", "step": "3"}  # metadata values are stored as text
+    checkpoint.save_tensors(path, {"w": w})
+    assert checkpoint.load_tensors(path)[1] == {}  # no metadata
+
+
+def test_load_tensors_refusals_word_for_word(tmp_path):
+    with pytest.raises(DlfError, match=f"^checkpoint not found: {tmp_path / 'gone'}$"):
+        checkpoint.load_tensors(tmp_path / "gone")
+    with pytest.raises(DlfError, match=f"^cannot read checkpoint {tmp_path}: Is a directory$"):
+        checkpoint.load_tensors(tmp_path)
+
+
+def test_write_json_is_indented_text_with_a_final_newline(tmp_path):
+    path = tmp_path / "result.json"
+    checkpoint.write_json(path, {"steps": 3, "warnings": []})
+    assert path.read_text() == '{\n  "steps": 3,\n  "warnings": []\n}\n'
+
+
+def test_metrics_log_appends_and_stops_at_a_torn_line(tmp_path):
+    from dlf.engine.metrics import MetricsLog
+
+    log = MetricsLog(str(tmp_path / "metrics.jsonl"))
+    assert log.read() == []  # no file yet
+    log.append({"step": 1, "loss": 3.5, "name": "zoë"})
+    log.append({"step": 2, "loss": 3.25})
+    assert log.read() == [{"step": 1, "loss": 3.5, "name": "zoë"}, {"step": 2, "loss": 3.25}]
+    assert (tmp_path / "metrics.jsonl").read_bytes().decode("utf-8").count("\n") == 2
+    # a kill tore line 3: what follows it is not trusted either
+    with (tmp_path / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"step": 3, "lo\n{"step": 4, "loss": 3.0}\n')
+    assert [r["step"] for r in log.read()] == [1, 2]
+    log.truncate_after(1)
+    assert log.read() == [{"step": 1, "loss": 3.5, "name": "zoë"}]
+
+
+def test_records_and_result_of_a_trained_run(tmp_path, names_file):
+    """metrics.jsonl's step records (the schedule's lr, timings) and evaluations, and
+    result.json's figures: the best evaluation's losses, the test loss of the saved weights,
+    the step and token rates from the wall time."""
+    out = tmp_path / "run"
+    cfg = tiny_mlp(names_file, max_steps=6, eval_interval=3, log_interval=2, lr=0.05,
+                   schedule="cosine", warmup_steps=2, min_lr=0.01)
+    t0 = time.perf_counter()
+    result = Trainer(cfg, out, progress=False).fit()
+    elapsed = time.perf_counter() - t0
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "loss" in r]
+    evals = [r for r in recs if "val_loss" in r]
+    schedule = optim.make_schedule("cosine", 0.05, warmup_steps=2, total_steps=6, min_lr=0.01)
+    assert [r["step"] for r in steps] == [2, 4, 6]
+    for r in steps:
+        assert r.keys() == {"step", "loss", "lr", "tokens_per_second", "train_seconds"}
+        assert r["lr"] == schedule(r["step"] - 1)  # the lr the logged step trained with
+        assert r["tokens_per_second"] > 0 and 0 < r["train_seconds"] <= result["train_seconds"]
+    assert [r["train_seconds"] for r in steps] == sorted(r["train_seconds"] for r in steps)
+    assert [r["step"] for r in evals] == [3, 6] and all(r.keys() == {"step", "train_loss",
+                                                                     "val_loss"} for r in evals)
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert (result["train_loss"], result["val_loss"]) == (best["train_loss"], best["val_loss"])
+    run = open_run(out)
+    data = prepare_data(run.config, tokenizer=run.tokenizer)
+    assert result["test_loss"] == evaluate_split(run.model, data.test, run.config.train,
+                                                 torch.device("cpu"))
+    assert result["steps"] == 6 and result["num_parameters"] == run.model.num_parameters()
+    assert 0 < result["train_seconds"] <= result["wall_seconds"] <= elapsed + 0.01
+    for key, digits in (("wall_seconds", 2), ("train_seconds", 2), ("steps_per_second", 2),
+                        ("tokens_per_second", 1)):
+        assert result[key] == round(result[key], digits), key
+    # the rates divide by the unrounded wall time, within 0.005 s of the rounded one
+    wall = result["wall_seconds"]
+    for key, per_step, digits in (("steps_per_second", 1, 2), ("tokens_per_second", 16, 1)):
+        lo, hi = 6 * per_step / (wall + 0.005), 6 * per_step / (wall - 0.005)  # batch of 16
+        assert lo - 0.5 * 10**-digits <= result[key] <= hi + 0.5 * 10**-digits, key
+    assert (result["name"], result["model_type"], result["dataset"]) == (
+        cfg.name, "mlp", str(names_file))
+    assert (result["device"], result["dtype"], result["torch"]) == ("cpu", "fp32",
+                                                                    torch.__version__)
+    assert json.loads((out / "result.json").read_text()) == result
+
+
+@pytest.mark.parametrize(("preset", "setting", "message"), [
+    ("names-bigram", "train.lr=0.5", ("train.lr = 0.5 has no effect: a count-bigram model is "
+                                      "fitted by counting, not trained; remove the setting")),
+    ("names-bigram", "train.max_steps=5", ("a count-bigram model is fitted in one counting "
+                                           "pass: set train.max_steps = 0 (got 5)")),
+    ("names-mlp-manual", "train.optimizer=adamw", (
+        "train.optimizer = 'adamw' has no effect: a manual-mlp model trains with plain SGD on "
+        "its hand-written gradients, in fp32; remove the setting")),
+])
+def test_settings_that_a_regime_would_ignore_are_refused(tmp_path, names_file, preset,
+                                                         setting, message):
+    cfg = C.apply_overrides(C.load_preset(preset), [setting])
+    cfg.data.dataset = str(names_file)
+    with pytest.raises(DlfError, match="^" + re.escape(message) + "$"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_full_batch_steps_on_the_whole_train_split(tmp_path, names_file):
+    """train.batch_size = 0: every step's batch is the whole train split, so the first
+    step's loss is the initial model's loss on all of it."""
+    cfg = tiny_mlp(names_file, batch_size=0, max_steps=2, eval_interval=2)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    torch.manual_seed(cfg.train.seed)  # the initial weights, as prepare() draws them
+    reference = build_model(trainer.cfg.model)
+    _, loss = reference(trainer.data.train.X, trainer.data.train.Y)  # train mode, as a step
+    result = trainer.fit()
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert next(r["loss"] for r in recs if "loss" in r) == pytest.approx(loss.item(), rel=1e-6)
+    n = len(trainer.data.train)  # targets per step: one per row of the split
+    wall = result["wall_seconds"]
+    assert 2 * n / (wall + 0.005) - 0.05 <= result["tokens_per_second"] <= \
+        2 * n / (wall - 0.005) + 0.05
+
+
+def test_full_batch_needs_line_data(tmp_path, text_file):
+    cfg = tiny_transformer(text_file, batch_size=0)
+    cfg.data.format = "text"
+    with pytest.raises(DlfError, match=r"^train\.batch_size = 0 \(full batch\) needs line "
+                                       r"data$"):
+        Trainer(cfg, tmp_path / "run", progress=False).fit()
+
+
+def test_divergence_names_the_first_step_past_ten_times_the_first_loss(tmp_path, names_file,
+                                                                       capsys):
+    out = tmp_path / "run"
+    result = Trainer(tiny_mlp(names_file, lr=1e6, max_steps=20, grad_clip=0.0), out,
+                     progress=False).fit()
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in recs if "loss" in r}  # every step (interval 1)
+    first = losses[1]
+    k = min(s for s, v in losses.items() if v > 10 * first)
+    assert result["warnings"] == [(f"diverging: the loss exceeded 10x the first step's "
+                                   f"({first:.4g}) from step {k}; lower train.lr")]
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert (f"warning: loss {losses[k]:.4g} at step {k} is more than 10x the first step's "
+            f"{first:.4g}: the run is diverging; lower train.lr\n") in err
+
+
+def test_progress_bar_shows_the_steps_last_loss_and_evaluations(tmp_path, names_file, capsys):
+    out = tmp_path / "run"
+    cfg = tiny_mlp(names_file, max_steps=4, eval_interval=2, log_interval=2)
+    Trainer(cfg, out, progress=True).fit()
+    captured = capsys.readouterr()
+    err = captured.err
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in (r for r in recs if "val_loss" in r):  # above the bar (tqdm.write: stdout)
+        line = f"step {r['step']}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}\n"
+        assert line in captured.out + err
+    last = [r for r in recs if "loss" in r][-1]
+    final = err.rsplit("\r", 1)[-1]  # the bar as it was left
+    assert "4/4" in final and "step/s" in final, final
+    assert f"loss={last['loss']:.4f}, lr={last['lr']:.2e}, tok_s=" in final, final
+    assert "warning" not in err
+
+
+def test_a_spent_time_budget_ends_the_run_after_that_step(tmp_path, names_file):
+    """train.max_seconds is checked after every step: a budget of 1 ns ends the run after
+    step 1, which is then logged, evaluated and checkpointed like a last step."""
+    out = tmp_path / "run"
+    cfg = tiny_mlp(names_file, max_steps=1000, max_seconds=1e-9, log_interval=100,
+                   eval_interval=100, schedule="cosine", warmup_steps=10, lr=0.05)
+    result = Trainer(cfg, out, progress=False).fit()
+    assert result["steps"] == 1
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 1] and "loss" in recs[0] and "val_loss" in recs[1]
+    schedule = optim.make_schedule("cosine", 0.05, warmup_steps=10, total_steps=1000)
+    assert recs[0]["lr"] == schedule(0)  # no time spent before step 1: the schedule's start
+    tensors, _ = checkpoint.load_tensors(out / "state.safetensors")
+    assert int(tensors["step"]) == 1

@@ -134,7 +134,10 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, names_file, s
     r = Trainer(tiny_mlp(names_file), out, progress=False, callback=signal_at_13).fit()
     assert r == {"interrupted": True, "steps": 13}
     assert saved_step(out) == 13 and not (out / "result.json").exists()
-    assert signal.Signals(sig).name in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (f"\n{signal.Signals(sig).name}: stopping after this step and checkpointing (a second "
+            "signal aborts)...\n") in err
+    assert "interrupted at step 13/30; continue with --resume\n" in err
     # the handlers are the caller's again
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) == signal.default_int_handler

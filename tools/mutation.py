@@ -8,6 +8,7 @@ results in that folder, so a second run only tests mutants whose code changed.
     python tools/mutation.py              every group
     python tools/mutation.py optim nn     some groups
     python tools/mutation.py --list       the groups, their modules and tests
+    python tools/mutation.py --retest data  only the mutants data's last run left undetected
 
 Surviving mutants: `cd build/mutation/GROUP && mutmut results` lists them and
 `mutmut show NAME` shows one. docs/testing.md records the scores and why each
@@ -30,8 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
     "sample": (["src/dlf/sample.py"], ["tests/test_sample.py"]),
-    "engine": (["src/dlf/engine/trainer.py", "src/dlf/engine/checkpoint.py",
-                "src/dlf/engine/metrics.py"],
+    # the trainer, and the files it writes (checkpoints, metrics.jsonl): the same tests run
+    # both, but as two groups each can be finished (or rerun) on its own
+    "checkpoint": (["src/dlf/engine/checkpoint.py", "src/dlf/engine/metrics.py"],
+                   ["tests/test_engine.py", "tests/test_reliability.py"]),
+    "engine": (["src/dlf/engine/trainer.py"],
                ["tests/test_engine.py", "tests/test_reliability.py"]),
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
@@ -68,7 +72,39 @@ def prepare(group: str) -> Path:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (work / "pyproject.toml").write_text(PYPROJECT.format(modules=json.dumps(modules),
                                                           tests=json.dumps(tests)))
+    refresh_mutants_copy(work, modules)
     return work
+
+
+def refresh_mutants_copy(work: Path, modules: list[str]) -> None:
+    """mutmut copies src/ into mutants/src/ once and then keeps any file already there, so a
+    data file changed since (a preset, say) would stay stale and fail the tests: bring every
+    file it does not mutate up to date. The mutated modules it regenerates itself."""
+    mutated = {p.relative_to(work) for m in modules for p in work.glob(m) if p.suffix == ".py"}
+    for f in (work / "src").rglob("*"):
+        rel = f.relative_to(work)
+        target = work / "mutants" / rel
+        if (f.is_file() and rel not in mutated and target.is_file()
+                and target.read_bytes() != f.read_bytes()):
+            shutil.copy2(f, target)
+
+
+# mutmut's exit codes of a mutant that no test detected: survived, no tests (33, or pytest's
+# 5: nothing collected) and suspicious (35)
+UNDETECTED = (0, 5, 33, 35)
+
+
+def undetected(work: Path, modules: list[str]) -> list[str]:
+    """The mutants of the group's modules that the last run left undetected (mutmut's .meta
+    files; a module that left the group keeps its old one, which is skipped)."""
+    names = []
+    for module in sorted(p for m in modules for p in work.glob(m) if p.suffix == ".py"):
+        meta = work / "mutants" / (str(module.relative_to(work)) + ".meta")
+        if not meta.is_file():
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        names += [name for name, code in codes.items() if code in UNDETECTED]
+    return names
 
 
 def score(work: Path) -> dict:
@@ -84,13 +120,17 @@ def main(argv=None) -> int:
                     help=f"default: all ({', '.join(GROUPS)})")
     ap.add_argument("--list", action="store_true", help="print the groups and exit")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--retest", action="store_true",
+                    help="test only the mutants that the last run left undetected (survived, "
+                         "not covered, suspicious), e.g. after adding tests: mutmut never "
+                         "retests a result it has unless its function changed")
     args = ap.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         ap.error(f"unknown group {unknown[0]!r}; groups: {', '.join(GROUPS)}")
     if args.list:
         for g, (modules, tests) in GROUPS.items():
-            print(f"{g:8} {' '.join(modules)}  <-  {' '.join(tests)}")
+            print(f"{g:10} {' '.join(modules)}  <-  {' '.join(tests)}")
         return 0
     env = dict(os.environ)
     # the tests must import the mutated copy, not a dlf that PYTHONPATH points at
@@ -100,10 +140,13 @@ def main(argv=None) -> int:
     failed = False
     for group in args.groups or list(GROUPS):
         work = prepare(group)
-        print(f"== {group}: mutmut run in {work.relative_to(ROOT)}", flush=True)
-        r = subprocess.run([*MUTMUT, "run",
-                            "--max-children", str(args.max_children)], cwd=work, env=env,
-                           check=False)
+        names = undetected(work, GROUPS[group][0]) if args.retest else []
+        if args.retest and not names:
+            print(f"== {group}: no undetected mutants to retest", flush=True)
+        print(f"== {group}: mutmut run in {work.relative_to(ROOT)}"
+              + (f" ({len(names)} undetected mutants)" if names else ""), flush=True)
+        r = subprocess.run([*MUTMUT, "run", "--max-children", str(args.max_children), *names],
+                           cwd=work, env=env, check=False)
         if r.returncode != 0:
             print(f"== {group}: mutmut exited {r.returncode}", flush=True)
             failed = True
