@@ -3,6 +3,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -33,6 +34,15 @@ def text_file(tmp_path) -> Path:
     p = tmp_path / "text.txt"
     p.write_text(text, encoding="utf-8")
     return p
+
+
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads for one test (the suite runs on DLF_TEST_THREADS, default 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

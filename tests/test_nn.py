@@ -1249,14 +1249,6 @@ def test_modules_pass_keyword_arguments_to_forward():
 # -- one-row products and dropout's kernel path -----------------------------------------
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_one_row_split_matvec_equals_the_plain_product(two_threads, monkeypatch):
     """Cached decoding feeds one row; on 2+ threads the fused Linear sums k slice products
     (a bmm) instead of torch's one-row matmul: the same product and gradients, another

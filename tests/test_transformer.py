@@ -321,14 +321,6 @@ def test_fused_and_written_out_kernels_give_the_same_model(attention):
         assert_close_to_scale(pa.grad, pb.grad, tiny_tol(2 * 8))
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads):
     model = make(n_embd=32, n_head=2, block_size=8)
     assert model.blocks[0].mlp.c_proj._splits == 8  # 4C = 128 inputs in 8 slices
