@@ -165,7 +165,6 @@ class CausalSelfAttention(Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.c_proj(y)
 
-
     def scores(self, q: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
         """q (B, nh, T, hs), k (B, nh, L, hs) -> q . k / sqrt(hs), (B, nh, T, L), -inf
         where a causal query would see the future (the softmax input)."""
@@ -360,8 +359,8 @@ class Transformer(Module):
 
         Row t of a head's map is softmax(q_t . k_s / sqrt(hs)) over positions s <= t (the
         masked softmax of the "manual" kernel, `CausalSelfAttention.scores`, whichever
-        kernel the config picks), so it sums to 1 and is 0 above the diagonal. Computed as in eval mode:
-        no dropout, and the model is left in the mode it was in."""
+        kernel the config picks), so it sums to 1 and is 0 above the diagonal. Computed
+        as in eval mode: no dropout, and the model is left in the mode it was in."""
         B, T = idx.shape
         if T > self.block_size:
             raise DlfError(f"sequence length {T} is longer than the model's "
