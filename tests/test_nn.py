@@ -1339,3 +1339,21 @@ def test_dropout_uses_torchs_kernel_only_when_fused_off_the_cpu():
     meta = torch.empty(3, device="meta")
     assert Dropout(0.5, fused=True)._kernel(meta) is True
     assert Dropout(0.5)._kernel(meta) is False
+
+
+def test_state_dict_of_a_module_shared_at_two_places():
+    """A module used twice is one module: its tensors are listed once, under its first
+    name, and loading them sets both places (unlike a tensor tied between two modules,
+    which is listed under each name)."""
+    shared = Linear(2, 2)
+    seq = Sequential(shared, shared)
+    assert list(seq.state_dict()) == ["0.weight", "0.bias"]
+    other = Sequential(Linear(2, 2, generator=torch.Generator().manual_seed(5)))
+    seq.load_state_dict(other.state_dict())
+    x = torch.randn(3, 2)
+    torch.testing.assert_close(seq(x), other[0](other[0](x)))
+    a, b = Linear(2, 2), Linear(2, 2)
+    b.weight = a.weight  # tied tensor, two modules
+    tied = Sequential(a, b)
+    assert list(tied.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+

@@ -169,7 +169,10 @@ class Module:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """name -> tensor for parameters (detached, sharing storage) and persistent buffers.
 
-        Every name is present, so tied tensors appear under each of their names."""
+        A tensor tied between two modules (the same tensor assigned in each) appears under
+        each of their names. A module shared at two places is visited once, as in
+        `named_modules`, so its tensors appear under its first name only; loading
+        restores both places, since they are one module."""
         out: dict[str, torch.Tensor] = {}
         for mod_name, mod in self.named_modules():
             nonpersistent = mod._registry("_dlf_nonpersistent")
