@@ -41,6 +41,7 @@ def test_check_config_refuses_what_cannot_split():
     cfg = C.load_preset("names-mlp")
     distributed.check_config(cfg, 1, "autograd")  # one process: anything goes
     distributed.check_config(cfg, 2, "autograd")  # 128 splits in 2
+    distributed.check_config(C.load_preset("names-gru"), 2, "autograd")  # padded sequences
     with pytest.raises(DlfError, match="divisible"):
         distributed.check_config(cfg, 3, "autograd")
     cfg.train.batch_size = 0
@@ -195,6 +196,17 @@ def tiny_bn_mlp(names_file):
     return cfg
 
 
+def tiny_gru(names_file):
+    # whole names as padded sequences: the ranks' slices hold different numbers of targets
+    cfg = C.load_preset("names-gru")
+    cfg.data.dataset = str(names_file)
+    C.apply_overrides(cfg, ["model.n_embd=6", "model.n_hidden=12", "train.dtype=fp32",
+                            "train.batch_size=8", "train.max_steps=4", "train.schedule=constant",
+                            "train.warmup_steps=0", "train.log_interval=1",
+                            "train.eval_interval=2", "train.num_samples=2", "train.threads=1"])
+    return cfg
+
+
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -226,7 +238,7 @@ def two_process_runs():
         (d / "text.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(8))
                                               for _ in range(300)), encoding="utf-8")
         cfgs = {"transformer": tiny_transformer(d / "text.txt"),
-                "mlp": tiny_bn_mlp(d / "names.txt")}
+                "mlp": tiny_bn_mlp(d / "names.txt"), "gru": tiny_gru(d / "names.txt")}
         for name, cfg in cfgs.items():
             (d / f"{name}.toml").write_text(C.to_toml(cfg), encoding="utf-8")
             p = _launch(["train", f"{name}.toml", "--nproc", "2", "--out", f"{name}-2",
@@ -236,7 +248,7 @@ def two_process_runs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["transformer", "mlp"])
+@pytest.mark.parametrize("name", ["transformer", "mlp", "gru"])
 def test_two_processes_equal_one(two_process_runs, name, tmp_path):
     d, cfgs = two_process_runs
     one = tmp_path / "one"

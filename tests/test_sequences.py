@@ -216,6 +216,28 @@ def tiny_seq(names_file, kind, **train):
     return cfg
 
 
+def test_micro_batches_weigh_passes_by_their_targets(tmp_path, names_file):
+    """Passes of padded rows hold different numbers of targets: each pass's mean loss
+    must weigh by its share of the batch's targets (not of its rows) for micro-batches
+    (passes of 3, 3 and 2 names here) to give one pass's gradient, loss and weights."""
+    runs = {}
+    for mb in (0, 3):
+        cfg = tiny_seq(names_file, "gru", max_steps=6, eval_interval=6, num_samples=0,
+                       micro_batch=mb, dtype="fp32", threads=1)
+        trainer = Trainer(cfg, tmp_path / str(mb), progress=False)
+        trainer.fit()
+        recs = [json.loads(s) for s in (tmp_path / str(mb) / "metrics.jsonl").read_text()
+                .splitlines()]
+        runs[mb] = ([(r["step"], r["loss"]) for r in recs if "loss" in r],
+                    dict(trainer.model.named_parameters()))
+    (one, w1), (split, w2) = runs[0], runs[3]
+    assert len(one) == 6
+    for (s1, l1), (s2, l2) in zip(one, split, strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-5)
+    for name, a in w1.items():
+        torch.testing.assert_close(a, w2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("kind", ["transformer", "rnn", "gru", "bow"])
 def test_sequence_presets_train_sample_eval_and_resume(tmp_path, names_file, kind, capsys):
     cfg = tiny_seq(names_file, kind)

@@ -24,6 +24,11 @@ IGNORE_INDEX = -1  # target id of padding: left out of the loss (cross_entropy i
 LAYOUTS = ("windows", "sequences")  # the two shapes of a lines dataset (data.layout)
 
 
+def count_targets(y: torch.Tensor) -> int:
+    """The number of positions of `y` that carry a target (padding left out)."""
+    return int((y != IGNORE_INDEX).sum())
+
+
 def split_lines(words: Sequence[str], seed: int = 42) -> tuple[list[str], list[str], list[str]]:
     """Shuffle a copy with ``random.Random(seed)`` and cut 80/10/10 into (train, val, test).
 

@@ -159,10 +159,6 @@ def check_config(cfg, world_size: int, regime: str) -> None:
         raise DlfError("train.max_seconds (a time budget) is measured by each process, so "
                        "the processes could stop at different steps: use train.max_steps "
                        "with several processes")
-    if cfg.data.layout == "sequences":
-        raise DlfError("data.layout = sequences gives the processes' slices different "
-                       "numbers of targets, so their mean losses would not average to the "
-                       "batch's: train it in one process")
     if t.batch_size % world_size:
         raise DlfError(f"train.batch_size = {t.batch_size} is the global batch and must be "
                        f"divisible by the number of processes ({world_size})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset
+from dlf.data.datasets import SequenceDataset, WordDataset, count_targets
 from dlf.engine import distributed
 from dlf.engine.device import autocast
 
@@ -41,7 +41,7 @@ def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0
                 y = ds.Y[i : min(i + chunk, hi)].to(device)
                 with autocast(device, dtype):
                     _, loss = model(x, y)
-                count = int((y != IGNORE_INDEX).sum())
+                count = count_targets(y)
                 total += loss.item() * count
                 n += count
             total, n = group.sum_floats(total, float(n))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from dlf import config as C
 from dlf import optim
+from dlf.data.datasets import IGNORE_INDEX, count_targets
 from dlf.engine import distributed
 from dlf.engine.checkpoint import section
 from dlf.engine.data import RunData, check_model_fits_data, prepare_data
@@ -264,12 +265,18 @@ class AutogradStep:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = 0.0
+        world = self.reducer.group.world_size
         for i in range(t.grad_accum):
-            x, y = next_batch()  # this rank's slice of the global batch
+            # this rank's slice of the global batch, and the global batch's target count
+            x, y, n_batch = next_batch()
             m = t.micro_batch or len(x)  # passes of m rows: the same gradient, kept in cache
             passes = list(zip(x.split(m), y.split(m), strict=True))
+            padded = n_batch < y.numel() * world  # some positions are padding (sequences)
             for j, (xs, ys) in enumerate(passes):
-                share = len(xs) / len(x)  # weight of this pass's mean loss in the batch's
+                # the weight of this pass's mean loss: its share of the global batch's
+                # targets, times the number of ranks (the reducer averages their gradients)
+                n = (ys != IGNORE_INDEX).sum() if padded else ys.numel()
+                share = n * world / n_batch
                 # only the very last backward of the step all-reduces
                 self.reducer.communicate = i == t.grad_accum - 1 and j == len(passes) - 1
                 with autocast(self.device, t.dtype):
@@ -301,7 +308,7 @@ class ManualStep:
         self.model = model  # one process only (distributed.check_config)
 
     def __call__(self, next_batch, lr: float) -> float:
-        x, y = next_batch()
+        x, y, _ = next_batch()
         return self.model.manual_step(x, y, lr)
 
     def state_dict(self) -> dict:
@@ -425,14 +432,17 @@ class Trainer:
                 f"step's {self.initial_loss:.4g}: the run is diverging; lower train.lr")
 
     def _batch(self):
-        """This rank's slice of the next global batch (all of it in one process)."""
+        """This rank's slice of the next global batch (all of it in one process), and the
+        number of targets in the whole global batch (padding left out)."""
         t, ds = self.cfg.train, self.data.train
         if t.batch_size == 0:
             if self.data.format != "lines":
                 raise DlfError("train.batch_size = 0 (full batch) needs line data")
-            return ds.X.to(self.device), ds.Y.to(self.device)
-        x, y = self.group.shard(*ds.batch(t.batch_size, self.gen))
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return ds.X.to(self.device), ds.Y.to(self.device), count_targets(ds.Y)
+        x, y = ds.batch(t.batch_size, self.gen)
+        n = count_targets(y)  # every rank draws the same global batch: no communication
+        x, y = self.group.shard(x, y)
+        return (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), n)
 
     def _log(self, step: int, loss, lr: float, bar) -> None:
         now = time.perf_counter()
