@@ -169,42 +169,41 @@ def _launch(args, tmp_path, nproc=2, module="dlf"):
                           capture_output=True, text=True, timeout=JOB_TIMEOUT)
 
 
+# every tiny job: 4 steps at a constant rate, logged each step, evaluated every 2
+SHORT_RUN = ["train.max_steps=4", "train.schedule=constant", "train.log_interval=1",
+             "train.eval_interval=2", "train.threads=1"]
+
+
+def tiny(preset: str, data_file, overrides: list[str]):
+    cfg = C.load_preset(preset)
+    cfg.data.dataset = str(data_file)
+    C.apply_overrides(cfg, [*overrides, *SHORT_RUN])
+    return cfg
+
+
 def tiny_transformer(text_file):
     # bias = false: the attention's key bias has a zero gradient in exact arithmetic (the
     # softmax ignores a shift shared by all keys), so AdamW divides round-off by round-off
     # there and two runs differing only in summation order drift apart in that one vector
-    cfg = C.load_preset("shakespeare-transformer-cpu")
-    cfg.data.dataset = str(text_file)
-    C.apply_overrides(cfg, ["model.block_size=8", "model.n_layer=1", "model.n_head=2",
-                            "model.n_embd=16", "model.dropout=0.0", "model.bias=false",
-                            "train.dtype=fp32",
-                            "train.batch_size=8", "train.max_steps=4", "train.schedule=constant",
-                            "train.warmup_steps=0",
-                            "train.log_interval=1", "train.eval_interval=2",
-                            "train.eval_iters=3", "train.sample_tokens=10", "train.threads=1"])
-    return cfg
+    return tiny("shakespeare-transformer-cpu", text_file,
+                ["model.block_size=8", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+                 "model.dropout=0.0", "model.bias=false", "train.dtype=fp32",
+                 "train.batch_size=8", "train.warmup_steps=0", "train.eval_iters=3",
+                 "train.sample_tokens=10"])
 
 
 def tiny_bn_mlp(names_file):
-    cfg = C.load_preset("names-mlp")
-    cfg.data.dataset = str(names_file)
-    C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
-                            "train.batch_size=16", "train.max_steps=4", "train.milestones=[]",
-                            "train.schedule=constant", "train.log_interval=1",
-                            "train.eval_interval=2", "train.num_samples=2", "train.threads=1",
-                            "train.momentum=0.9"])
-    return cfg
+    return tiny("names-mlp", names_file,
+                ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
+                 "train.batch_size=16", "train.milestones=[]", "train.num_samples=2",
+                 "train.momentum=0.9"])
 
 
 def tiny_gru(names_file):
     # whole names as padded sequences: the ranks' slices hold different numbers of targets
-    cfg = C.load_preset("names-gru")
-    cfg.data.dataset = str(names_file)
-    C.apply_overrides(cfg, ["model.n_embd=6", "model.n_hidden=12", "train.dtype=fp32",
-                            "train.batch_size=8", "train.max_steps=4", "train.schedule=constant",
-                            "train.warmup_steps=0", "train.log_interval=1",
-                            "train.eval_interval=2", "train.num_samples=2", "train.threads=1"])
-    return cfg
+    return tiny("names-gru", names_file,
+                ["model.n_embd=6", "model.n_hidden=12", "train.dtype=fp32",
+                 "train.batch_size=8", "train.warmup_steps=0", "train.num_samples=2"])
 
 
 def records(run: Path) -> list[dict]:
