@@ -1,6 +1,6 @@
 """dlf's Transformer against a standard torch.nn GPT, timed alternately in one process.
 
-    python benchmarks/versus_torch.py [--json] [--quick]
+    python benchmarks/versus_torch.py [--json] [--quick] [--compile]
 
 The reference is nanoGPT's layout written with torch.nn (nn.Linear, nn.LayerNorm,
 nn.GELU, nn.Dropout, F.scaled_dot_product_attention) and trained with torch.optim.AdamW,
@@ -151,8 +151,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def dlf_case(shape: dict, dtype: str, dropout: float, device: torch.device):
-    """dlf's default configuration for this shape: returns (model, step(), tokens_per_step)."""
+def dlf_case(shape: dict, dtype: str, dropout: float, device: torch.device,
+             compile: bool = False):
+    """dlf's default configuration for this shape: returns (cfg, step(), tokens_per_step).
+    `compile`: the forward through torch.compile (what `train.compile = true` does)."""
     cfg = C.resolve("shakespeare-transformer")
     cfg.model = TransformerConfig(vocab_size=65, dropout=dropout, **shape["model"])
     cfg.train.batch_size = shape["batch"]
@@ -162,6 +164,7 @@ def dlf_case(shape: dict, dtype: str, dropout: float, device: torch.device):
     torch.manual_seed(0)
     model = Transformer(cfg.model).to(device)
     model.train()
+    forward = torch.compile(model) if compile else model
     opt = optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     B, T, m = shape["batch"], cfg.model.block_size, cfg.train.micro_batch
     x = torch.randint(0, 65, (B, T), device=device)
@@ -170,7 +173,7 @@ def dlf_case(shape: dict, dtype: str, dropout: float, device: torch.device):
     def step():
         for xs, ys in zip(x.split(m), y.split(m), strict=True):
             with _autocast(dtype, device):
-                _, loss = model(xs, ys)
+                _, loss = forward(xs, ys)
             (loss * (len(xs) / B)).backward()
         opt.step()
         opt.zero_grad()
@@ -207,10 +210,10 @@ def _time(step, n, device) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def time_train(shape, dtype, dropout, device, rounds, steps) -> dict:
-    cfg, dlf_step, tokens = dlf_case(shape, dtype, dropout, device)
+def time_train(shape, dtype, dropout, device, rounds, steps, compile=False) -> dict:
+    cfg, dlf_step, tokens = dlf_case(shape, dtype, dropout, device, compile)
     ref_step, _ = ref_case(shape, dtype, dropout, device)
-    dlf_step()  # warm-up: allocation, kernel choice
+    warm_up = _time(dlf_step, 1, device)  # allocation, kernel choice (and compiling)
     ref_step()
     best_dlf = best_ref = math.inf
     for _ in range(rounds):
@@ -220,7 +223,8 @@ def time_train(shape, dtype, dropout, device, rounds, steps) -> dict:
             "dlf_tokens_per_second": tokens / best_dlf,
             "reference_tokens_per_second": tokens / best_ref,
             "ratio": best_ref / best_dlf,
-            "dlf_attention": cfg.model.attention, "dlf_micro_batch": cfg.train.micro_batch}
+            "dlf_attention": cfg.model.attention, "dlf_micro_batch": cfg.train.micro_batch,
+            **({"dlf_compile_seconds": warm_up} if compile else {})}
 
 
 def uncached_tokens(model, idx, n, generator) -> list[int]:
@@ -280,7 +284,7 @@ TINY = {"name": "1x32, block 16, batch 4", "batch": 4,
 
 
 def run(quick: bool = False, device: str = "cpu", rounds: int | None = None,
-        check_tokens: int | None = None) -> dict:
+        check_tokens: int | None = None, compile: bool = False) -> dict:
     dev = torch.device(device)
     if quick:  # a smoke run: tiny shapes, one round
         cases = [(TINY, "bf16", 0.2), (TINY, "bf16", 0.0), (TINY, "fp32", 0.0)]
@@ -292,7 +296,7 @@ def run(quick: bool = False, device: str = "cpu", rounds: int | None = None,
     train = []
     for shape, dtype, dropout in cases:
         s = steps if shape is not SMALL else 20
-        train.append(time_train(shape, dtype, dropout, dev, rounds, s))
+        train.append(time_train(shape, dtype, dropout, dev, rounds, s, compile))
     model_shape, new_tokens, ref_tokens, check = sample
     check = check_tokens or check
     return {"train": train,
@@ -307,13 +311,16 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
+    p.add_argument("--compile", action="store_true",
+                   help="dlf's training forward through torch.compile (train.compile = true); "
+                        "each row then reports the first step's seconds, compiling included")
     p.add_argument("--check-tokens", type=int, default=None,
                    help="tokens compared with dlf's uncached loop (default 300: past block 256)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     r = run(quick=args.quick, device=args.device, rounds=args.rounds,
-            check_tokens=args.check_tokens)
+            check_tokens=args.check_tokens, compile=args.compile)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -321,8 +328,10 @@ def main(argv=None) -> int:
     print(f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}")
     print(f"{'case':40} {'dtype':5} {'dlf tok/s':>10} {'ref tok/s':>10} {'ratio':>6}")
     for t in r["train"]:
+        compiled = (f"  (compiled: first step {t['dlf_compile_seconds']:.1f} s)"
+                    if "dlf_compile_seconds" in t else "")
         print(f"{t['case']:40} {t['dtype']:5} {t['dlf_tokens_per_second']:10,.0f} "
-              f"{t['reference_tokens_per_second']:10,.0f} {t['ratio']:6.2f}")
+              f"{t['reference_tokens_per_second']:10,.0f} {t['ratio']:6.2f}{compiled}")
     s = r["sample"]
     print(f"sampling, block {s['block_size']}, fp32: dlf cached "
           f"{s['dlf_cached_tokens_per_second']:,.1f} tok/s, reference "

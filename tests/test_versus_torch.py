@@ -45,6 +45,19 @@ def test_quick_run_json(vs, capsys):
     assert r["machine"]["threads"] >= 1
 
 
+@pytest.mark.slow
+def test_compiled_case_reports_its_first_step(vs):
+    """--compile times dlf's step through torch.compile and reports the first step
+    (compiling included), which is slower than the timed steps that follow."""
+    row = vs.time_train(vs.TINY, "fp32", 0.0, torch.device("cpu"), rounds=1, steps=2,
+                        compile=True)
+    assert "dlf_compile_seconds" in row
+    step_seconds = vs.TINY["batch"] * vs.TINY["model"]["block_size"] / row["dlf_tokens_per_second"]
+    assert row["dlf_compile_seconds"] > step_seconds
+    assert "dlf_compile_seconds" not in vs.time_train(vs.TINY, "fp32", 0.0,
+                                                      torch.device("cpu"), rounds=1, steps=2)
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_same_initial_distribution(vs, tie):
     """Every tensor of the reference has dlf's init statistics: N(0, 0.02) weights and
