@@ -350,6 +350,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(self.cfg.train.seed + BATCH_SEED_OFFSET)
         distributed.seed_rank_rng(self.group, self.cfg.train.seed, 0)  # dropout, per rank
         self._stop_requested = False
+        self._full_batch = None  # train.batch_size = 0: the whole train split, built once
         self.initial_loss = None  # the run's first step's loss: what divergence is measured by
         self.diverged_at = None  # the first step whose loss exceeded DIVERGENCE_FACTOR x that
 
@@ -436,9 +437,12 @@ class Trainer:
         number of targets in the whole global batch (padding left out)."""
         t, ds = self.cfg.train, self.data.train
         if t.batch_size == 0:
-            if self.data.format != "lines":
-                raise DlfError("train.batch_size = 0 (full batch) needs line data")
-            return ds.X.to(self.device), ds.Y.to(self.device), count_targets(ds.Y)
+            if self._full_batch is None:  # the same every step: moved and counted once
+                if self.data.format != "lines":
+                    raise DlfError("train.batch_size = 0 (full batch) needs line data")
+                self._full_batch = (ds.X.to(self.device), ds.Y.to(self.device),
+                                    count_targets(ds.Y))
+            return self._full_batch
         x, y = ds.batch(t.batch_size, self.gen)
         n = count_targets(y)  # every rank draws the same global batch: no communication
         x, y = self.group.shard(x, y)
