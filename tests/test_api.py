@@ -1,6 +1,7 @@
-"""Issue 12: the public Python API, attention maps and `dlf attention`."""
+"""The public Python API, attention maps and `dlf attention`."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -39,6 +40,22 @@ def test_import_dlf_loads_no_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_drawing_a_figure_leaves_the_backend_and_pyplot_alone(tmp_path):
+    """dlf draws through matplotlib's object API: a notebook's backend (inline) and its
+    pyplot figures are untouched by a training run's plots."""
+    code = (
+        "import sys, matplotlib\n"
+        "matplotlib.use('svg')\n"  # a backend dlf must not switch away from
+        "from dlf.plots import plot_loss\n"
+        f"plot_loss([{{'step': 1, 'loss': 2.0}}], {str(tmp_path / 'l.png')!r})\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "l.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_quick_reads_the_environment(monkeypatch):
     monkeypatch.setenv("DLF_QUICK", "1")
     assert dlf.quick()
@@ -75,6 +92,43 @@ def test_documented_calls_on_tiny_data(tmp_path, names_file, text_file):
     a = dlf.generate(run, prompt="to be", max_new_tokens=20, seed=1)
     b = dlf.generate(run, prompt="to be", max_new_tokens=20, seed=1, use_cache=False)
     assert len(a) == 1 and a == b and a[0].startswith("to be") and len(a[0]) == 25
+
+
+TINY = {  # one run of each kind of sampling: fixed windows, whole-line sequences, text
+    "window": ("names-mlp", "names", ["model.n_hidden=16", "train.max_steps=3"]),
+    "sequence": ("names-gru", "names", ["model.n_hidden=8", "model.n_embd=8",
+                                        "train.max_steps=3"]),
+    "text": ("shakespeare-transformer-cpu", "text",
+             ["data.format=text", "model.block_size=8", "model.n_embd=8", "model.n_head=2",
+              "model.n_layer=1", "train.max_steps=3", "train.eval_iters=1",
+              "train.batch_size=4", "train.dtype=fp32"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TINY))
+def test_generate_and_dlf_sample_give_the_same_samples(tmp_path, names_file, text_file,
+                                                       capsys, kind):
+    """`dlf.generate(run, ...)` and `dlf sample RUN ...` sample the same way, from the run's
+    own settings (its data layout among them), for every kind of model."""
+    preset, data, sets = TINY[kind]
+    out = tmp_path / kind
+    data_file = names_file if data == "names" else text_file
+    assert main(["train", preset, "--data", str(data_file), "--out", str(out), "--quiet",
+                 "--set", "train.eval_interval=3", "--set", "train.num_samples=0",
+                 *[a for kv in sets for a in ("--set", kv)]]) == 0
+    capsys.readouterr()
+    run = dlf.load_run(out)
+    n = 5 if data == "names" else 2
+    for seed in (0, 7):
+        assert main(["sample", str(out), "-n", str(n), "--seed", str(seed),
+                     "--max-new-tokens", "12"]) == 0
+        printed = capsys.readouterr().out
+        samples = dlf.generate(run, n=n, seed=seed, max_new_tokens=12)
+        if data == "names":
+            assert printed.splitlines() == samples
+        else:
+            assert printed == "\n\n---\n\n".join(samples) + "\n"
+    assert len(set(samples)) > 1  # the seeds give different samples
 
 
 def test_generate_needs_a_tokenizer_for_a_bare_model():

@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from dlf import config as C
+from dlf import presets as P
 from dlf.data.datasets import WordDataset
 from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.rundir import open_run
@@ -19,7 +19,7 @@ from dlf.models.bigram import (
     NeuralBigramConfig,
     kl_divergence_rows,
 )
-from dlf.sample import sample_lines
+from dlf.sample import sample
 from tolerances import fp32_tol
 
 WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "ella"]
@@ -56,7 +56,7 @@ def test_count_nll_matches_closed_form(k):
 
 
 def bigram_cfg(names_file, preset, **train):
-    cfg = C.load_preset(preset)
+    cfg = P.load_preset(preset)
     cfg.data.dataset = str(names_file)
     for key, value in train.items():
         setattr(cfg.train, key, value)
@@ -107,11 +107,11 @@ def test_kl_closed_form():
 def test_sampling_is_reproducible_and_stops_at_boundary(tmp_path, names_file):
     train(bigram_cfg(names_file, "names-bigram"), tmp_path / "c", progress=False)
     run = open_run(tmp_path / "c")
-    a = sample_lines(run.model, run.tokenizer, 15, seed=7)
-    assert a == sample_lines(run.model, run.tokenizer, 15, seed=7)
-    assert a != sample_lines(run.model, run.tokenizer, 15, seed=8)
+    a = sample(run.model, run.tokenizer, n=15, seed=7)
+    assert a == sample(run.model, run.tokenizer, n=15, seed=7)
+    assert a != sample(run.model, run.tokenizer, n=15, seed=8)
     assert all(run.tokenizer.boundary_symbol not in s for s in a)
-    short = sample_lines(run.model, run.tokenizer, 15, seed=7, max_new_tokens=2)
+    short = sample(run.model, run.tokenizer, n=15, seed=7, max_new_tokens=2)
     assert all(len(s) <= 2 for s in short)
     written = (tmp_path / "c" / "samples.txt").read_text().splitlines()
     assert len(written) == 10
@@ -128,7 +128,7 @@ def test_dataset_with_dots_trains_and_samples(tmp_path):
         tok = CharTokenizer.load(tmp_path / preset / "tokenizer.json")
         assert tok.boundary_symbol != "." and "." in tok.chars
         run = open_run(tmp_path / preset)
-        samples = sample_lines(run.model, run.tokenizer, 40, seed=0)
+        samples = sample(run.model, run.tokenizer, n=40, seed=0)
         assert any("." in s for s in samples)  # the data character is generated ...
         assert all(tok.boundary_symbol not in s for s in samples)  # ... the boundary is not
         assert math.isfinite(r["val_loss"])
@@ -148,10 +148,10 @@ def test_neural_bigram_matches_counts_on_real_names(tmp_path, monkeypatch):
                     "download)")
 
     monkeypatch.setattr(sources, "download", offline)
-    count = train(C.load_preset("names-bigram"), tmp_path / "c", progress=False)
-    neural = train(C.load_preset("names-bigram-neural"), tmp_path / "n", progress=False)
+    count = train(P.load_preset("names-bigram"), tmp_path / "c", progress=False)
+    neural = train(P.load_preset("names-bigram-neural"), tmp_path / "n", progress=False)
     for split in ("train_loss", "val_loss", "test_loss"):
         assert abs(neural[split] - count[split]) < 0.002, (split, neural[split], count[split])
     # the KL is measured against the same add-k table as the count preset
-    assert neural["compare_smoothing"] == C.load_preset("names-bigram").model.smoothing
+    assert neural["compare_smoothing"] == P.load_preset("names-bigram").model.smoothing
     assert 0 <= neural["kl_count_to_neural"] < 0.002

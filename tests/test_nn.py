@@ -1249,20 +1249,24 @@ def test_modules_pass_keyword_arguments_to_forward():
 # -- one-row products and dropout's kernel path -----------------------------------------
 
 
-def test_one_row_split_matvec_equals_the_plain_product(two_threads, monkeypatch):
-    """Cached decoding feeds one row; on 2+ threads the fused Linear sums k slice products
-    (a bmm) instead of torch's one-row matmul: the same product and gradients, another
-    addition order. Two rows, the unfused layer and one thread take the plain product."""
+def test_one_row_split_matvec_equals_the_plain_product(monkeypatch):
+    """A fused Linear told to split one-row products (matvec_splits = k, what the decoding
+    loop sets on 2+ threads) sums k slice products (a bmm) instead of torch's one-row
+    matmul: the same product and gradients, another addition order. Two rows, and a layer
+    left at 1, take the plain product."""
     calls = []
     matvec = Linear._matvec
-    monkeypatch.setattr(Linear, "_matvec", lambda self, x: calls.append(self._splits) or matvec(self, x))
+    monkeypatch.setattr(Linear, "_matvec",
+                        lambda self, x: calls.append(self.matvec_splits) or matvec(self, x))
     torch.manual_seed(0)
     for fan_in, bias, k in ((384, True, 16), (1536, True, 16), (64, False, 4), (32, True, 2)):
+        assert Linear.splits_for(fan_in, 2) == k
         lin = Linear(fan_in, 24, bias=bias, fused=True)
+        assert lin.matvec_splits == 1  # nothing splits until a decoder asks
+        lin.matvec_splits = k
         if bias:
             with torch.no_grad():
                 lin.bias.normal_()
-        assert lin._splits == k
         x = torch.randn(1, 1, fan_in, requires_grad=True)
         ref_x = x.detach().clone().requires_grad_()
         want = ref_x @ lin.weight + (lin.bias if bias else 0)
@@ -1277,15 +1281,11 @@ def test_one_row_split_matvec_equals_the_plain_product(two_threads, monkeypatch)
         torch.testing.assert_close(x.grad, ref_x.grad)
         calls.clear()
         lin(torch.randn(2, fan_in))
-        Linear(fan_in, 24, fused=False)(x)
+        Linear(fan_in, 24, fused=True)(x)
         assert calls == []
-    assert Linear(16, 4, fused=True)._splits == 1  # too narrow: under 16 inputs a slice
-    assert Linear(33, 4, fused=True)._splits == 1  # no k divides 33
-    torch.set_num_threads(1)
-    assert Linear(384, 4, fused=True)._splits == 1  # one thread: the plain kernel
-    lin = Linear(384, 4, fused=True)
-    lin(torch.randn(1, 384))
-    assert calls == []
+    assert Linear.splits_for(16, 2) == 1  # too narrow: under 16 inputs a slice
+    assert Linear.splits_for(33, 2) == 1  # no k divides 33
+    assert Linear.splits_for(384, 1) == 1  # one thread: the plain kernel
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -169,27 +169,29 @@ def test_cli_high_temperature_spreads_the_first_letter(bigram_run, capsys):
 
 def test_write_samples_for_line_data(bigram_run, tmp_path):
     from dlf.engine.data import prepare_data
+    from dlf.engine.results import write_samples
     from dlf.engine.rundir import open_run
-    from dlf.sample import sample_lines, write_samples
+    from dlf.sample import sample
 
     run = open_run(bigram_run, device="cpu")
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     t = run.config.train
     t.num_samples = 12
-    result = write_samples(run.model, data, tmp_path / "s.txt", t)
-    expected = sample_lines(run.model, run.tokenizer, 12, seed=t.seed)
+    result = write_samples(tmp_path / "s.txt", run.model, data, t)
+    expected = sample(run.model, run.tokenizer, n=12, seed=t.seed)
     assert (tmp_path / "s.txt").read_text() == "\n".join(expected) + "\n"
     novel = sum(s not in set(data.train_items) for s in expected) / 12
     assert result == {"novel_fraction": novel}
     t.num_samples = 0
-    assert write_samples(run.model, data, tmp_path / "s.txt", t) == {}
+    assert write_samples(tmp_path / "s.txt", run.model, data, t) == {}
     assert (tmp_path / "s.txt").read_text() == ""
 
 
 def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
     from dlf.engine.data import prepare_data
+    from dlf.engine.results import write_samples
     from dlf.engine.rundir import open_run
-    from dlf.sample import sample_text, write_samples
+    from dlf.sample import sample
 
     out = tmp_path / "run"
     tiny = ["data.format=text", "model.block_size=8", "model.n_embd=8", "model.n_head=2",
@@ -203,21 +205,21 @@ def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     t = run.config.train
     t.sample_tokens = 40
-    assert write_samples(run.model, data, tmp_path / "s.txt", t) == {}
+    assert write_samples(tmp_path / "s.txt", run.model, data, t) == {}
     pieces = []
-    text = sample_text(run.model, run.tokenizer, seed=t.seed, max_new_tokens=40,
-                       stream=pieces.append)
+    (text,) = sample(run.model, run.tokenizer, seed=t.seed, max_new_tokens=40,
+                     stream=pieces.append)
     assert (tmp_path / "s.txt").read_text() == text + "\n"
     assert len(pieces) == 40 and "".join(pieces) == text
     # the uncached loop streams the same characters
     uncached = []
-    assert sample_text(run.model, run.tokenizer, seed=t.seed, max_new_tokens=40,
-                       stream=uncached.append, use_cache=False) == text
+    assert sample(run.model, run.tokenizer, seed=t.seed, max_new_tokens=40,
+                  stream=uncached.append, use_cache=False) == [text]
     assert uncached == pieces
     # a prompt is kept in front, and the stream carries only what was generated
     pieces.clear()
-    with_prompt = sample_text(run.model, run.tokenizer, seed=1, prompt="to ", max_new_tokens=5,
-                              stream=pieces.append)
+    (with_prompt,) = sample(run.model, run.tokenizer, seed=1, prompt="to ", max_new_tokens=5,
+                            stream=pieces.append)
     assert with_prompt == "to " + "".join(pieces) and len(pieces) == 5
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dlf import config as C
+from dlf import presets as P
 from dlf.cli import main
 from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset
 from dlf.data.tokenizer import CharTokenizer
@@ -24,7 +25,7 @@ from dlf.models.protocol import capabilities
 from dlf.models.rnn import GRUConfig, RNNConfig
 from dlf.models.transformer import TransformerConfig
 from dlf.nn import GRUCell, RNNCell
-from dlf.sample import sample_lines
+from dlf.sample import sample
 
 WORDS = ["ab", "c", "abcab", "ba", "cccc"]
 
@@ -201,7 +202,7 @@ def test_rnn_diagnostics_record_every_step_with_its_full_gradient():
 
 
 def tiny_seq(names_file, kind, **train):
-    cfg = C.load_preset(f"names-{kind}")
+    cfg = P.load_preset(f"names-{kind}")
     cfg.data.dataset = str(names_file)
     sizes = {"transformer": ["model.n_layer=1", "model.n_head=2", "model.n_embd=8"],
              "rnn": ["model.n_embd=6", "model.n_hidden=12"],
@@ -270,27 +271,45 @@ def test_sequence_presets_train_sample_eval_and_resume(tmp_path, names_file, kin
     assert capsys.readouterr().out == first and len(first.splitlines()) == 3
 
 
-@pytest.mark.parametrize("kind", ["transformer", "rnn", "gru"])
+@pytest.mark.parametrize("kind", ["transformer", "rnn", "gru", "bow"])
+def test_prefill_and_advance_give_the_forward_logits(kind):
+    """A cache of any kind (keys and values, a hidden state, a running sum): prefilling the
+    first 3 tokens and advancing one token at a time gives, at every position, the logits
+    the full forward pass gives there."""
+    model = _model(kind, 7)
+    model.eval()
+    idx = torch.randint(0, 7, (2, 8), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full, _ = model(idx)  # (2, 8, 7)
+        logits, cache = model.prefill(idx[:, :3])
+        got = [logits]
+        for t in range(3, 8):
+            logits, cache = model.advance(idx[:, t : t + 1], cache)
+            got.append(logits)
+    torch.testing.assert_close(torch.stack(got, dim=1), full[:, 2:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "rnn", "gru", "bow"])
 def test_cached_sampling_equals_the_uncached_loop(kind):
     t = tok()
     model = _model(kind, t.vocab_size)
-    assert capabilities(model).cached_generation
+    assert capabilities(model).sequence_targets  # which offer prefill and advance
     kw = {"seed": 3, "layout": "sequences", "max_new_tokens": 20, "prompt": "a"}
-    cached = sample_lines(model, t, 6, use_cache=True, **kw)
-    plain = sample_lines(model, t, 6, use_cache=False, **kw)
+    cached = sample(model, t, n=6, use_cache=True, **kw)
+    plain = sample(model, t, n=6, use_cache=False, **kw)
     assert cached == plain
     assert all(s.startswith("a") and t.symbol_of_boundary not in s for s in cached) \
         if hasattr(t, "symbol_of_boundary") else all(s.startswith("a") for s in cached)
     # a sample longer than block_size slides its window the same way in both loops
-    long_c = sample_lines(model, t, 2, use_cache=True, seed=0, layout="sequences",
-                          max_new_tokens=30, temperature=0.0)
-    long_p = sample_lines(model, t, 2, use_cache=False, seed=0, layout="sequences",
-                          max_new_tokens=30, temperature=0.0)
+    long_c = sample(model, t, n=2, use_cache=True, seed=0, layout="sequences",
+                    max_new_tokens=30, temperature=0.0)
+    long_p = sample(model, t, n=2, use_cache=False, seed=0, layout="sequences",
+                    max_new_tokens=30, temperature=0.0)
     assert long_c == long_p
 
 
 def test_sequence_layout_needs_a_sequence_model_and_lines(tmp_path, names_file, text_file):
-    cfg = C.load_preset("names-mlp")
+    cfg = P.load_preset("names-mlp")
     cfg.data.dataset = str(names_file)
     cfg.data.layout = "sequences"
     with pytest.raises(DlfError, match="sequence model"):

@@ -13,7 +13,9 @@ from dlf.errors import DlfError
 from dlf.models import build_model
 from dlf.models.protocol import capabilities
 from dlf.models.transformer import Transformer, TransformerConfig
+from dlf.nn import Linear
 from dlf.optim import AdamW
+from dlf.sample import generate_ids
 from tolerances import assert_close_to_scale, fp32_tol, network_terms
 
 
@@ -259,7 +261,7 @@ def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len):
         for name, make_pick in (("sample", lambda: seeded_sampler(7)), ("greedy", lambda: greedy)):
             ref = uncached(model, prompt, 30, make_pick())
             seen = []
-            got = model.generate_cached(prompt, 30, make_pick(), stream=seen.append)
+            (got,) = generate_ids(model, prompt, 30, make_pick(), stream=seen.append)
             assert got == ref, name
             assert seen == got
             assert len(set(ref)) > 1, name  # a non-trivial sequence
@@ -321,9 +323,15 @@ def test_fused_and_written_out_kernels_give_the_same_model(attention):
         assert_close_to_scale(pa.grad, pb.grad, tiny_tol(2 * 8))
 
 
-def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads):
+def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads, monkeypatch):
+    """On 2 threads the decoding loop sets each fused Linear to split its one-row products
+    (Linear.splits_for), and sets them back after: the same tokens as the plain loop."""
     model = make(n_embd=32, n_head=2, block_size=8)
-    assert model.blocks[0].mlp.c_proj._splits == 8  # 4C = 128 inputs in 8 slices
+    assert Linear.splits_for(128, 2) == 8  # the MLP's 4C = 128 inputs in 8 slices
+    splits = []
+    matvec = Linear._matvec
+    monkeypatch.setattr(Linear, "_matvec", lambda self, x: splits.append(self.matvec_splits)
+                        or matvec(self, x))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
@@ -331,6 +339,8 @@ def test_kv_cache_with_split_matvec_matches_uncached_loop(two_threads):
     prompt = torch.randint(0, 11, (1, 3))
     with torch.no_grad():
         ref = uncached(model, prompt, 30, seeded_sampler(3))
-        got = model.generate_cached(prompt, 30, seeded_sampler(3))
+        assert splits == []  # outside decoding: the plain product
+        (got,) = generate_ids(model, prompt, 30, seeded_sampler(3))
     assert got == ref
     assert len(set(ref)) > 1
+    assert 8 in splits and model.blocks[0].mlp.c_proj.matvec_splits == 1  # restored

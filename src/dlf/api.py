@@ -10,7 +10,7 @@ from pathlib import Path
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.rundir import Run
 from dlf.errors import DlfError
-from dlf.sample import LINE_MAX_NEW_TOKENS, TEXT_MAX_NEW_TOKENS, sample_lines, sample_text
+from dlf.sample import sample
 
 
 def quick() -> bool:
@@ -31,30 +31,27 @@ def read_metrics(run: Run | str | Path) -> list[dict]:
 
 def generate(source, tokenizer=None, *, n: int | None = None, seed: int = 0,
              temperature: float = 1.0, top_k: int | None = None, prompt: str = "",
-             max_new_tokens: int | None = None, use_cache: bool = True) -> list[str]:
-    """n samples from a run (dlf.load_run) or from a model and its tokenizer.
+             max_new_tokens: int | None = None, use_cache: bool = True,
+             layout: str | None = None, stream=None) -> list[str]:
+    """n samples from a run (dlf.load_run) or from a model and its tokenizer; `dlf sample`
+    calls this too, so both give the same samples for the same arguments.
 
     A tokenizer with a boundary token (line data, e.g. names) gives n items, each ended
     by the boundary token (default n = 10); a text tokenizer gives n continuations of
-    `prompt` (default n = 1), sample i seeded seed + i. `use_cache` lets a model with a
-    key/value cache use it (the tokens are the same either way)."""
-    device = "cpu"
+    `prompt` (default n = 1), sample i seeded seed + i, each piece passed to `stream` as it
+    is made. A run samples as it was trained (its data.layout); a bare model takes
+    `layout` ("windows", the default, or "sequences"). `use_cache` lets a sequence model
+    use its cache (the tokens are the same either way)."""
     if isinstance(source, Run):
-        model, tokenizer, device = source.model, tokenizer or source.tokenizer, source.device
+        if layout is not None:
+            raise DlfError("generate(run): the run's data.layout decides how it samples; "
+                           "layout= is for a bare model")
+        model, tokenizer, layout = source.model, tokenizer or source.tokenizer, \
+            source.config.data.layout
     else:
         model = source
         if tokenizer is None:
             raise DlfError("generate(model, tokenizer): a model needs its tokenizer")
-        params = model.parameters()
-        if params:
-            device = params[0].device
-    if tokenizer.boundary is not None:
-        return sample_lines(model, tokenizer, 10 if n is None else n, seed=seed,
-                            temperature=temperature, top_k=top_k, prompt=prompt,
-                            max_new_tokens=max_new_tokens or LINE_MAX_NEW_TOKENS, device=device)
-    n = 1 if n is None else n
-    if n < 1:
-        raise DlfError(f"n must be >= 1, got {n}")
-    return [sample_text(model, tokenizer, seed=seed + i, temperature=temperature, top_k=top_k,
-                        prompt=prompt, max_new_tokens=max_new_tokens or TEXT_MAX_NEW_TOKENS,
-                        device=device, use_cache=use_cache) for i in range(n)]
+    return sample(model, tokenizer, layout=layout or "windows", n=n, seed=seed,
+                  temperature=temperature, top_k=top_k, prompt=prompt,
+                  max_new_tokens=max_new_tokens, use_cache=use_cache, stream=stream)

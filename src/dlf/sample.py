@@ -1,26 +1,33 @@
-"""Generation: temperature, top-k, a seed, a prompt.
+"""Generation: the one decoding loop, for every model, and sampling with temperature,
+top-k, a seed and a prompt.
 
-Line data (names): every sample starts from a window of boundary tokens (plus
-the prompt; one boundary token for models trained on whole-line sequences) and
-stops when the model emits the boundary token. Text data
-(Shakespeare): one stream of `max_new_tokens` characters after the prompt.
-Models that offer `generate_cached` (the Transformer's KV cache) use it for text.
+How a model is fed depends on the data it was trained on (the run's data.layout):
+
+- "windows" (line data for window models: bigram, MLP, WaveNet): every prediction sees a
+  fixed window of the last block_size tokens; a name starts from block_size boundary
+  tokens and ends when the model picks the boundary token.
+- "sequences" (whole lines for sequence models) and text streams: the context grows from
+  the start (one boundary token, or the prompt) and slides by `slide_window` once it is
+  full. Sequence models offer `prefill` and `advance` (dlf.models.protocol), so each new
+  token costs one position, not a window; `use_cache=False` recomputes the window at
+  every step instead (the same tokens: the reference the cache is tested against).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
 
 import torch
 
 from dlf.errors import DlfError
-from dlf.fileio import atomic_write_text
-from dlf.models.protocol import capabilities, slide_window
+from dlf.models.protocol import slide_window
+from dlf.nn import Linear, Module
 
 # What one sample may grow to when the caller does not say: a name ends at its
 # boundary token long before 50 characters; a text sample is a paragraph or two.
 LINE_MAX_NEW_TOKENS = 50
 TEXT_MAX_NEW_TOKENS = 500
+LINE_SAMPLES = 10  # names per call when the caller does not say; text: one continuation
 
 
 def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int,
@@ -51,134 +58,127 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
     return torch.multinomial(probs, 1, generator=generator)
 
 
-def _last_logits(model, idx: torch.Tensor) -> torch.Tensor:
-    logits, _ = model(idx)
-    return logits[:, -1, :] if logits.dim() == 3 else logits  # (B, V)
+@contextlib.contextmanager
+def decoding(model):
+    """Eval mode and no autograd for the duration, and each fused Linear's one-row
+    products split over the threads torch has now (Linear.splits_for); all restored
+    after."""
+    threads = torch.get_num_threads()
+    layers = model.modules() if isinstance(model, Module) else []  # the manual MLP is not
+    linears = [m for m in layers if isinstance(m, Linear) and m.fused]
+    before = [lin.matvec_splits for lin in linears]
+    was_training = model.training
+    model.eval()
+    for lin in linears:
+        lin.matvec_splits = Linear.splits_for(lin.fan_in, threads)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for lin, k in zip(linears, before, strict=True):
+            lin.matvec_splits = k
+        model.train(was_training)
 
 
-@torch.no_grad()
-def sample_lines(model, tokenizer, n: int, *, seed: int = 0, temperature: float = 1.0,
-                 top_k: int | None = None, prompt: str = "",
-                 max_new_tokens: int = LINE_MAX_NEW_TOKENS, device="cpu",
-                 layout: str = "windows", use_cache: bool = True) -> list[str]:
-    """n items (e.g. names), each ended by the boundary token or max_new_tokens.
+def generate_ids(model, idx: torch.Tensor, max_new_tokens: int, pick, *,
+                 fixed_window: bool = False, use_cache: bool = True,
+                 stop_token: int | None = None, stream=None) -> list[list[int]]:
+    """The decoding loop: continue each row of idx (n, T0) by up to max_new_tokens ids.
 
-    `layout` is the run's data.layout: "windows" models start from block_size boundary
-    tokens, "sequences" models from one (as they were trained), one line at a time,
-    with the model's cache when it offers one."""
+    `pick(logits (n, V)) -> ids (n, 1)` chooses every next id. A row ends when it picks
+    `stop_token` (not returned); the loop ends when every row has. `stream(id)` sees each
+    id of a single row as it is chosen. `fixed_window`: every prediction from the last
+    block_size tokens (window models); otherwise the growing, sliding context of
+    `slide_window`, through the model's cache when `use_cache`."""
+    n, bs = idx.shape[0], model.block_size
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    cached = use_cache and not fixed_window
+    start = 0 if fixed_window else slide_window(0, idx.shape[1], bs)
+    with decoding(model):
+        logits, cache = _prefill(model, idx, start, fixed_window, cached)
+        for step in range(max_new_tokens):
+            nxt = pick(logits).to(idx.device)  # (n, 1)
+            for i, token in enumerate(nxt[:, 0].tolist()):
+                if done[i]:
+                    continue
+                if token == stop_token:
+                    done[i] = True
+                    continue
+                out[i].append(token)
+                if stream is not None:
+                    stream(token)
+            if all(done) or step == max_new_tokens - 1:
+                break  # no logits needed after the last token
+            idx = torch.cat([idx, nxt], dim=1)  # (n, L)
+            new_start = start if fixed_window else slide_window(start, idx.shape[1], bs)
+            if cached and new_start == start:
+                logits, cache = model.advance(nxt, cache)  # one position
+            else:  # no cache, or the window moved: run the window whole
+                start = new_start
+                logits, cache = _prefill(model, idx, start, fixed_window, cached)
+    return out
+
+
+def _prefill(model, idx: torch.Tensor, start: int, fixed_window: bool, cached: bool):
+    """The logits (n, V) after idx's context, and the cache when one is kept."""
+    if fixed_window:
+        logits, _ = model(idx[:, -model.block_size:])  # (n, V), or (n, T, V) for a sequence
+        return (logits[:, -1, :] if logits.dim() == 3 else logits), None
+    if cached:
+        return model.prefill(idx[:, start:])
+    logits, _ = model(idx[:, start:])  # (n, T, V)
+    return logits[:, -1, :], None
+
+
+def _device_of(model) -> torch.device:
+    tensors = model.parameters() or list(model.state_dict().values())
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
+def sample(model, tokenizer, *, layout: str = "windows", n: int | None = None, seed: int = 0,
+           temperature: float = 1.0, top_k: int | None = None, prompt: str = "",
+           max_new_tokens: int | None = None, use_cache: bool = True,
+           stream=None) -> list[str]:
+    """Samples from a model and its tokenizer: what `dlf sample` prints and `dlf.generate`
+    returns.
+
+    Line data (the tokenizer has a boundary token, e.g. names): n items (default 10),
+    each started from the boundary and the prompt and ended by the boundary token or
+    max_new_tokens (default 50), drawn together from one generator seeded `seed`.
+    `layout` is the run's data.layout (see the module docstring).
+    Text data: n continuations of `prompt` (default 1) of max_new_tokens characters
+    (default 500), sample i seeded seed + i; `stream(text)` gets each piece as it is made."""
+    lines = tokenizer.boundary is not None
+    if n is None:
+        n = LINE_SAMPLES if lines else 1
+    if max_new_tokens is None:
+        max_new_tokens = LINE_MAX_NEW_TOKENS if lines else TEXT_MAX_NEW_TOKENS
     check_sampling_args(temperature, top_k, max_new_tokens, n)
-    g = torch.Generator().manual_seed(seed)
-    if layout == "sequences":
-        return [_sample_sequence(model, tokenizer, g, temperature, top_k, prompt, max_new_tokens,
-                                 device, use_cache) for _ in range(n)]
-    bs = model.block_size
-    start = [tokenizer.boundary] * bs + tokenizer.encode(prompt)
-    idx = torch.tensor([start] * n, dtype=torch.long)  # (n, bs + len(prompt))
-    out = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool)
-    was_training = model.training
-    model.eval()
-    try:
-        for _ in range(max_new_tokens):
-            window = idx[:, -bs:].to(device)  # (n, bs)
-            nxt = next_token(_last_logits(model, window), temperature, top_k, g)  # (n, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-            for i in range(n):
-                if not done[i]:
-                    if nxt[i, 0].item() == tokenizer.boundary:
-                        done[i] = True
-                    else:
-                        out[i].append(nxt[i, 0].item())
-            if done.all():
-                break
-    finally:
-        model.train(was_training)
-    return [prompt + tokenizer.decode(ids) for ids in out]
+    if layout not in ("windows", "sequences"):
+        raise DlfError(f"layout must be windows or sequences, got {layout!r}")
+    device = _device_of(model)
+    prompt_ids = tokenizer.encode(prompt)  # a DlfError names an unknown character
 
+    def picker(g: torch.Generator):
+        return lambda logits: next_token(logits, temperature, top_k, g)
 
-def _sample_sequence(model, tokenizer, g, temperature, top_k, prompt, max_new_tokens, device,
-                     use_cache) -> str:
-    """One line from a sequence model: boundary + prompt, grown until the boundary."""
-    idx = torch.tensor([[tokenizer.boundary, *tokenizer.encode(prompt)]], dtype=torch.long,
-                       device=device)  # (1, 1 + len(prompt))
-
-    def pick(logits):
-        return next_token(logits, temperature, top_k, g).to(device)
-
-    ids = _continue(model, idx, max_new_tokens, pick, use_cache, stop_token=tokenizer.boundary)
-    return prompt + tokenizer.decode(ids)
-
-
-def _continue(model, idx: torch.Tensor, max_new_tokens: int, pick, use_cache: bool,
-              stream=None, stop_token: int | None = None) -> list[int]:
-    """Up to max_new_tokens ids after idx (1, T), in eval mode: the model's cached
-    generation when it has one (and use_cache), else the uncached loop over the same
-    sliding window; `stream(id)` sees each id, picking `stop_token` ends (not returned)."""
-    was_training = model.training
-    model.eval()
-    try:
-        if use_cache and capabilities(model).cached_generation:
-            return model.generate_cached(idx, max_new_tokens, pick, stream=stream,
-                                         stop_token=stop_token)
-        ids, start = [], 0
-        for _ in range(max_new_tokens):
-            start = slide_window(start, idx.shape[1], model.block_size)
-            nxt = pick(_last_logits(model, idx[:, start:]))  # (1, 1)
-            if nxt.item() == stop_token:
-                break
-            idx = torch.cat([idx, nxt], dim=1)
-            ids.append(nxt.item())
-            if stream is not None:
-                stream(ids[-1])
-        return ids
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def sample_text(model, tokenizer, *, seed: int = 0, temperature: float = 1.0,
-                top_k: int | None = None, prompt: str = "",
-                max_new_tokens: int = TEXT_MAX_NEW_TOKENS,
-                device="cpu", stream=None, use_cache: bool = True) -> str:
-    """Continue `prompt` by max_new_tokens characters; `stream(text)` gets each piece."""
-    check_sampling_args(temperature, top_k, max_new_tokens)
-    g = torch.Generator().manual_seed(seed)
-    if prompt:
-        start = tokenizer.encode(prompt)
-    else:
-        start = tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
-    idx = torch.tensor([start], dtype=torch.long, device=device)  # (1, T)
-
-    def pick(logits):
-        return next_token(logits, temperature, top_k, g).to(device)
-
-    ids = _continue(model, idx, max_new_tokens, pick, use_cache,
-                    stream=_decoder(tokenizer, stream))
-    return prompt + tokenizer.decode(ids)
-
-
-def _decoder(tokenizer, stream):
-    def emit(token_id: int):
-        if stream is not None:
-            stream(tokenizer.decode([token_id]))
-
-    return emit
-
-
-def write_samples(model, data, path: str | Path, train_cfg, device="cpu") -> dict:
-    """samples.txt for a finished run; returns the figures result.json records."""
-    n, seed = train_cfg.num_samples, train_cfg.seed
-    if n == 0:
-        atomic_write_text(path, "")
-        return {}
-    if data.format == "lines":
-        samples = sample_lines(model, data.tokenizer, n, seed=seed, device=device,
-                               layout=data.layout)
-        train_set = set(data.train_items)
-        novel = sum(s not in train_set for s in samples) / len(samples)
-        atomic_write_text(path, "\n".join(samples) + "\n")
-        return {"novel_fraction": novel}
-    text = sample_text(model, data.tokenizer, seed=seed, max_new_tokens=train_cfg.sample_tokens,
-                       device=device)
-    atomic_write_text(path, text + "\n")
-    return {}
+    if lines:
+        fixed = layout == "windows"
+        context = [tokenizer.boundary] * (model.block_size if fixed else 1)
+        idx = torch.tensor([context + prompt_ids] * n, dtype=torch.long, device=device)
+        ids = generate_ids(model, idx, max_new_tokens, picker(torch.Generator().manual_seed(seed)),
+                           fixed_window=fixed, use_cache=use_cache,
+                           stop_token=tokenizer.boundary)
+        return [prompt + tokenizer.decode(row) for row in ids]
+    if not prompt_ids:  # start from a newline where the text has one
+        prompt_ids = tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T0)
+    emit = None if stream is None else (lambda token: stream(tokenizer.decode([token])))
+    texts = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(seed + i)
+        (ids,) = generate_ids(model, idx, max_new_tokens, picker(g), use_cache=use_cache,
+                              stream=emit)
+        texts.append(prompt + tokenizer.decode(ids))
+    return texts

@@ -23,6 +23,12 @@ class CountBigramConfig:
     block_size: int = 1  # a bigram sees one previous character
     smoothing: float = 1.0  # add-k: every pair gets k fake counts
 
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        _check(self)
+        if self.smoothing < 0:
+            raise DlfError(f"model.smoothing must be >= 0, got {self.smoothing}")
+
 
 @dataclass
 class NeuralBigramConfig:
@@ -31,6 +37,10 @@ class NeuralBigramConfig:
     block_size: int = 1
     l2: float = 0.0  # penalty l2 * mean(W**2), the analogue of smoothing (training only)
     compare_smoothing: float = 1.0  # k of the count model the result is compared with
+
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        _check(self)
 
 
 def _check(config) -> None:
@@ -51,9 +61,7 @@ class CountBigram(Module):
 
     def __init__(self, config: CountBigramConfig):
         super().__init__()
-        _check(config)
-        if config.smoothing < 0:
-            raise DlfError(f"model.smoothing must be >= 0, got {config.smoothing}")
+        config.check()
         self.config = config
         V = config.vocab_size
         self.register_buffer("counts", torch.zeros(V, V))
@@ -97,7 +105,7 @@ class NeuralBigram(Module):
 
     def __init__(self, config: NeuralBigramConfig):
         super().__init__()
-        _check(config)
+        config.check()
         self.config = config
         V = config.vocab_size
         self.W = torch.randn(V, V).requires_grad_()

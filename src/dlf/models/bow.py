@@ -7,7 +7,8 @@
 
 The average throws away the order of the past (beyond what the position embeddings
 carry into it): a baseline between the fixed-window MLP and attention, which learns
-the weights that the average fixes to 1 / (t + 1).
+the weights that the average fixes to 1 / (t + 1). Generation keeps the running sum as
+its cache (`prefill`, `advance`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class BoWConfig:
     n_embd: int = 64  # embedding / residual width
     n_hidden: int = 64  # MLP hidden width (makemore's n_embd2)
 
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
+            if getattr(self, name) < 1:
+                raise DlfError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+
 
 def causal_mean(x: torch.Tensor) -> torch.Tensor:
     """x (B, T, C) -> (B, T, C): position t holds the mean of x[:, :t + 1]."""
@@ -47,9 +54,7 @@ class BoW(Module):
 
     def __init__(self, config: BoWConfig):
         super().__init__()
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
-            if getattr(config, name) < 1:
-                raise DlfError(f"model.{name} must be >= 1, got {getattr(config, name)}")
+        config.check()
         c = config
         self.config = config
         self.block_size = c.block_size
@@ -72,6 +77,30 @@ class BoW(Module):
         logits = self.lm_head(x)  # (B, T, V)
         loss = None if targets is None else sequence_loss(logits, targets)
         return logits, loss
+
+    def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, int]]:
+        """Run a window idx (B, T) from position 0 -> (logits of the last position (B, V),
+        the cache: the running sum of the embeddings x_0 + ... + x_{T-1} (B, C) and T)."""
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
+        total = x.cumsum(dim=1)  # (B, T, C): the sums causal_mean divides
+        return self._last(x[:, -1], total[:, -1], T), (total[:, -1], T)
+
+    def advance(self, token: torch.Tensor, cache: tuple[torch.Tensor, int]):
+        """One new token (B, 1) -> (its logits (B, V), the cache with its embedding added):
+        the mean of the past is the running sum over the count, no pass over the window."""
+        total, T = cache
+        if T >= self.block_size:
+            raise DlfError(f"position {T} is past the model's block_size {self.block_size}")
+        x = self.wte(token)[:, 0] + self.wpe.weight[T]  # (B, C)
+        total = total + x  # (B, C)
+        return self._last(x, total, T + 1), (total, T + 1)
+
+    def _last(self, x: torch.Tensor, total: torch.Tensor, count: int) -> torch.Tensor:
+        """The forward of one position: x (B, C), the sum of x up to it (B, C) -> (B, V)."""
+        x = x + total / count  # (B, C)
+        x = x + self.c_proj(self.tanh(self.c_fc(x)))  # (B, C)
+        return self.lm_head(x)  # (B, V)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -31,11 +31,20 @@ class MLPConfig:
     init: str = "kaiming"  # kaiming (gain 5/3 / sqrt(fan_in)) | normal (plain N(0, 1): the bad init)
     last_layer_scale: float = 0.1  # shrink the output layer so the initial loss is ~ln(V)
 
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        check_common(self)
+        if self.n_layer < 1:
+            raise DlfError(f"model.n_layer must be >= 1, got {self.n_layer}")
+
 
 def check_common(c) -> None:
+    """The rules the MLP and the WaveNet share."""
     for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
         if getattr(c, name) < 1:
             raise DlfError(f"model.{name} must be >= 1, got {getattr(c, name)}")
+    if c.init not in ("kaiming", "normal"):
+        raise DlfError(f"model.init must be kaiming or normal, got {c.init!r}")
 
 
 def hidden_block(fan_in: int, c) -> list[Module]:
@@ -61,11 +70,7 @@ class MLP(Module):
 
     def __init__(self, config: MLPConfig):
         super().__init__()
-        check_common(config)
-        if config.n_layer < 1:
-            raise DlfError(f"model.n_layer must be >= 1, got {config.n_layer}")
-        if config.init not in ("kaiming", "normal"):
-            raise DlfError(f"model.init must be kaiming or normal, got {config.init!r}")
+        config.check()
         self.config = config
         self.block_size = config.block_size
         self.wte = Embedding(config.vocab_size, config.n_embd)

@@ -11,9 +11,13 @@ Every model offers `logits, loss = model(idx, targets=None)`, `parameters()`,
                        "manual"   -- `manual_step(x, y, lr) -> loss`, gradients by hand;
                        "fitted"   -- `fit(X, Y)` once, no optimisation loop.
     sequence_targets   forward also takes targets (B, T): a prediction at every
-                       position (text streams, whole-name sequences).
-    cached_generation  `generate_cached(idx, max_new_tokens, pick, stream)` samples
-                       with a key/value cache (see `slide_window` for its context).
+                       position (text streams, whole-name sequences). Such a model also
+                       offers generation's two primitives (dlf.sample runs the loop):
+                         `prefill(idx (B, T)) -> (logits (B, V), cache)`: a window from
+                           position 0, and what later positions need of it;
+                         `advance(token (B, 1), cache) -> (logits (B, V), cache)`: the
+                           next position. The cache is the model's own: keys and values
+                           (Transformer), the hidden state (RNN), a running sum (BoW).
     flop_count         `flops_per_token()`: forward + backward matmul FLOPs per token.
     bigram_tables      `probability_table() -> (V, V)` (rows: previous character),
                        so the run writer can draw it and compare models.
@@ -30,7 +34,6 @@ REGIMES = ("autograd", "manual", "fitted")
 class Capabilities:
     regime: str = "autograd"
     sequence_targets: bool = False
-    cached_generation: bool = False
     flop_count: bool = False
     bigram_tables: bool = False
 
@@ -52,7 +55,7 @@ def slide_window(start: int, length: int, block_size: int) -> int:
     """Where the context of the next prediction starts, given `length` tokens so far.
 
     The context grows until it would pass block_size, then restarts with the last
-    block_size // 2 tokens. A KV cache therefore re-prefills once every block_size // 2
+    block_size // 2 tokens. A cache is therefore re-prefilled once every block_size // 2
     tokens instead of recomputing a full window at every step; the uncached loop
     follows the same rule, so both produce the same tokens."""
     if length - start > block_size:

@@ -7,20 +7,19 @@ read the logits of every position from its hidden state:
 
 `rnn` uses dlf.nn.RNNCell (Elman, tanh), `gru` dlf.nn.GRUCell. They train on whole
 lines (data.layout = "sequences"): every position of a name at once. The hidden
-state is the cache of cached generation: one cell step per new token.
+state is the cache of generation (`prefill`, `advance`): one cell step per new token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from dlf.errors import DlfError
-from dlf.models.protocol import Capabilities, slide_window
-from dlf.models.sequence import emit, sequence_loss
+from dlf.models.protocol import Capabilities
+from dlf.models.sequence import sequence_loss
 from dlf.nn import Embedding, GRUCell, Linear, Module, RNNCell
 
 
@@ -31,6 +30,12 @@ class RNNConfig:
     block_size: int = 16  # longest sequence fed at once (the names need longest + 1 = 16)
     n_embd: int = 64  # character embedding size
     n_hidden: int = 64  # hidden state size
+
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
+            if getattr(self, name) < 1:
+                raise DlfError(f"model.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -55,14 +60,12 @@ def record_steps(tanh, outputs: list[torch.Tensor]) -> None:
 class RNN(Module):
     """idx (B, T) -> logits (B, T, vocab_size), loss (see dlf.models.sequence)."""
 
-    capabilities = Capabilities(sequence_targets=True, cached_generation=True)
+    capabilities = Capabilities(sequence_targets=True)
     cell_class: ClassVar[type] = RNNCell
 
     def __init__(self, config: RNNConfig):
         super().__init__()
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
-            if getattr(config, name) < 1:
-                raise DlfError(f"model.{name} must be >= 1, got {getattr(config, name)}")
+        config.check()
         self.config = config
         self.block_size = config.block_size
         self.start = torch.zeros(1, config.n_hidden).requires_grad_()  # (1, H) learned h_0
@@ -91,34 +94,17 @@ class RNN(Module):
         loss = None if targets is None else sequence_loss(logits, targets)
         return logits, loss
 
-    @torch.no_grad()
-    def generate_cached(self, idx: torch.Tensor, max_new_tokens: int,
-                        pick: Callable[[torch.Tensor], torch.Tensor],
-                        stream: Callable[[int], None] | None = None,
-                        stop_token: int | None = None) -> list[int]:
-        """Continue idx (1, T0) by up to max_new_tokens ids, carrying the hidden state.
+    def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run a window idx (B, T) from the start state -> (logits of the last position
+        (B, V), the cache: the hidden state after it, (B, H))."""
+        h = self.states(idx)[:, -1]  # (B, H)
+        return self.lm_head(h), h
 
-        Same contract as Transformer.generate_cached: the context is idx[:, start:] with
-        `start` from slide_window, so a moved window restarts from the start state (the
-        uncached loop, which reruns idx[:, start:] whole, gives the same tokens)."""
-        start = slide_window(0, idx.shape[1], self.block_size)
-        hs = self.states(idx[:, start:])  # (1, T, H)
-        h = hs[:, -1]  # (1, H)
-        logits = self.lm_head(h)  # (1, V)
-        out: list[int] = []
-        for step in range(max_new_tokens):
-            nxt = pick(logits)  # (1, 1)
-            if emit(out, nxt, stream, stop_token) or step == max_new_tokens - 1:
-                break
-            idx = torch.cat([idx, nxt.view(1, 1).to(idx.device)], dim=1)  # (1, L)
-            new_start = slide_window(start, idx.shape[1], self.block_size)
-            if new_start != start:  # the window moved: rerun it from the start state
-                start = new_start
-                h = self.states(idx[:, start:])[:, -1]  # (1, H)
-            else:
-                h = self.states(idx[:, -1:], h)[:, -1]  # (1, H): one cell step
-            logits = self.lm_head(h)  # (1, V)
-        return out
+    def advance(self, token: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One new token (B, 1) after hidden state h (B, H) -> (its logits (B, V), the new
+        state): one cell step."""
+        h = self.states(token, h)[:, -1]  # (B, H)
+        return self.lm_head(h), h
 
     def extra_repr(self) -> str:
         c = self.config

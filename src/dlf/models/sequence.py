@@ -1,5 +1,4 @@
-"""What the sequence models (transformer, rnn, gru, bow) share: one loss rule and one
-sampling loop with an optional stop token.
+"""What the sequence models (transformer, rnn, gru, bow) share: one loss rule.
 
 A sequence model maps idx (B, T) to logits (B, T, V), position t predicting token t + 1
 from tokens <= t. It trains in either shape of data:
@@ -12,8 +11,6 @@ lines gives the loss per predicted character, exactly like the window models'.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,17 +28,3 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T),
                                ignore_index=IGNORE_INDEX)
     raise DlfError(f"targets must have shape ({B}, {T}) or ({B},), got {tuple(targets.shape)}")
-
-
-Pick = Callable[[torch.Tensor], torch.Tensor]
-
-
-def emit(out: list[int], nxt: torch.Tensor, stream, stop_token: int | None) -> bool:
-    """Record the picked id (1, 1); True when it is the stop token (not recorded)."""
-    token = int(nxt.item())
-    if stop_token is not None and token == stop_token:
-        return True
-    out.append(token)
-    if stream is not None:
-        stream(token)
-    return False

@@ -3,13 +3,13 @@
 Token + learned position embeddings, n_layer pre-norm blocks of causal self-attention
 and an MLP, a final LayerNorm and a linear head over the vocabulary. Attention is the
 explicit masked softmax ("manual") or PyTorch's fused kernel ("sdpa"), one switch,
-same weights. `generate_cached` samples with a key/value cache.
+same weights. `prefill` and `advance` are the key/value-cache primitives that dlf.sample's
+generation loop uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from dlf.errors import DlfError
-from dlf.models.protocol import Capabilities, slide_window
-from dlf.models.sequence import emit, sequence_loss
+from dlf.models.protocol import Capabilities
+from dlf.models.sequence import sequence_loss
 from dlf.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 
 ATTENTION_KINDS = ("auto", "manual", "sdpa")
@@ -36,8 +36,8 @@ def pick_attention(device_type: str, dtype: str, dropout: float) -> str:
     - CPU, fp32, no dropout: "sdpa" (its flash kernel never materialises the (T, T)
       scores; 1.1-1.2x faster per step at both shapes).
 
-    `dlf.config.resolve_auto` writes this choice into a run's config; a model built with
-    attention = "auto" directly applies the same rule at each call."""
+    A run's plan (dlf.engine.plan) makes this choice once and writes it into the run's
+    config; a model built directly with attention = "auto" uses "manual"."""
     if device_type == "cuda":
         return "sdpa"
     return "sdpa" if dtype == "fp32" and dropout == 0 else "manual"
@@ -55,24 +55,24 @@ class TransformerConfig:
     bias: bool = True  # biases in the Linear and LayerNorm layers
     tie_weights: bool = False  # the head reuses the token embedding: logits = x @ wte.weight.T
     attention: str = "auto"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
-    # | "auto" (pick_attention: by device, dtype and dropout)
+    # | "auto" (the run's plan picks by device, dtype and dropout: pick_attention)
     fused: bool = True  # LayerNorm, GELU, Linear (addmm), dropout + residual as torch's
     # one-pass kernels (same maths, tested); false = the written-out formulas
 
-
-def check_config(c: TransformerConfig) -> None:
-    if c.vocab_size < 2:
-        raise DlfError(f"model.vocab_size must be >= 2, got {c.vocab_size}")
-    for name in ("block_size", "n_layer", "n_head", "n_embd"):
-        if getattr(c, name) < 1:
-            raise DlfError(f"model.{name} must be >= 1, got {getattr(c, name)}")
-    if c.n_embd % c.n_head != 0:
-        raise DlfError(f"n_embd {c.n_embd} is not divisible by n_head {c.n_head}")
-    if not 0.0 <= c.dropout < 1.0:
-        raise DlfError(f"model.dropout must be in [0, 1), got {c.dropout}")
-    if c.attention not in ATTENTION_KINDS:
-        raise DlfError(f"unknown model.attention {c.attention!r}; "
-                       f"known: {', '.join(ATTENTION_KINDS)}")
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        if self.vocab_size < 2:
+            raise DlfError(f"model.vocab_size must be >= 2, got {self.vocab_size}")
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise DlfError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise DlfError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DlfError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION_KINDS:
+            raise DlfError(f"unknown model.attention {self.attention!r}; "
+                           f"known: {', '.join(ATTENTION_KINDS)}")
 
 
 class KVCache:
@@ -123,7 +123,7 @@ class CausalSelfAttention(Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        self.attention = config.attention
+        self.attention = config.attention  # "auto" left unresolved: the written-out kernel
         c, fused = config, config.fused
         self.c_attn = Linear(c.n_embd, 3 * c.n_embd, bias=c.bias, fused=fused)  # q, k, v
         self.c_proj = Linear(c.n_embd, c.n_embd, bias=c.bias, fused=fused)
@@ -150,11 +150,7 @@ class CausalSelfAttention(Module):
                     raise DlfError("a filled KV cache takes one new token at a time")
                 causal = False  # the one new query may see every cached key
             k, v = cache.append(k, v)  # (B, nh, L, hs): every position so far
-        kind = self.attention
-        if kind == "auto":
-            dtype = "bf16" if torch.is_autocast_enabled(x.device.type) else "fp32"
-            kind = pick_attention(x.device.type, dtype, self.dropout * self.training)
-        if kind == "sdpa":
+        if self.attention == "sdpa":
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=p,
                                                is_causal=causal)  # (B, nh, T, hs)
@@ -226,11 +222,11 @@ class Transformer(Module):
     the last position only (line data: fixed windows of the previous block_size
     characters, one target each). See dlf.models.sequence."""
 
-    capabilities = Capabilities(sequence_targets=True, cached_generation=True, flop_count=True)
+    capabilities = Capabilities(sequence_targets=True, flop_count=True)
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        check_config(config)
+        config.check()
         self.config = config
         self.block_size = config.block_size
         c = config
@@ -287,49 +283,18 @@ class Transformer(Module):
         loss = None if targets is None else sequence_loss(logits, targets)
         return logits, loss
 
-    @torch.inference_mode()
-    def generate_cached(self, idx: torch.Tensor, max_new_tokens: int,
-                        pick: Callable[[torch.Tensor], torch.Tensor],
-                        stream: Callable[[int], None] | None = None,
-                        stop_token: int | None = None) -> list[int]:
-        """Continue idx (1, T0) by up to max_new_tokens ids, with a key/value cache.
-
-        `pick(logits (1, V)) -> (1, 1)` chooses each next id; `stream(id)` sees each one;
-        picking `stop_token` ends generation (it is not returned).
-        Call in eval mode. The context is `idx[:, start:]` with `start` from
-        `dlf.models.protocol.slide_window`: it grows to block_size, then restarts from the last
-        block_size // 2 tokens. The window is prefilled once (keys and values of every
-        layer cached), each new token then runs alone at position len - 1 - start, and a
-        restart re-prefills, since learned positions change when the window moves. The
-        tokens equal, one for one, the uncached loop that feeds `idx[:, start:]` whole.
-
-        Speed: the caches are allocated once (block_size positions) and written in place,
-        the loop runs in inference mode (no autograd bookkeeping), and the token history
-        is a Python list, turned into a tensor only when the window is re-prefilled."""
-        ids = idx[0].tolist()
-        start = slide_window(0, len(ids), self.block_size)
+    def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, list[KVCache]]:
+        """Run a window idx (B, T) from position 0 and keep every layer's keys and values:
+        -> (logits of the last position (B, V), the caches, each allocated once for
+        block_size positions and written in place)."""
         caches = [KVCache(self.block_size) for _ in self.blocks]
-        logits = self.logits(idx[:, start:], 0, caches)[:, -1, :]  # (1, V): prefill
-        out: list[int] = []
-        for step in range(max_new_tokens):
-            nxt = pick(logits)  # (1, 1)
-            if emit(out, nxt, stream, stop_token):
-                break
-            if step == max_new_tokens - 1:
-                break  # no logits needed after the last token
-            ids.append(out[-1])
-            L = len(ids)
-            new_start = slide_window(start, L, self.block_size)
-            if new_start != start:  # the window moved: re-prefill its tokens
-                start = new_start
-                for cache in caches:
-                    cache.reset()
-                window = torch.tensor([ids[start:]], dtype=torch.long, device=idx.device)
-                logits = self.logits(window, 0, caches)[:, -1, :]  # (1, V)
-            else:
-                token = nxt.view(1, 1).to(idx.device)  # (1, 1)
-                logits = self.logits(token, L - 1 - start, caches)[:, -1, :]  # (1, V)
-        return out
+        return self.logits(idx, 0, caches)[:, -1, :], caches
+
+    def advance(self, token: torch.Tensor,
+                caches: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
+        """One new token (B, 1) at the position after the cached ones -> (its logits (B, V),
+        the caches, now holding it too)."""
+        return self.logits(token, len(caches[0]), caches)[:, -1, :], caches
 
     def flops_per_token(self) -> float:
         """Matmul FLOPs per trained token (forward + backward) at full context:

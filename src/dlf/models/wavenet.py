@@ -29,23 +29,32 @@ class WaveNetConfig:
     init: str = "kaiming"
     last_layer_scale: float = 0.1
 
+    def check(self) -> None:
+        """This config's own rules (the run's plan and the model call it)."""
+        check_common(self)
+        if self.group < 2:
+            raise DlfError(f"model.group must be >= 2, got {self.group}")
+        if self.levels() == 0:
+            raise DlfError(f"model.block_size must be a power of model.group={self.group} "
+                           f"(e.g. 8 for group 2), got {self.block_size}")
+
+    def levels(self) -> int:
+        """How many times block_size divides by group down to 1 (0: it does not)."""
+        levels, n = 0, self.block_size
+        while n > 1 and n % self.group == 0:
+            n //= self.group
+            levels += 1
+        return levels if n == 1 else 0
+
 
 class WaveNet(Module):
     """idx (B, block_size) -> logits (B, vocab_size)."""
 
     def __init__(self, config: WaveNetConfig):
         super().__init__()
-        check_common(config)
+        config.check()
         c = config
-        if c.group < 2:
-            raise DlfError(f"model.group must be >= 2, got {c.group}")
-        levels, n = 0, c.block_size
-        while n > 1 and n % c.group == 0:
-            n //= c.group
-            levels += 1
-        if n != 1 or levels == 0:
-            raise DlfError(f"model.block_size must be a power of model.group={c.group} "
-                           f"(e.g. 8 for group 2), got {c.block_size}")
+        levels = c.levels()
         self.config = config
         self.block_size = c.block_size
         layers: list[Module] = [Embedding(c.vocab_size, c.n_embd)]

@@ -85,6 +85,9 @@ class Linear(Module):
         self.fan_in = _check_dim("fan_in", fan_in)
         self.fan_out = _check_dim("fan_out", fan_out)
         self.fused = fused
+        # one-row inputs (cached decoding) as this many slice products (see `_matvec`);
+        # 1 = the plain product. Set by whoever decodes (dlf.sample), never from global state.
+        self.matvec_splits = 1
         w = torch.randn((fan_in, fan_out), generator=generator, device=device, dtype=dtype)
         self.weight = (w * (gain / fan_in**0.5)).requires_grad_()
         self.bias = (
@@ -92,7 +95,7 @@ class Linear(Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.numel() == self.fan_in and self._splits > 1 and x.device.type == "cpu":
+        if self.matvec_splits > 1 and x.numel() == self.fan_in and x.device.type == "cpu":
             return self._matvec(x)
         if self.fused and self.bias is not None:
             out = torch.addmm(self.bias, x.reshape(-1, self.fan_in), self.weight)  # (N, fan_out)
@@ -102,12 +105,13 @@ class Linear(Module):
             out = out + self.bias
         return out
 
-    @property
-    def _splits(self) -> int:
-        """How many slices of the input `_matvec` sums (1: it does not apply)."""
-        if torch.get_num_threads() < 2:  # one thread: the plain kernel is as fast or faster
+    @staticmethod
+    def splits_for(fan_in: int, threads: int) -> int:
+        """How many slices `_matvec` should sum for a one-row product on `threads` threads
+        (1: the plain product). The sampler sets `matvec_splits` from this while it decodes."""
+        if threads < 2:  # one thread: the plain kernel is as fast or faster
             return 1
-        return next((k for k in (16, 8, 4, 2) if self.fan_in % k == 0 and self.fan_in >= 16 * k), 1)
+        return next((k for k in (16, 8, 4, 2) if fan_in % k == 0 and fan_in >= 16 * k), 1)
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         """One input row (cached decoding): the same ``x @ weight + bias`` as k partial
@@ -115,7 +119,7 @@ class Linear(Module):
         kernel for a one-row matmul streams the weights on one thread, at a fraction of
         the memory bandwidth; ``bmm`` runs the k slices in parallel (the weights are read
         once either way; a view, no copy). Only the order of the additions differs."""
-        k = self._splits  # 16 measured fastest at 6 x 384 on 2 threads (dlf bench sample)
+        k = self.matvec_splits
         xs = x.reshape(k, 1, self.fan_in // k)  # (k, 1, fan_in / k)
         ws = self.weight.view(k, self.fan_in // k, self.fan_out)  # (k, fan_in / k, fan_out)
         out = torch.bmm(xs, ws).sum(0)  # (1, fan_out)
