@@ -10,8 +10,8 @@ It lives here, outside the package, because the product itself uses no torch.nn.
 Training cases time a full step (forward, backward, AdamW) on random tokens; each round
 runs dlf and the reference back to back, and each side keeps its best round, so a busy
 machine slows both alike. dlf runs its default configuration: `model.attention = "auto"`
-and `train.micro_batch = "auto"` resolved by `dlf.config.resolve_auto` for this device.
-Sampling compares dlf's KV-cached generation with the reference's crop-and-rerun loop
+and `train.micro_batch = "auto"` resolved by the run's plan for this device, and its
+trainer's own step. Sampling compares dlf's KV-cached generation (dlf.sample's loop) with the reference's crop-and-rerun loop
 (nanoGPT's `generate`); the reference is timed from a full block of context, its steady
 state, over fewer tokens since each costs a whole forward pass.
 """
@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf import config as C
-from dlf import optim
+from dlf import presets
 from dlf.bench import machine
+from dlf.engine.plan import plan_run
+from dlf.engine.steps import AutogradStep
 from dlf.models.transformer import Transformer, TransformerConfig
-from dlf.sample import next_token
+from dlf.sample import generate_ids, next_token
 
 # -- the reference -------------------------------------------------------------------------
 
@@ -153,32 +154,29 @@ def _sync(device):
 
 def dlf_case(shape: dict, dtype: str, dropout: float, device: torch.device,
              compile: bool = False):
-    """dlf's default configuration for this shape: returns (cfg, step(), tokens_per_step).
-    `compile`: the forward through torch.compile (what `train.compile = true` does)."""
-    cfg = C.resolve("shakespeare-transformer")
-    cfg.model = TransformerConfig(vocab_size=65, dropout=dropout, **shape["model"])
-    cfg.train.batch_size = shape["batch"]
-    cfg.train.dtype = dtype
-    cfg.train.device = device.type
-    C.resolve_auto(cfg, device)
+    """dlf's default configuration for this shape, planned as `dlf train` plans it, and the
+    trainer's own step (dlf.engine.steps.AutogradStep) with the reference's optimizer
+    settings: returns (plan, step(), tokens_per_step). `compile`: the forward through
+    torch.compile (what `train.compile = true` does)."""
+    cfg = presets.resolve("shakespeare-transformer")
+    cfg.model = TransformerConfig(dropout=dropout, **shape["model"])
+    t = cfg.train
+    t.batch_size, t.dtype, t.device, t.compile = shape["batch"], dtype, device.type, compile
+    t.optimizer, t.lr, t.weight_decay, t.beta1, t.beta2, t.grad_clip = \
+        "adamw", 1e-4, 0.1, 0.9, 0.999, 0.0  # torch.optim.AdamW's, as the reference
+    plan, _ = plan_run(cfg)
     torch.manual_seed(0)
-    model = Transformer(cfg.model).to(device)
+    model = Transformer(plan.cfg.model).to(device)
     model.train()
-    forward = torch.compile(model) if compile else model
-    opt = optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-    B, T, m = shape["batch"], cfg.model.block_size, cfg.train.micro_batch
+    step_fn = AutogradStep(model, plan.cfg.train, device)
+    B, T = shape["batch"], plan.cfg.model.block_size
     x = torch.randint(0, 65, (B, T), device=device)
     y = torch.randint(0, 65, (B, T), device=device)
 
     def step():
-        for xs, ys in zip(x.split(m), y.split(m), strict=True):
-            with _autocast(dtype, device):
-                _, loss = forward(xs, ys)
-            (loss * (len(xs) / B)).backward()
-        opt.step()
-        opt.zero_grad()
+        step_fn(lambda: (x, y, y.numel()), t.lr)
 
-    return cfg, step, B * T
+    return plan, step, B * T
 
 
 def ref_case(shape: dict, dtype: str, dropout: float, device: torch.device):
@@ -215,7 +213,7 @@ def time_train(shape, dtype, dropout, device, rounds, steps, compile=False) -> d
     torch.compile is a third side of every round (same weights, same batch), reported as
     `dlf_compiled_tokens_per_second`, `compiled_ratio` (over the reference) and
     `dlf_compile_seconds` (its first step, compiling included)."""
-    cfg, dlf_step, tokens = dlf_case(shape, dtype, dropout, device)
+    plan, dlf_step, tokens = dlf_case(shape, dtype, dropout, device)
     sides = {"dlf": dlf_step, "ref": ref_case(shape, dtype, dropout, device)[0]}
     if compile:
         torch._dynamo.reset()  # compile this case afresh, as a run does (no earlier graphs)
@@ -229,7 +227,8 @@ def time_train(shape, dtype, dropout, device, rounds, steps, compile=False) -> d
            "dlf_tokens_per_second": tokens / best["dlf"],
            "reference_tokens_per_second": tokens / best["ref"],
            "ratio": best["ref"] / best["dlf"],
-           "dlf_attention": cfg.model.attention, "dlf_micro_batch": cfg.train.micro_batch}
+           "dlf_attention": plan.cfg.model.attention,
+           "dlf_micro_batch": plan.cfg.train.micro_batch}
     if compile:
         row.update(dlf_compiled_tokens_per_second=tokens / best["compiled"],
                    compiled_ratio=best["ref"] / best["compiled"],
@@ -263,7 +262,7 @@ def time_sample(model_shape, device, new_tokens, ref_tokens, check_tokens, round
 
     def dlf_run(n):
         g = torch.Generator().manual_seed(0)
-        return model.generate_cached(idx, n, lambda lg: next_token(lg, 1.0, None, g).to(device))
+        return generate_ids(model, idx, n, lambda lg: next_token(lg, 1.0, None, g))[0]
 
     dlf_run(20)  # warm-up
     ref.generate(full, 2, torch.Generator().manual_seed(0))

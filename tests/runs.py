@@ -5,11 +5,12 @@ import json
 import sys
 
 from dlf import config as C
+from dlf import presets as P
 
 
 def tiny_mlp(names_file, **train):
     """names-mlp shrunk to 2 x 16 hidden units on `names_file`; `train` overrides train.*."""
-    cfg = C.load_preset("names-mlp")
+    cfg = P.load_preset("names-mlp")
     cfg.data.dataset = str(names_file)
     C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
                             "model.n_layer=2"])

@@ -13,6 +13,7 @@ import torch
 
 from dlf import config as C
 from dlf import optim
+from dlf import presets as P
 from dlf.diagnostics import (
     DIAGNOSTICS_JSON,
     UpdateRatioTracker,
@@ -49,7 +50,7 @@ class TwoTanh(Module):
 
 
 def tiny_cfg(names_file, preset="names-mlp", overrides=(), **train):
-    cfg = C.load_preset(preset)
+    cfg = P.load_preset(preset)
     cfg.data.dataset = str(names_file)
     if preset == "names-mlp":
         C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",

@@ -24,7 +24,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dlf import config as C
-from dlf.engine import distributed
+from dlf import presets as P
+from dlf.engine import distributed, launch
+from dlf.engine.plan import check_world, plan_run
 from dlf.engine.checkpoint import load_tensors
 from dlf.engine.trainer import train
 from dlf.errors import DlfError
@@ -37,20 +39,34 @@ JOB_TIMEOUT = 240  # a hung job fails the test instead of hanging it (not a spee
 # ------------------------------------------------------------------ in-process pieces
 
 
-def test_check_config_refuses_what_cannot_split():
-    cfg = C.load_preset("names-mlp")
-    distributed.check_config(cfg, 1, "autograd")  # one process: anything goes
-    distributed.check_config(cfg, 2, "autograd")  # 128 splits in 2
-    distributed.check_config(C.load_preset("names-gru"), 2, "autograd")  # padded sequences
+def test_the_plan_refuses_what_cannot_split():
+    def world(n):
+        return distributed.World(size=n, local_size=n)
+
+    cfg = P.load_preset("names-mlp")
+    check_world(cfg, world(1), "autograd")  # one process: anything goes
+    check_world(cfg, world(2), "autograd")  # 128 splits in 2
+    check_world(P.load_preset("names-gru"), world(2), "autograd")  # padded sequences
     with pytest.raises(DlfError, match="divisible"):
-        distributed.check_config(cfg, 3, "autograd")
+        check_world(cfg, world(3), "autograd")
     cfg.train.batch_size = 0
     with pytest.raises(DlfError, match="full batch"):
-        distributed.check_config(cfg, 2, "autograd")
+        check_world(cfg, world(2), "autograd")
     with pytest.raises(DlfError, match="counting"):
-        distributed.check_config(C.load_preset("names-bigram"), 2, "fitted")
+        check_world(P.load_preset("names-bigram"), world(2), "fitted")
     with pytest.raises(DlfError, match="hand-written"):
-        distributed.check_config(C.load_preset("names-mlp-manual"), 2, "manual")
+        check_world(P.load_preset("names-mlp-manual"), world(2), "manual")
+
+
+def test_the_weight_check_runs_only_when_asked(monkeypatch, names_file):
+    """The all-reduce that compares every rank's weights costs two passes over the weights
+    at each evaluation: the plan turns it on only under DLF_DEBUG=1."""
+    cfg = P.load_preset("names-mlp")
+    cfg.data.dataset = str(names_file)
+    monkeypatch.delenv("DLF_DEBUG", raising=False)
+    assert not plan_run(cfg)[0].debug
+    monkeypatch.setenv("DLF_DEBUG", "1")
+    assert plan_run(cfg)[0].debug
 
 
 def test_single_process_group_is_the_identity():
@@ -58,7 +74,7 @@ def test_single_process_group_is_the_identity():
     x, y = torch.arange(6), torch.arange(6)
     assert g.shard(x, y)[0] is x
     loss = torch.tensor(1.5)
-    assert g.sync_step(loss, True) == (loss, True)
+    assert g.mean(loss) is loss and g.any(True) and not g.any(False)
     assert g.span(7) == (0, 7)
     g.check_identical([torch.ones(3)])
 
@@ -73,8 +89,8 @@ def test_span_covers_every_item_once():
 
 def test_strip_nproc_and_launch_command():
     argv = ["train", "names-mlp", "--nproc", "2", "--max-steps", "3", "--nproc=4"]
-    assert distributed.strip_nproc(argv) == ["train", "names-mlp", "--max-steps", "3"]
-    cmd = distributed.launch_command(2, ["train", "x"])
+    assert launch.strip_nproc(argv) == ["train", "names-mlp", "--max-steps", "3"]
+    cmd = launch.launch_command(2, ["train", "x"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                        "-m", "dlf", "train", "x"]
 
@@ -148,7 +164,7 @@ def _pieces_worker(rank: int, world: int, init_file: str) -> None:
         else:
             raise AssertionError("check_identical missed different parameters")
         # --- loss and stop flag agreed by every rank
-        loss, stop = group.sync_step(torch.tensor(float(rank)), rank == 1)
+        loss, stop = group.mean(torch.tensor(float(rank))), group.any(rank == 1)
         assert loss.item() == pytest.approx(sum(range(world)) / world) and stop
     finally:
         dist.destroy_process_group()
@@ -162,7 +178,8 @@ def test_batchnorm_reducer_and_checks_on_two_processes(tmp_path):
 
 
 def _launch(args, tmp_path, nproc=2, module="dlf"):
-    env = dict(os.environ, DLF_DIST_TIMEOUT="30", OMP_NUM_THREADS="1",
+    # DLF_DEBUG=1: every evaluation also checks that the ranks hold the same weights
+    env = dict(os.environ, DLF_DIST_TIMEOUT="30", OMP_NUM_THREADS="1", DLF_DEBUG="1",
                PYTHONPATH=os.pathsep.join([str(Path(distributed.__file__).parents[2]),
                                            os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", module, *args], check=False, env=env, cwd=tmp_path,
@@ -175,7 +192,7 @@ SHORT_RUN = ["train.max_steps=4", "train.schedule=constant", "train.log_interval
 
 
 def tiny(preset: str, data_file, overrides: list[str]):
-    cfg = C.load_preset(preset)
+    cfg = P.load_preset(preset)
     cfg.data.dataset = str(data_file)
     C.apply_overrides(cfg, [*overrides, *SHORT_RUN])
     return cfg
@@ -271,16 +288,16 @@ def test_two_process_run_resumes_in_one_process(two_process_runs, tmp_path):
 
 
 FAILING_RANK = """
+import os
 import sys
-from dlf import config as C
-from dlf.engine import distributed
+from dlf import presets as P
 from dlf.engine.trainer import Trainer
 
 def boom(trainer, step):
-    if step == 2 and distributed.current().rank == 1:
+    if step == 2 and os.environ["RANK"] == "1":
         raise RuntimeError("rank 1 fails on purpose")
 
-cfg = C.load_toml(sys.argv[1])
+cfg = P.load_toml(sys.argv[1])
 Trainer(cfg, sys.argv[2], progress=False, callback=boom).fit()
 """
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import make_names
 from dlf import config as C
+from dlf import presets as P
 from dlf.cli import main
 
 SETTINGS = settings(max_examples=25, derandomize=True, database=None, deadline=None,
@@ -87,7 +88,7 @@ def test_any_unicode_as_a_prompt(bigram_run, prompt):
 
 
 def keys_of(preset: str) -> list[str]:
-    cfg = C.load_preset(preset)
+    cfg = P.load_preset(preset)
     return [f"{section}.{f.name}" for section in ("data", "model", "train")
             for f in dataclasses.fields(getattr(cfg, section))]
 
@@ -130,7 +131,7 @@ def test_any_set_value_for_any_key_runs_or_is_refused(names_data, key, value):
     preset, name = key
     base = [s for s in TINY if s.split("=")[0] != name]
     base = [*base, *TINY_MODEL.get(preset, [])]
-    if C.load_preset(preset).model.type == "count-bigram":
+    if P.load_preset(preset).model.type == "count-bigram":
         base = ["train.num_samples=1", "train.threads=1"]
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["train", preset, "--data", str(names_data), "--out", f"{tmp}/run", "--quiet"]
@@ -139,5 +140,5 @@ def test_any_set_value_for_any_key_runs_or_is_refused(names_data, key, value):
         code, err = run_cli(argv)
         assert_ran_or_one_line(code, err, argv)
         if code == 0:  # accepted: the resolved config is valid and says what was asked
-            saved = C.load_toml(Path(tmp) / "run" / "config.toml")
+            saved = P.load_toml(Path(tmp) / "run" / "config.toml")
             C.validate(saved)

@@ -16,12 +16,14 @@ import torch.nn.functional as F
 
 import runs
 from dlf import config as C
+from dlf import presets as P
 from dlf.cli import EXIT_INTERRUPTED, main
 from dlf.engine.checkpoint import load_tensors
 from dlf.engine.data import prepare_data
 from dlf.engine.evaluate import evaluate
 from dlf.engine.rundir import LOCK_FILE, RunDir
-from dlf.engine.trainer import DIVERGENCE_FACTOR, Trainer
+from dlf.engine.divergence import DIVERGENCE_FACTOR
+from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model
 from runs import records, train_cmd, without_timings, write_mlp_config
@@ -68,7 +70,7 @@ def test_evaluation_leaves_batchnorm_statistics_unchanged(names_file):
 
 
 def test_evaluation_is_deterministic_with_dropout(text_file):
-    cfg = C.load_preset("shakespeare-transformer-cpu")
+    cfg = P.load_preset("shakespeare-transformer-cpu")
     cfg.data.dataset, cfg.data.format = str(text_file), "text"
     C.apply_overrides(cfg, ["model.block_size=8", "model.n_embd=16", "model.n_head=2",
                             "model.n_layer=1", "model.dropout=0.5"])

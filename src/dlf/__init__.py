@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute); resolved on first access by __getattr__ below
 _FUNCTIONS = {
-    "load_preset": ("dlf.config", "load_preset"),
-    "preset_names": ("dlf.config", "preset_names"),
+    "load_preset": ("dlf.presets", "load_preset"),
+    "preset_names": ("dlf.presets", "preset_names"),
     "apply_overrides": ("dlf.config", "apply_overrides"),
     "RunConfig": ("dlf.config", "RunConfig"),
     "load_data": ("dlf.engine.data", "prepare_data"),

@@ -15,13 +15,15 @@ import time
 import torch
 
 from dlf import config as C
-from dlf import optim
+from dlf import presets
 from dlf.engine import distributed
-from dlf.engine.data import prepare_data
-from dlf.engine.device import autocast, pick_device
+from dlf.engine.device import autocast
+from dlf.engine.launch import launch_command, strip_nproc
+from dlf.engine.plan import plan_run
+from dlf.engine.steps import AutogradStep
 from dlf.errors import DlfError
 from dlf.models import build_model
-from dlf.models.protocol import capabilities
+from dlf.sample import generate_ids, next_token
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -64,27 +66,31 @@ def matmul_peak(dtype: str = "fp32", device="cpu", n: int = 2048, seconds: float
     return best
 
 
-def flops_per_token(model) -> float:
-    """Forward + backward matmul FLOPs per trained token (6 per weight, plus attention)."""
-    if capabilities(model).flop_count:
+def flops_per_token(model, caps) -> float:
+    """Forward + backward matmul FLOPs per trained token (6 per weight, plus attention);
+    `caps` is the model's declared capabilities (plan.caps)."""
+    if caps.flop_count:
         return float(model.flops_per_token())
     return 6.0 * model.num_parameters()
 
 
-def _untrained_model(cfg: C.RunConfig, device: str):
-    """The preset's model with random weights (speed does not depend on them)."""
-    dev = pick_device(device)
-    if cfg.model.vocab_size == 0:  # not fixed by the config: the preset's data decides it
-        cfg.model.vocab_size = prepare_data(cfg).tokenizer.vocab_size
+def _plan(preset: str, overrides, device: str, **train):
+    """The preset's plan as `dlf train` makes it (the same checks and "auto" choices),
+    with `train` settings changed first, and its untrained model (speed does not depend on
+    the weights)."""
+    cfg = C.apply_overrides(presets.resolve(preset), list(overrides))
+    cfg.train.device = device
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    plan, _ = plan_run(cfg, distributed.World.from_env())
     torch.manual_seed(0)
-    model = build_model(cfg.model)
-    model.to(dev)
-    return model, dev
+    return plan, build_model(plan.cfg.model).to(plan.device)
 
 
 def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", steps: int = 10,
                 batch_size: int | None = None, device: str = "auto", overrides=()) -> dict:
-    """Time full training steps (forward, backward, AdamW update) on random tokens.
+    """Time full training steps (the trainer's own step: forward, backward, clip, the
+    preset's optimizer) on random tokens.
 
     Under torchrun each rank trains on its slice of the batch and the gradients are
     all-reduced as in training; tokens/s and GFLOP/s are the whole job's, the peak the
@@ -93,48 +99,27 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
         raise DlfError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     if steps < 1:
         raise DlfError("--steps must be >= 1")
-    cfg = C.apply_overrides(C.resolve(preset), list(overrides))
-    cfg.train.dtype = dtype
-    if batch_size is not None:
-        cfg.train.batch_size = batch_size
-    B = cfg.train.batch_size
+    train = {"dtype": dtype} | ({} if batch_size is None else {"batch_size": batch_size})
+    plan, model = _plan(preset, overrides, device, **train)
+    t = plan.cfg.train
+    B, T = t.batch_size, plan.cfg.model.block_size
     if B < 1:
         raise DlfError(f"bench train needs a batch size >= 1, got {B} (a full-batch preset "
                        "needs --batch-size)")
-    group = distributed.setup(device)
+    if plan.regime != "autograd":
+        raise DlfError(f"bench train times the autograd step; a {plan.cfg.model.type} model "
+                       f"is {plan.regime}")
+    group = distributed.join(plan.world, plan.device)
     if group.active:
-        distributed.check_config(cfg, group.world_size, "autograd")
-        if B % group.world_size:
-            raise DlfError(f"batch {B} is not divisible by {group.world_size} processes")
-        if torch.get_num_threads() != distributed.default_threads(group):
-            torch.set_num_threads(distributed.default_threads(group))
-    C.resolve_auto(cfg, group.device)  # the same choices as `dlf train`
-    model, dev = _untrained_model(cfg, str(group.device))
+        torch.set_num_threads(plan.threads)
+    dev, V = plan.device, plan.cfg.model.vocab_size
+    x = torch.randint(0, V, (B, T), device=dev)
+    y = torch.randint(0, V, (B, T) if plan.caps.sequence_targets else (B,), device=dev)
+    batch = (*group.shard(x, y), y.numel())  # this rank's slice, the global batch's targets
+    step = AutogradStep(model, t, dev, group)
     model.train()
-    B = cfg.train.batch_size
-    T = cfg.model.block_size
-    sequence = capabilities(model).sequence_targets
-    x = torch.randint(0, cfg.model.vocab_size, (B, T), device=dev)
-    y = torch.randint(0, cfg.model.vocab_size, (B, T) if sequence else (B,), device=dev)
-    opt = optim.AdamW(model.parameters(), lr=1e-4)
-    reducer = distributed.GradReducer(group, model.parameters())
-    ctx = autocast(dev, dtype)
-    xs, ys = group.shard(x, y)
 
-    m = cfg.train.micro_batch or B
-
-    def step():
-        passes = list(zip(xs.split(m), ys.split(m), strict=True))
-        for i, (xm, ym) in enumerate(passes):
-            reducer.communicate = i == len(passes) - 1  # only the last pass all-reduces
-            with ctx:
-                _, loss = model(xm, ym)
-            (loss * (len(xm) / len(xs))).backward()
-        reducer.finish()
-        opt.step()
-        opt.zero_grad()
-
-    step()  # warm-up: allocations, kernel selection
+    step(lambda: batch, t.lr)  # warm-up: allocations, kernel selection
     _sync(dev)
     # the peak is measured before and after the timed steps and the better kept: a shared
     # machine's passing slowdown during one 1.5 s measurement would otherwise inflate MFU
@@ -142,16 +127,17 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     group.barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        step(lambda: batch, t.lr)
     _sync(dev)
     dt = group.sum_floats(time.perf_counter() - t0)[0] / group.world_size / steps
-    tokens = B * (T if sequence else 1)
+    tokens = B * (T if plan.caps.sequence_targets else 1)
     tps = tokens / dt
-    gflops = flops_per_token(model) * tps / 1e9
+    gflops = flops_per_token(model, plan.caps) * tps / 1e9
     group.barrier()
     peak = group.sum_floats(max(first_peak, matmul_peak(dtype, dev)))[0]
-    return {"preset": cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
-            "micro_batch": m, "attention": getattr(cfg.model, "attention", None),
+    return {"preset": plan.cfg.name, "dtype": dtype, "device": str(dev), "batch_size": B,
+            "micro_batch": t.micro_batch or B,
+            "attention": getattr(plan.cfg.model, "attention", None),
             "block_size": T, "num_parameters": model.num_parameters(),
             "seconds_per_step": dt, "tokens_per_second": tps, "gflops": gflops,
             "peak_gflops": peak, "mfu": gflops / peak, "processes": group.world_size,
@@ -173,7 +159,7 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
 
     if nproc < 2:
         raise DlfError(f"--nproc must be >= 2 to compare with 1 process, got {nproc}")
-    args = [*distributed.strip_nproc(bench_args), "--json"]
+    args = [*strip_nproc(bench_args), "--json"]
 
     def run(cmd: list[str]) -> dict:
         p = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -182,7 +168,7 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
         return json.loads(p.stdout.strip().splitlines()[-1])
 
     one = run([sys.executable, "-m", "dlf", *args])
-    many = run(distributed.launch_command(nproc, args))
+    many = run(launch_command(nproc, args))
     gpu = many["device"].startswith("cuda")
     share = None
     if not gpu:
@@ -195,46 +181,33 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
 
 def bench_sample(preset: str = "shakespeare-transformer", new_tokens: int = 1000,
                  dtype: str = "fp32", device: str = "auto") -> dict:
-    """Tokens/s generating `new_tokens` after a one-character prompt, with and without the
-    KV cache, on the preset's (untrained: speed does not depend on the weights) model."""
-    from dlf.models.protocol import slide_window
-    from dlf.sample import next_token
-
+    """Tokens/s generating `new_tokens` after a one-character prompt through dlf.sample's
+    loop, with and without the model's cache, on the preset's untrained model."""
     if new_tokens < 1:
         raise DlfError("--new-tokens must be >= 1")
-    cfg = C.resolve(preset)
-    if cfg.model.type != "transformer":
-        raise DlfError(f"bench sample needs a transformer preset, {preset} is {cfg.model.type}")
-    model, dev = _untrained_model(cfg, device)
-    model.eval()
-    T = model.block_size
+    plan, model = _plan(preset, (), device)
+    if not plan.caps.sequence_targets:
+        raise DlfError("bench sample needs a sequence model (transformer, rnn, gru, bow); "
+                       f"{preset} is {plan.cfg.model.type}")
+    dev = plan.device
     idx = torch.zeros((1, 1), dtype=torch.long, device=dev)
-    ctx = autocast(dev, dtype)
 
-    def pick_from(g):
-        return lambda logits: next_token(logits, 1.0, None, g).to(dev)
-
-    with torch.no_grad(), ctx:
-        model.generate_cached(idx, 20, pick_from(torch.Generator().manual_seed(1)))  # warm-up
-        model(torch.zeros((1, T), dtype=torch.long, device=dev))
-        g = torch.Generator().manual_seed(0)
+    def run(use_cache: bool, n: int, seed: int = 0) -> tuple[list[int], float]:
+        g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        cached = model.generate_cached(idx, new_tokens, pick_from(g))
+        with autocast(dev, dtype):
+            (ids,) = generate_ids(model, idx, n, lambda lg: next_token(lg, 1.0, None, g),
+                                  use_cache=use_cache)
         _sync(dev)
-        t_cached = time.perf_counter() - t0
+        return ids, time.perf_counter() - t0
 
-        g = torch.Generator().manual_seed(0)
-        pick = pick_from(g)
-        seq, start = idx, 0
-        t0 = time.perf_counter()
-        for _ in range(new_tokens):
-            start = slide_window(start, seq.shape[1], T)
-            logits, _ = model(seq[:, start:])
-            seq = torch.cat([seq, pick(logits[:, -1, :])], dim=1)
-        _sync(dev)
-        t_uncached = time.perf_counter() - t0
-    same = cached == seq[0, 1:].tolist()
-    return {"preset": cfg.name, "new_tokens": new_tokens, "block_size": T, "dtype": dtype,
+    run(True, 20, seed=1)  # warm-up
+    run(False, 2, seed=1)
+    cached, t_cached = run(True, new_tokens)
+    uncached, t_uncached = run(False, new_tokens)
+    return {"preset": plan.cfg.name, "new_tokens": new_tokens,
+            "block_size": plan.cfg.model.block_size, "dtype": dtype,
             "cached_tokens_per_second": new_tokens / t_cached,
             "uncached_tokens_per_second": new_tokens / t_uncached,
-            "speedup": t_uncached / t_cached, "identical_tokens": same, **machine()}
+            "speedup": t_uncached / t_cached, "identical_tokens": cached == uncached,
+            **machine()}

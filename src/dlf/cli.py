@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_presets(args) -> int:
-    from dlf.config import list_presets
+    from dlf.presets import list_presets
 
     rows = list_presets()
     width = max(len(n) for n, _ in rows)
@@ -250,9 +250,11 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from dlf import config as C
+    from dlf import presets
+    from dlf.engine.distributed import World
     from dlf.engine.trainer import train
 
-    cfg = C.resolve(args.config)
+    cfg = presets.resolve(args.config)
     if args.data:
         cfg.data.dataset = str(Path(args.data).resolve())
     C.apply_overrides(cfg, args.set)
@@ -266,23 +268,20 @@ def cmd_train(args) -> int:
     progress = False if args.quiet else None
     if args.nproc != 1:
         return _launch(args, cfg)
+    world = World.from_env()
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
-        from dlf.engine import distributed
 
-        if distributed.env_world_size() > 1:
+        if world.size > 1:
             raise DlfError("--diagnostics records one process's gradients: run it without "
                            "torchrun")
-
         r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
                                    progress=progress)
     else:
         r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
     if r.get("interrupted"):
         return EXIT_INTERRUPTED
-    from dlf.engine import distributed
-
-    if not distributed.current().is_main:  # a data-parallel job reports once, from rank 0
+    if world.rank != 0:  # a data-parallel job reports once, from rank 0
         return 0
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
     print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
@@ -293,50 +292,43 @@ def cmd_train(args) -> int:
 
 
 def _launch(args, cfg) -> int:
-    """`--nproc N`: check what can be checked once, then start N processes (torchrun)."""
-    from dlf.engine import distributed
-    from dlf.models import model_class
-    from dlf.models.protocol import capabilities
+    """`--nproc N`: plan the job once here (every refusal before any process starts), then
+    start N processes (torchrun)."""
+    from dlf.engine.distributed import World
+    from dlf.engine.launch import launch_local, strip_nproc
+    from dlf.engine.plan import plan_run
 
     if args.diagnostics:
         raise DlfError("--diagnostics records one process's gradients: use it without --nproc")
-    if args.nproc > 1:
-        regime = capabilities(model_class(cfg.model.type)).regime
-        distributed.check_config(cfg, args.nproc, regime)
-    return distributed.launch_local(args.nproc, distributed.strip_nproc(args.argv))
+    if args.nproc < 1:
+        raise DlfError(f"--nproc must be >= 1, got {args.nproc}")
+    plan, _ = plan_run(cfg, World(size=args.nproc, local_size=args.nproc))
+    return launch_local(args.nproc, strip_nproc(args.argv), plan.threads)
 
 
 def cmd_sample(args) -> int:
+    from dlf.api import generate
     from dlf.engine.rundir import open_run
-    from dlf.sample import (
-        LINE_MAX_NEW_TOKENS,
-        TEXT_MAX_NEW_TOKENS,
-        check_sampling_args,
-        sample_lines,
-        sample_text,
-    )
+    from dlf.sample import check_sampling_args
 
     run = open_run(args.run, device=args.device)
-    lines = run.tokenizer.boundary is not None
-    n = args.num if args.num is not None else (20 if lines else 1)
-    max_new = args.max_new_tokens
-    if max_new is None:
-        max_new = LINE_MAX_NEW_TOKENS if lines else TEXT_MAX_NEW_TOKENS
-    check_sampling_args(args.temperature, args.top_k, max_new, n)
-    if lines:
-        names = sample_lines(run.model, run.tokenizer, n, seed=args.seed,
-                             temperature=args.temperature, top_k=args.top_k, prompt=args.prompt,
-                             max_new_tokens=max_new, device=run.device,
-                             layout=run.config.data.layout, use_cache=not args.no_cache)
-        print("\n".join(names))
+    common = {"temperature": args.temperature, "top_k": args.top_k, "prompt": args.prompt,
+              "max_new_tokens": args.max_new_tokens, "use_cache": not args.no_cache}
+    if run.tokenizer.boundary is not None:  # line data: one item per line
+        n = 20 if args.num is None else args.num
+        print("\n".join(generate(run, n=n, seed=args.seed, **common)))
         return 0
-    for i in range(n):
+    n = 1 if args.num is None else args.num  # text: continuations streamed as they grow
+    check_sampling_args(args.temperature, args.top_k, args.max_new_tokens or 1, n)
+    run.tokenizer.encode(args.prompt)  # an unknown character is refused before any output
+
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    for i in range(n):  # the same samples as generate(run, n=n, seed=seed): i seeded seed + i
         sys.stdout.write(args.prompt)
-        sample_text(run.model, run.tokenizer, seed=args.seed + i, temperature=args.temperature,
-                    top_k=args.top_k, prompt=args.prompt,
-                    max_new_tokens=max_new, device=run.device,
-                    stream=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
-                    use_cache=not args.no_cache)
+        generate(run, n=1, seed=args.seed + i, stream=write, **common)
         sys.stdout.write("\n" if i == n - 1 else "\n\n---\n\n")
     return 0
 
@@ -385,7 +377,7 @@ def cmd_bench(args) -> int:
     import torch
 
     from dlf import bench
-    from dlf.engine import distributed
+    from dlf.engine.distributed import World
 
     if args.threads < 0:
         raise DlfError("--threads must be >= 0")
@@ -409,7 +401,7 @@ def cmd_bench(args) -> int:
     if args.bench_command == "train":
         r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
                               batch_size=args.batch_size, device=args.device, overrides=args.set)
-        if not distributed.current().is_main:  # a torchrun job reports once
+        if World.from_env().rank != 0:  # a torchrun job reports once
             return 0
         if args.json:
             print(json.dumps(r))

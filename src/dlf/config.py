@@ -1,4 +1,6 @@
-"""Run configuration: dataclasses, packaged TOML presets, `--set key=value` overrides.
+"""Run configuration: the dataclasses, `--set key=value` overrides, and writing a config as
+TOML. Reading TOML files and the packaged presets is dlf.presets (it needs the models'
+config classes, which sit above this module).
 
 A run is described by three sections plus a name:
 
@@ -15,11 +17,8 @@ directory as `config.toml`, so a run can be reproduced from that file alone.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from dlf.errors import DlfError
@@ -141,7 +140,9 @@ def _fields(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
-def _build(cls, section: dict, prefix: str):
+def build_section(cls, section: dict, prefix: str):
+    """One TOML section (a dict) as the dataclass `cls`, every value checked and converted;
+    an unknown key names the valid ones."""
     types = _fields(cls)
     unknown = sorted(set(section) - set(types))
     if unknown:
@@ -149,27 +150,6 @@ def _build(cls, section: dict, prefix: str):
         raise DlfError(f"unknown config key {prefix}.{unknown[0]}; valid keys: {valid}")
     kwargs = {k: _coerce(v, types[k], f"{prefix}.{k}") for k, v in section.items()}
     return cls(**kwargs)
-
-
-def from_dict(d: dict, source: str = "config") -> RunConfig:
-    from dlf.models import model_config_class
-
-    d = dict(d)
-    allowed = {"name", "description", "data", "model", "train"}
-    extra = sorted(set(d) - allowed)
-    if extra:
-        raise DlfError(f"{source}: unknown top-level key {extra[0]!r}; valid: {sorted(allowed)}")
-    model = dict(d.get("model") or {})
-    if "type" not in model:
-        raise DlfError(f"{source}: [model] needs a type")
-    mcls = model_config_class(str(model.pop("type")))
-    return RunConfig(
-        name=str(d.get("name", Path(source).stem)),
-        description=str(d.get("description", "")),
-        data=_build(DataConfig, d.get("data") or {}, "data"),
-        model=_build(mcls, model, "model"),
-        train=_build(TrainConfig, d.get("train") or {}, "train"),
-    )
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -204,47 +184,6 @@ def to_toml(cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_toml(path: str | Path) -> RunConfig:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DlfError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DlfError(f"cannot read config {path}: {e}") from None
-    try:
-        d = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise DlfError(f"{path} is not valid TOML: {e}") from None
-    return from_dict(d, source=str(path))
-
-
-# ---------------------------------------------------------------------------- presets
-
-
-def preset_names() -> list[str]:
-    files = resources.files("dlf.presets").iterdir()
-    return sorted(f.name[:-5] for f in files if f.name.endswith(".toml"))
-
-
-def load_preset(name: str) -> RunConfig:
-    if name not in preset_names():
-        raise DlfError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
-    text = resources.files("dlf.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
-    return from_dict(tomllib.loads(text), source=name)
-
-
-def list_presets() -> list[tuple[str, str]]:
-    return [(n, load_preset(n).description) for n in preset_names()]
-
-
-def resolve(spec: str) -> RunConfig:
-    """A preset name or a path to a TOML config file."""
-    if spec.endswith(".toml") or Path(spec).is_file():
-        return load_toml(spec)
-    return load_preset(spec)
-
-
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply `section.key=value` strings (the section may be left out when unambiguous)."""
     sections = {"data": cfg.data, "model": cfg.model, "train": cfg.train}
@@ -270,6 +209,15 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     cfg.data, cfg.model, cfg.train = (dataclasses.replace(x)
                                       for x in (cfg.data, cfg.model, cfg.train))
     return cfg
+
+
+def shorten(t: TrainConfig, steps: int) -> None:
+    """Cut a run to `steps` optimizer steps, in place, its schedule shrunk with it: the
+    milestones and the warm-up keep their share of the run."""
+    full = max(1, t.max_steps)
+    t.max_steps = steps
+    t.milestones = [max(1, m * steps // full) for m in t.milestones]
+    t.warmup_steps = t.warmup_steps * steps // full
 
 
 def name_in(obj, key: str) -> bool:
@@ -309,54 +257,3 @@ def validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise DlfError(msg)
-
-
-# ---------------------------------------------------------------------------- "auto"
-
-
-def last_level_cache_bytes(default: int = 32 * 2**20) -> int:
-    """Size of the CPU's largest cache (Linux sysfs), or `default` where unknown."""
-    sizes = []
-    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        try:
-            text = entry.read_text().strip()
-        except OSError:
-            continue
-        units = {"K": 2**10, "M": 2**20, "G": 2**30}
-        if text[-1:] in units and text[:-1].isdigit():
-            sizes.append(int(text[:-1]) * units[text[-1]])
-        elif text.isdigit():
-            sizes.append(int(text))
-    return max(sizes, default=default)
-
-
-def resolve_auto(cfg: RunConfig, device) -> RunConfig:
-    """Replace every "auto" in `cfg` by the fastest correct choice for `device` (a
-    torch.device or its type string), in place; returns cfg. The one place these rules live:
-
-    - model.attention (Transformer): `dlf.models.transformer.pick_attention` -- by
-      device, dtype and dropout;
-    - train.micro_batch: on a CPU, the largest divisor m of batch_size whose attention
-      scores, m * n_head * block_size**2 float32 values (softmax output in fp32 under bf16
-      autocast too), fit in the last-level cache; past that, the scores of one pass
-      spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
-      attention, full-batch training) 0: the whole batch in one pass.
-
-    The thread count is not an "auto" field: train.threads = 0 already means one per
-    core (torch's default). Micro-batching leaves the gradient unchanged (each pass's
-    mean loss is weighted by its share of the batch), so only speed depends on it."""
-    device_type = getattr(device, "type", str(device).split(":")[0])
-    m, t = cfg.model, cfg.train
-    if getattr(m, "attention", None) == "auto":
-        from dlf.models.transformer import pick_attention  # config sits below models
-
-        m.attention = pick_attention(device_type, t.dtype, m.dropout)
-    if t.micro_batch == "auto":
-        t.micro_batch = 0
-        n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)
-        if device_type == "cpu" and n_head and t.batch_size > 0:
-            budget = last_level_cache_bytes()
-            fits = [d for d in range(1, t.batch_size + 1)
-                    if t.batch_size % d == 0 and d * n_head * T * T * 4 <= budget]
-            t.micro_batch = max(fits, default=1)
-    return cfg

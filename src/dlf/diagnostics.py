@@ -379,7 +379,7 @@ def train_with_diagnostics(cfg, out_dir: str | Path, **trainer_kwargs) -> dict:
 def _continue_copy(run_dir: Path, steps: int) -> UpdateRatioTracker:
     """Resume a scratch copy of the run's last checkpoint (weights, optimizer moments,
     RNG, schedule position) for ``steps`` steps and record the update ratios."""
-    from dlf import config as C
+    from dlf import presets
     from dlf.engine.trainer import Trainer
 
     tracker = UpdateRatioTracker()
@@ -395,7 +395,7 @@ def _continue_copy(run_dir: Path, steps: int) -> UpdateRatioTracker:
         start = int(tensors["step"])
         # the checkpoint's weights are those before the first continued step
         tracker.start({k: v for k, v in section(tensors, "model").items() if v.ndim == 2}, start)
-        cfg = C.load_toml(scratch / "config.toml")
+        cfg = presets.load_toml(scratch / "config.toml")
         t = cfg.train
         t.max_steps = start + steps
         t.eval_interval = t.max_steps

@@ -28,17 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 from dlf import config as C
+from dlf import presets
 from dlf.diagnostics import fixed_batch, measure
 from dlf.engine.checkpoint import atomic_write_text, write_json
 from dlf.engine.metrics import MetricsLog
+from dlf.engine.plan import regime_of
 from dlf.engine.trainer import Trainer, train
 from dlf.errors import DlfError
-from dlf.models import build_model, model_class
+from dlf.models import build_model
 from dlf.models.mlp import MLPConfig
-from dlf.models.protocol import capabilities
 from dlf.models.wavenet import WaveNetConfig
 from dlf.plots import plot_loss_curves, plot_zoo
 
@@ -93,7 +92,7 @@ class _Timer:
 def _train(cfg: C.RunConfig, out: Path, *, progress: bool, force: bool,
            measure_saturation: bool = False) -> dict:
     """Train one variant; returns its result dict plus measured extras."""
-    if capabilities(model_class(cfg.model.type)).regime == "fitted":  # counted in one pass
+    if regime_of(cfg.model.type) == "fitted":  # counted in one pass
         result = train(cfg, out, force=force)
         return {**result, "train_steps_per_second": None, "vocab_size": None}
     timer = _Timer()
@@ -264,18 +263,15 @@ ZOO_QUICK_SECONDS = 5.0  # quick runs: the step cap usually ends them first
 
 
 def _zoo_cfg(preset: str, data: str, steps: int, quick: bool, seconds: float) -> C.RunConfig:
-    cfg = C.load_preset(preset)
+    cfg = presets.load_preset(preset)
     cfg.data.dataset = data
     t = cfg.train
     if steps < t.max_steps:  # the preset's schedule shrunk to `steps`, as `report --quick` does
-        full = max(1, t.max_steps)
-        t.max_steps = steps
-        t.milestones = [max(1, m * steps // full) for m in t.milestones]
-        t.warmup_steps = t.warmup_steps * steps // full
+        C.shorten(t, steps)
         t.log_interval = max(1, steps // 100)
     # The preset's recipe, cut by the budget; the lr schedule runs on the share of the
     # budget spent (see Trainer), so every model ends its schedule with the budget.
-    if capabilities(model_class(cfg.model.type)).regime == "fitted":
+    if regime_of(cfg.model.type) == "fitted":
         return cfg  # counted in one pass: no steps to budget
     t.max_seconds = seconds
     t.eval_interval = max(1, t.max_steps)  # one evaluation, at the end
@@ -368,12 +364,7 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     dataset = "names" if data is None else str(data)
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    try:
-        rows, text, table, settings = exp.run(name, out, dataset, n_steps, quick, progress,
-                                             force)
-    finally:
-        torch.set_num_threads(threads)  # the Trainer sets it process-wide
+    rows, text, table, settings = exp.run(name, out, dataset, n_steps, quick, progress, force)
     wall = time.perf_counter() - t0
 
     curves = {}

@@ -2,7 +2,9 @@
 update ratios, experiment and report comparisons.
 
 Figures are data in, PNG out (written atomically); nothing here trains or reads a run.
-matplotlib is imported late, on the file-only Agg backend, so `dlf --help` stays fast.
+Every figure is its own matplotlib Figure (the object API, see `subplots`): drawing one
+never switches the backend or touches pyplot's figures. matplotlib is imported late, so
+`dlf --help` stays fast.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import torch
 from dlf.fileio import atomic_write_bytes
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (imported late: `dlf --help` stays fast)."""
-    import matplotlib
+def subplots(*grid, figsize, dpi, **kw):
+    """A figure of its own and its axes, through matplotlib's object API: no pyplot, no
+    global figure list and no backend switch, so a notebook's own figures are untouched.
+    Imported late: `dlf --help` stays fast."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)  # draws to PNG
+    return fig, fig.subplots(*grid, **kw)
 
 
 def running_mean(values: list[float], k: int) -> list[float]:
@@ -39,11 +43,10 @@ def running_mean(values: list[float], k: int) -> list[float]:
 
 def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
     """Training loss (thin, with a running mean) and evaluated train/val loss (markers)."""
-    plt = pyplot()
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = subplots(figsize=(8, 4.5), dpi=100)
     if steps:
         ax.plot(steps, losses, lw=0.6, alpha=0.35, color="C0", label="batch loss")
         k = max(1, len(losses) // 50)
@@ -66,7 +69,6 @@ def save_figure(fig, path: str | Path) -> None:
     """Write a matplotlib figure as PNG atomically and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 def _labels(tokenizer) -> list[str]:
@@ -75,13 +77,12 @@ def _labels(tokenizer) -> list[str]:
 
 def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
     """The makemore picture: every cell shows its character pair and count."""
-    plt = pyplot()
 
     N = counts.cpu().long()
     V = N.size(0)
     labels = _labels(tokenizer)
     size = max(6, 0.6 * V)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
+    fig, ax = subplots(figsize=(size, size), dpi=80)
     shade = N.float().log1p()
     ax.imshow(shade.numpy(), cmap="Blues")
     fs = max(4, min(8, 200 // max(V, 1)))
@@ -102,11 +103,10 @@ def plot_counts(counts: torch.Tensor, tokenizer, path: Path) -> None:
 
 def plot_prob_tables(P: torch.Tensor, Q: torch.Tensor, tokenizer, path: Path) -> None:
     """Count-model probabilities beside the network's softmax(W), same colour scale."""
-    plt = pyplot()
 
     labels = _labels(tokenizer)
     V = P.size(0)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7), dpi=80)
+    fig, axes = subplots(1, 2, figsize=(14, 7), dpi=80)
     vmax = float(max(P.max(), Q.max()))
     for ax, M, title in ((axes[0], P, "counts: P(next | prev)"),
                          (axes[1], Q, "network: softmax(W)[prev]")):
@@ -122,8 +122,7 @@ def plot_prob_tables(P: torch.Tensor, Q: torch.Tensor, tokenizer, path: Path) ->
 
 def plot_histograms(series, title: str, xlabel: str, path: str | Path) -> None:
     """series: (tensor, legend label) pairs drawn as density curves on one axis."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig, ax = subplots(figsize=(10, 4.5), dpi=100)
     for t, label in series:
         t = t.detach().float().cpu().flatten()
         lo, hi = t.min().item(), t.max().item()
@@ -146,8 +145,7 @@ def plot_histograms(series, title: str, xlabel: str, path: str | Path) -> None:
 def plot_update_ratios(steps: list[int], ratios: dict[str, list[float]], labels: dict[str, str],
                        guide: float, path: str | Path) -> None:
     """log10(update std / weight std) per weight over steps, with a horizontal guide."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig, ax = subplots(figsize=(10, 4.5), dpi=100)
     for name, values in ratios.items():
         ax.plot(steps, values, lw=0.8, label=labels[name])
     ax.axhline(guide, color="k", ls="--", lw=1, label=f"1e{guide:g} guide")
@@ -166,11 +164,10 @@ def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path, tit
     """One line per variant: training batch loss, running mean. Returns the window."""
     from matplotlib.ticker import FuncFormatter
 
-    plt = pyplot()
 
     n = max((len(c) for c in curves.values()), default=1)
     k = max(1, n // 40)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = subplots(figsize=(8, 4.5), dpi=100)
     for label, pts in curves.items():
         if pts:
             ax.plot([s for s, _ in pts], running_mean([v for _, v in pts], k), lw=1.2, label=label)
@@ -193,8 +190,7 @@ def plot_names_curves(runs: dict[str, list[dict]], path: Path) -> None:
     """Training loss (running mean) and validation loss of every names model, per step.
 
     runs: label -> the run's metrics.jsonl records."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = subplots(figsize=(8, 4.5), dpi=100)
     for label, recs in runs.items():
         batch = [(r["step"], r["loss"]) for r in recs if "loss" in r]
         evals = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
@@ -253,12 +249,11 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path: str | Path
 
     maps: per layer, (n_head, T, T) probabilities (row t: how much position t attends to
     each position <= t); tokens: the T characters; layers: the row labels (default 0..)."""
-    plt = pyplot()
     n_rows, n_head = len(maps), maps[0].shape[0]
     T = len(tokens)
     layers = list(range(n_rows)) if layers is None else layers
     cell = max(2.0, min(4.0, 0.18 * T))
-    fig, axes = plt.subplots(n_rows, n_head, figsize=(cell * n_head, cell * n_rows + 0.6),
+    fig, axes = subplots(n_rows, n_head, figsize=(cell * n_head, cell * n_rows + 0.6),
                              dpi=80, squeeze=False)
     labels = [repr(c)[1:-1] if c.isprintable() else repr(c) for c in tokens]
     fs = max(5, min(9, 240 // max(T, 1)))
@@ -285,9 +280,10 @@ def plot_zoo(rows: list[dict], curves: dict[str, list[dict]], path: Path,
 
     rows: one result per model (variant, label, num_parameters, test_loss,
     train_seconds); curves: variant -> its metrics.jsonl records."""
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(12, 4.8), dpi=100)
+    import matplotlib
+
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, r in enumerate(rows):
         c = colors[i % len(colors)]
         ax1.scatter(r["num_parameters"], r["test_loss"], color=c, s=30)

@@ -8,16 +8,16 @@ interrupted report continues where it stopped.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from dlf import config as C
+from dlf import presets
 from dlf.engine.checkpoint import atomic_write_text, read_json
-from dlf.engine.device import pick_device
 from dlf.engine.metrics import MetricsLog
+from dlf.engine.plan import plan_run
 from dlf.engine.trainer import train
 from dlf.errors import DlfError
 from dlf.plots import plot_names_curves
@@ -50,16 +50,13 @@ QUICK_EXPERIMENT_STEPS = 40
 
 
 def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None) -> C.RunConfig:
-    cfg = C.load_preset(stage.preset)
+    cfg = presets.load_preset(stage.preset)
     override = {"names": names, "shakespeare": text}.get(cfg.data.dataset)
     if override:
         cfg.data.dataset = str(Path(override).resolve())
     if quick:  # the same pipeline with a tiny budget: the schedule shrinks with it
         t = cfg.train
-        full = max(1, t.max_steps)
-        t.max_steps = min(t.max_steps, stage.quick_steps)
-        t.milestones = [max(1, m * t.max_steps // full) for m in t.milestones]
-        t.warmup_steps = t.warmup_steps * t.max_steps // full
+        C.shorten(t, min(t.max_steps, stage.quick_steps))
         t.eval_interval = max(1, t.max_steps)
         t.log_interval = max(1, t.max_steps // 20)
         t.eval_iters = min(t.eval_iters, 4)
@@ -68,14 +65,13 @@ def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None)
 
 
 def _same_config(run_dir: Path, cfg: C.RunConfig) -> bool:
+    """Whether the run in run_dir was planned from `cfg` (its config.toml is the plan's)."""
     try:
-        saved = C.load_toml(run_dir / "config.toml")
+        saved = presets.load_toml(run_dir / "config.toml")
     except DlfError:
         return False
-    resolved = C.resolve_auto(copy.deepcopy(cfg), pick_device(cfg.train.device))
-    want = C.to_dict(resolved)  # as the run wrote it: "auto" fields resolved
-    want["model"]["vocab_size"] = saved.model.vocab_size
-    return C.to_dict(saved) == want
+    plan, _ = plan_run(cfg)
+    return C.to_dict(saved) == C.to_dict(plan.cfg)
 
 
 def run_stage(cfg: C.RunConfig, run_dir: Path, progress: bool) -> tuple[dict, str]:
@@ -113,13 +109,14 @@ def _fmt(x) -> str:
 
 
 def _samples(run_dir: Path, n: int = 10) -> list[str]:
+    """What `dlf sample RUN -n n --seed 0` prints (text: one 400-character sample)."""
+    from dlf.api import generate
     from dlf.engine.rundir import open_run
-    from dlf.sample import sample_lines, sample_text
 
     run = open_run(run_dir, device="cpu")
     if run.tokenizer.boundary is not None:
-        return sample_lines(run.model, run.tokenizer, n, seed=0, layout=run.config.data.layout)
-    return [sample_text(run.model, run.tokenizer, seed=0, max_new_tokens=400)]
+        return generate(run, n=n, seed=0)
+    return generate(run, seed=0, max_new_tokens=400)
 
 
 def generate_report(out_dir: str | Path = "report", *, quick: bool = False,

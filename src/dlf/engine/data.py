@@ -15,7 +15,6 @@ from dlf.data.datasets import (
 from dlf.data.sources import load_corpus
 from dlf.data.tokenizer import CharTokenizer
 from dlf.errors import DlfError
-from dlf.models.protocol import capabilities
 
 
 @dataclass
@@ -55,19 +54,3 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
                            f"({len(part)} characters) of {cfg.data.dataset}")
     return RunData(fmt, tok, TextDataset(train, tok, block_size), TextDataset(val, tok, block_size),
                    None, train)
-
-
-def check_model_fits_data(model, data: RunData) -> None:
-    sequence = capabilities(model).sequence_targets
-    if data.format == "text" and not sequence:
-        raise DlfError(f"model type {model.config.type!r} predicts one next character from a "
-                       "fixed window and trains on line data (format = lines); for a text "
-                       "stream use the transformer")
-    if data.layout == "sequences":
-        if not sequence:
-            raise DlfError(f"model type {model.config.type!r} predicts one next character from "
-                           "a fixed window; data.layout = sequences needs a sequence model "
-                           "(transformer, rnn, gru, bow)")
-        if data.train.block_size > model.block_size:
-            raise DlfError(f"the longest line needs {data.train.block_size} positions but "
-                           f"model.block_size is {model.block_size}; raise model.block_size")

@@ -7,8 +7,9 @@ How a step stays equal to the 1-process step (see README, "Several processes"):
 - `GradReducer` averages the gradients with all_reduce over flat buckets (on CUDA the
   buckets are sent while backward still runs, from post-accumulate-grad hooks);
 - BatchNorm1d all-reduces its batch statistics (dlf.nn.collectives);
-- the loss that is logged and the stop request are agreed by one small all_reduce per
-  step (`Group.sync_step`), so every rank takes the same decisions (log, evaluate, stop).
+- the loss that is logged and the stop request are agreed by one small all_reduce each
+  per step (`Group.mean`, `Group.any`), so every rank takes the same decisions (log,
+  evaluate, stop).
 
 Started by torchrun (or `dlf train --nproc N`), which sets RANK, WORLD_SIZE, LOCAL_RANK
 and the rendezvous address; without them (`WORLD_SIZE` unset or 1) everything here is
@@ -36,8 +37,25 @@ DEFAULT_TIMEOUT_S = 120
 BUCKET_BYTES = 25 * 2**20
 
 
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in its job: rank of size processes, local_rank of the
+    local_size processes on this machine. The default is a single process."""
+
+    size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    local_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> World:
+        """The job torchrun started (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE), or a
+        single process when WORLD_SIZE is unset or 1."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return cls()
+        return cls(size, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+                   int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
 
 
 def _collective_failed(e: Exception, rank: int) -> DlfError:
@@ -90,20 +108,25 @@ class Group:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         return self.all_reduce(t).tolist()
 
-    def sync_step(self, loss, stop: bool):
-        """After each step: the global batch's mean loss and whether any rank asked to
-        stop (Ctrl-C reaches one rank, or all ranks at slightly different times)."""
+    def mean(self, loss):
+        """The mean of a per-rank loss over the ranks (the global batch's loss)."""
         if not self.active:
-            return loss, stop
+            return loss
         loss_t = loss.detach().float().reshape(1) if torch.is_tensor(loss) else \
             torch.tensor([float(loss)])
-        loss_t = self.all_reduce(loss_t.to(self.device) / self.world_size)
-        flag = torch.tensor([1.0 if stop else 0.0])  # on the CPU: no wait for the GPU
+        return self.all_reduce(loss_t.to(self.device) / self.world_size)[0]
+
+    def any(self, flag: bool) -> bool:
+        """Whether any rank's flag is set (a stop request: Ctrl-C reaches one rank, or all
+        ranks at slightly different times). On the CPU group: no wait for the GPU."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
         try:
-            dist.all_reduce(flag, group=self.cpu_group)
+            dist.all_reduce(t, group=self.cpu_group)
         except (RuntimeError, dist.DistError) as e:
             raise _collective_failed(e, self.rank) from None
-        return loss_t[0], bool(flag.item() > 0)
+        return bool(t.item() > 0)
 
     # ------------------------------------------------------------------ data
 
@@ -139,96 +162,32 @@ class Group:
 SINGLE = Group()
 
 
-def check_config(cfg, world_size: int, regime: str) -> None:
-    """Refuse what N > 1 processes cannot train equal to one process."""
-    if world_size <= 1:
-        return
-    t = cfg.train
-    if regime == "fitted":
-        raise DlfError(f"a {cfg.model.type} model is fitted in one counting pass, which is "
-                       "not split over processes: train it without --nproc / torchrun")
-    if regime == "manual":
-        raise DlfError(f"a {cfg.model.type} model trains with its hand-written backward, "
-                       "whose gradients and BatchNorm statistics are not all-reduced: "
-                       "train it in one process (without --nproc / torchrun)")
-    if t.batch_size == 0:
-        raise DlfError("train.batch_size = 0 (full batch) cannot be split into equal "
-                       "slices over processes: set a batch size divisible by "
-                       f"{world_size}")
-    if t.max_seconds > 0:
-        raise DlfError("train.max_seconds (a time budget) is measured by each process, so "
-                       "the processes could stop at different steps: use train.max_steps "
-                       "with several processes")
-    if t.batch_size % world_size:
-        raise DlfError(f"train.batch_size = {t.batch_size} is the global batch and must be "
-                       f"divisible by the number of processes ({world_size})")
-
-
-def default_threads(group: Group) -> int:
-    """Threads per process when train.threads = 0: the machine's cores shared equally by
-    the processes on this machine (torchrun itself sets OMP_NUM_THREADS=1)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(group.local_world_size, 1))
-
-
-def setup(device_name: str) -> Group:
-    """Join the job torchrun started (RANK, WORLD_SIZE, LOCAL_RANK ... in the environment),
-    or return the 1-process Group. Backend: gloo for CPU, NCCL for CUDA (LOCAL_RANK picks
-    the GPU). Joining twice in one process returns the same Group."""
-    from dlf.engine.device import pick_device
-
-    world = env_world_size()
-    if world <= 1:
-        return Group(device=pick_device(device_name))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    device = pick_device(device_name)
-    if device.type == "cuda":
-        if torch.cuda.device_count() < local_world:
-            raise DlfError(f"{local_world} processes on this machine but only "
-                           f"{torch.cuda.device_count()} GPUs: one GPU per process")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+def join(world: World, device: torch.device) -> Group:
+    """This process's Group in `world` on `device`: the 1-process Group, or the job torchrun
+    started (backend gloo for a CPU, NCCL for CUDA, with a gloo group beside NCCL for the
+    per-step stop flag). Joining twice in one process joins once."""
+    if world.size <= 1:
+        return Group(device=device)
     timeout = timedelta(seconds=float(os.environ.get("DLF_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kw = {"device_id": device} if device.type == "cuda" else {}
         try:
             dist.init_process_group(backend, timeout=timeout, **kw)
         except (RuntimeError, ValueError, dist.DistError) as e:
-            raise DlfError(f"rank {rank}: cannot join the {world}-process job: {e}") from None
+            raise DlfError(f"rank {world.rank}: cannot join the {world.size}-process job: "
+                           f"{e}") from None
         atexit.register(shutdown)
-    cpu_group = None
-    if device.type == "cuda":
-        global _CPU_GROUP
-        if _CPU_GROUP is None:
-            _CPU_GROUP = dist.new_group(backend="gloo", timeout=timeout)
-        cpu_group = _CPU_GROUP
-    return Group(rank, dist.get_world_size(), local_rank, local_world, device, cpu_group)
-
-
-_CPU_GROUP = None
+    cpu_group = dist.new_group(backend="gloo", timeout=timeout) if device.type == "cuda" \
+        else None
+    return Group(world.rank, world.size, world.local_rank, world.local_size, device, cpu_group)
 
 
 def shutdown() -> None:
-    global _CPU_GROUP
-    _CPU_GROUP = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def current() -> Group:
-    """The Group of an already joined job (evaluation asks this), else the 1-process one."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return SINGLE
-    return Group(dist.get_rank(), dist.get_world_size(),
-                 int(os.environ.get("LOCAL_RANK", "0")),
-                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-                 torch.device("cuda", torch.cuda.current_device())
-                 if dist.get_backend() == "nccl" else torch.device("cpu"), _CPU_GROUP)
 
 
 def say(group: Group, *args, **kw) -> None:
@@ -339,47 +298,3 @@ def seed_rank_rng(group: Group, seed: int, step: int) -> None:
     run is statistically, not bitwise, the uninterrupted one; with dropout 0 it is exact."""
     if group.rank > 0:
         torch.manual_seed(seed + 1_000_003 * group.rank + 7_919 * step)
-
-
-# ---------------------------------------------------------------------- launching
-
-
-def strip_nproc(argv: list[str]) -> list[str]:
-    """argv without its --nproc option (what each launched process runs)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            out.append(a)
-    return out
-
-
-def launch_command(nproc: int, dlf_args: list[str]) -> list[str]:
-    """torchrun on this machine: `nproc` processes each running `python -m dlf dlf_args`."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", "-m", "dlf", *dlf_args]
-
-
-def launch_local(nproc: int, dlf_args: list[str]) -> int:
-    """Run `dlf dlf_args` in `nproc` processes on this machine (torch.distributed.run) and
-    return the job's exit status. Ctrl-C reaches the workers from the terminal (and from
-    torchrun): they stop after the current step and checkpoint; this process only waits."""
-    import signal
-    import subprocess
-
-    if nproc < 1:
-        raise DlfError(f"--nproc must be >= 1, got {nproc}")
-    if env_world_size() > 1:
-        raise DlfError("--nproc inside a torchrun job: use one or the other")
-    env = dict(os.environ)
-    # torchrun would set 1 thread per worker; the trainer's default is cores / nproc
-    env.setdefault("OMP_NUM_THREADS", str(default_threads(Group(local_world_size=nproc))))
-    proc = subprocess.Popen(launch_command(nproc, dlf_args), env=env)
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return proc.wait()
-    finally:
-        signal.signal(signal.SIGINT, old)

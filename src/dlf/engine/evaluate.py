@@ -17,18 +17,18 @@ SEQUENCE_EVAL_CHUNK = 512
 
 
 @torch.no_grad()
-def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0) -> float:
+def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
+             group: distributed.Group = distributed.SINGLE) -> float:
     """Mean cross-entropy in nats per predicted character. Line data (windows or
     sequences): exact over the whole split, every target weighted equally (a chunk's
     mean loss times its number of non-padding targets). Text data: mean over `iters`
     random batches drawn with a fixed seed, so the same batches are used at every
     evaluation.
 
-    In a data-parallel job each rank evaluates a shard (word data: a contiguous share of
+    In a data-parallel job (`group`) each rank evaluates a shard (word data: a contiguous share of
     the rows; text data: every world_size-th batch, all ranks drawing every batch so the
     generator stays in step) and the sums are all-reduced: the figure equals the
     1-process one up to the order of the float64 additions."""
-    group = distributed.current()
     was_training = model.training
     model.eval()
     try:
@@ -67,8 +67,15 @@ EVAL_SEED_OFFSET = 2
 FULL_BATCH_EVAL_BATCH = 32
 
 
-def evaluate_split(model, ds, t, device) -> float:
+def evaluate_split(model, ds, t, device, group: distributed.Group = distributed.SINGLE) -> float:
     """evaluate() with a run's train settings (dtype, batch size, eval_iters, seed)."""
     return evaluate(model, ds, device=device, dtype=t.dtype,
                     batch_size=t.batch_size or FULL_BATCH_EVAL_BATCH, iters=t.eval_iters,
-                    seed=t.seed + EVAL_SEED_OFFSET)
+                    seed=t.seed + EVAL_SEED_OFFSET, group=group)
+
+
+def evaluate_losses(model, data, t, device,
+                    group: distributed.Group = distributed.SINGLE) -> dict[str, float]:
+    """The train and val losses that a run logs at each evaluation."""
+    return {"train_loss": evaluate_split(model, data.train, t, device, group),
+            "val_loss": evaluate_split(model, data.val, t, device, group)}

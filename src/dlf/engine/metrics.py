@@ -35,3 +35,21 @@ class MetricsLog:
         """Drop records past `step` (a resumed run re-logs them)."""
         keep = [r for r in self.read() if r.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+class MetricsFile:
+    """The metrics sink that writes metrics.jsonl. Resuming from step s keeps the records up
+    to s (a killed run may have logged past its checkpoint) and offers them as `kept`."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None):
+        self.log = MetricsLog(path)
+        self.kept: list[dict] = []
+        if resume_step is not None:
+            self.log.truncate_after(resume_step)
+            self.kept = self.log.read()
+
+    def write(self, record: dict) -> None:
+        self.log.append(record)
+
+    def close(self) -> None:
+        pass

@@ -1,4 +1,5 @@
-"""Run directories: claiming one, the files a run writes, and opening a finished run.
+"""Run directories: the files of a run, claiming a directory, and opening a run again.
+This module knows files only; what goes into them is decided by the trainer's parts.
 
 A run directory holds config.toml (the resolved config), tokenizer.json,
 model.safetensors (best validation weights), state.safetensors (last step: weights,
@@ -27,17 +28,14 @@ from pathlib import Path
 import torch
 
 from dlf import config as C
+from dlf import presets
 from dlf.data.tokenizer import CharTokenizer
-from dlf.engine.checkpoint import load_tensors, save_tensors, section, write_json
+from dlf.engine.checkpoint import load_tensors, save_tensors, section
 from dlf.engine.device import pick_device
-from dlf.engine.metrics import MetricsLog
+from dlf.engine.plan import Resumed
 from dlf.errors import DlfError
 from dlf.fileio import atomic_write_text
 from dlf.models import build_model
-from dlf.models.bigram import CountBigram, CountBigramConfig, kl_divergence_rows
-from dlf.models.protocol import capabilities
-from dlf.plots import plot_counts, plot_loss, plot_prob_tables
-from dlf.sample import write_samples
 
 RUN_FILES = ("config.toml", "tokenizer.json", "model.safetensors", "state.safetensors",
              "metrics.jsonl", "result.json", "loss.png", "samples.txt", "counts.png",
@@ -48,22 +46,21 @@ LOCK_FILE = ".lock"
 
 
 class RunDir:
-    """The files of one run. With `writer=False` every write is skipped, so a process
-    that must not write (e.g. a second data-parallel process) needs no checks of its own."""
+    """The files of one run directory."""
 
-    def __init__(self, path: str | Path, *, writer: bool = True):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.writer = writer
-        self.metrics = MetricsLog(self.path / "metrics.jsonl")
         self._lock = None  # the open DIR/.lock while this process holds the directory
 
-    def claim(self, force: bool, *, resume: bool = False) -> None:
+    def claim(self, force: bool, *, resume: bool = False, lock: bool = True) -> None:
         """Make the directory ours for this process's lifetime (see `lock`), then refuse an
         existing run unless `resume` continues it or `force` replaces it. The lock comes
-        first, so two runs started at once on one directory give one run and one refusal."""
+        first, so two runs started at once on one directory give one run and one refusal.
+        `lock=False`: only check (the other ranks of a data-parallel job, which never
+        write)."""
         if self.path.exists() and not self.path.is_dir():
             raise DlfError(f"--out {self.path} exists and is not a directory")
-        if self.writer:
+        if lock:
             self.lock()
         if resume:
             return
@@ -72,7 +69,7 @@ class RunDir:
             self.release()
             raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
                            "use --resume to continue it, --force to replace it, or another --out")
-        if not self.writer:
+        if not lock:
             return
         if existing:
             print(f"dlf: --force: replacing the run in {self.path}: {', '.join(existing)}",
@@ -122,30 +119,28 @@ class RunDir:
 
     def begin(self, cfg: C.RunConfig, tokenizer: CharTokenizer) -> None:
         """config.toml and tokenizer.json: what sample, eval and resume read back."""
-        if self.writer:
-            atomic_write_text(self.path / "config.toml", C.to_toml(cfg))
-            tokenizer.save(self.path / "tokenizer.json")
+        atomic_write_text(self.path / "config.toml", C.to_toml(cfg))
+        tokenizer.save(self.path / "tokenizer.json")
 
-    def saved_config(self) -> C.RunConfig:
-        return C.load_toml(self.path / "config.toml")
-
-    def saved_tokenizer(self) -> CharTokenizer:
-        return CharTokenizer.load(self.path / "tokenizer.json")
+    def resumable(self) -> Resumed:
+        """The run to continue: its config and tokenizer (refused without a checkpoint)."""
+        if not (self.path / "state.safetensors").exists():
+            raise DlfError(f"cannot resume: {self.path}/state.safetensors not found")
+        return Resumed(self.path, presets.load_toml(self.path / "config.toml"),
+                       CharTokenizer.load(self.path / "tokenizer.json"))
 
     # ------------------------------------------------------------------- checkpoints
 
     def save_weights(self, model, model_type: str) -> None:
         """model.safetensors: the weights sample and eval use (the best on validation)."""
-        if self.writer:
-            save_tensors(self.path / "model.safetensors", model.state_dict(), _meta(model_type))
+        save_tensors(self.path / "model.safetensors", model.state_dict(), _meta(model_type))
 
     def load_weights(self, model) -> None:
         tensors, _ = load_tensors(self.path / "model.safetensors")
         model.load_state_dict(tensors)
 
     def save_state(self, tensors: dict[str, torch.Tensor], model_type: str) -> None:
-        if self.writer:
-            save_tensors(self.path / "state.safetensors", tensors, _meta(model_type))
+        save_tensors(self.path / "state.safetensors", tensors, _meta(model_type))
 
     def load_state(self, model_type: str) -> dict[str, torch.Tensor]:
         tensors, meta = load_tensors(self.path / "state.safetensors")
@@ -154,49 +149,9 @@ class RunDir:
                            f"model, not {model_type}")
         return tensors
 
-    # ------------------------------------------------------------------- logs and figures
-
-    def log(self, record: dict) -> None:
-        if self.writer:
-            self.metrics.append(record)
-
-    def plot_loss(self, title: str) -> None:
-        records = self.metrics.read()
-        if self.writer and records:
-            plot_loss(records, self.path / "loss.png", title=title)
-
-    def finish(self, model, data, cfg: C.RunConfig, result: dict, device) -> dict:
-        """samples.txt, the bigram tables and result.json for a model in its final
-        weights; returns `result` with what they add (novel fraction, KL)."""
-        if not self.writer:
-            return result
-        result = dict(result)
-        result.update(write_samples(model, data, self.path / "samples.txt", cfg.train,
-                                    device=device))
-        if capabilities(model).bigram_tables:
-            result.update(write_bigram_tables(model, data, self.path))
-        write_json(self.path / "result.json", result)
-        return result
-
 
 def _meta(model_type: str) -> dict:
     return {"model_type": model_type, "format": CHECKPOINT_FORMAT}
-
-
-def write_bigram_tables(model, data, out: Path) -> dict:
-    """counts.png for a fitted table; for a learned one, probs.png (the count model
-    beside the network's table) and the KL divergence from counts to network."""
-    if capabilities(model).regime == "fitted":
-        plot_counts(model.counts, data.tokenizer, out / "counts.png")
-        return {"smoothing": model.config.smoothing}
-    k = model.config.compare_smoothing
-    counts = CountBigram(CountBigramConfig(vocab_size=model.config.vocab_size, smoothing=k))
-    counts.fit(data.train.X, data.train.Y)
-    P = counts.probability_table().cpu()
-    Q = model.probability_table().cpu()
-    prev_freq = torch.bincount(data.train.X[:, -1], minlength=P.size(0)).float()
-    plot_prob_tables(P, Q, data.tokenizer, out / "probs.png")
-    return {"kl_count_to_neural": kl_divergence_rows(P, Q, prev_freq), "compare_smoothing": k}
 
 
 # ----------------------------------------------------------------------- opening runs
@@ -220,7 +175,7 @@ def open_run(run_dir: str | Path, device: str = "auto", weights: str = "model") 
         raise DlfError(f"run directory not found: {path}")
     if not (path / "config.toml").exists():
         raise DlfError(f"{path} is not a run directory (no config.toml)")
-    cfg = C.load_toml(path / "config.toml")
+    cfg = presets.load_toml(path / "config.toml")
     tok = CharTokenizer.load(path / "tokenizer.json")
     dev = pick_device(device)
     tensors, meta = load_tensors(path / f"{weights}.safetensors")

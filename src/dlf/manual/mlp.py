@@ -91,6 +91,10 @@ class ManualMLPConfig:
     init: str = "check"
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """This config's own rules: checked when it is made, and by a run's plan."""
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,0 +1,260 @@
+"""The plan of a run: every decision about how a config trains, made once before anything
+runs, and every refusal of a combination of config, model, data and world.
+
+    plan, data = plan_run(cfg, world)
+
+`Plan` is a frozen value: the resolved config (each "auto" replaced by this machine's
+choice, the vocabulary size filled in, a too-long warm-up shortened), what the model class
+declares it can do, the world, the device, the thread count and the learning-rate
+schedule. The trainer, the loop, bench and the launcher read it; none of them decides or
+checks again. What the plan changed is said in `plan.notes`, one line each.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dlf import config as C
+from dlf import optim
+from dlf.data.tokenizer import CharTokenizer
+from dlf.engine.data import RunData, prepare_data
+from dlf.engine.device import pick_device
+from dlf.engine.distributed import World
+from dlf.errors import DlfError
+from dlf.models import model_class
+from dlf.models.protocol import Capabilities, capabilities
+from dlf.models.transformer import pick_attention
+
+# Train settings that only the autograd regime reads; the others would silently ignore
+# them, so a value other than the default is refused.
+_OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "weight_decay", "grad_accum",
+                     "grad_clip", "dtype", "compile")
+_IGNORED = {
+    "autograd": (),
+    "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
+    "fitted": _OPTIMIZER_FIELDS + ("lr", "schedule", "milestones", "warmup_steps", "min_lr",
+                                   "batch_size", "max_seconds"),
+}
+# When a run is too short for its warm-up, the warm-up becomes this share of the run.
+SHORT_RUN_WARMUP = 0.1
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The run a resumed run continues: its directory, config.toml and tokenizer."""
+
+    path: Path
+    config: C.RunConfig
+    tokenizer: CharTokenizer
+
+
+@dataclass(frozen=True)
+class Plan:
+    cfg: C.RunConfig  # resolved: what config.toml records; read, never changed
+    caps: Capabilities  # what the model class declares (regime, sequence targets, ...)
+    world: World
+    device: torch.device
+    threads: int  # torch intra-op threads while the run trains
+    schedule: object  # step -> learning rate (dlf.optim); None for a fitted model
+    debug: bool = False  # DLF_DEBUG=1: check that data-parallel ranks hold equal weights
+    notes: tuple[str, ...] = ()  # what the plan adapted, one line each
+
+    @property
+    def regime(self) -> str:
+        return self.caps.regime
+
+
+def plan_run(cfg: C.RunConfig, world: World | None = None, *,
+             resume: Resumed | None = None) -> tuple[Plan, RunData]:
+    """Check `cfg` for `world`, read its data and decide everything; returns the plan and
+    the data read to make it. `resume` is the run being continued: it must hold the same
+    model and data, and its tokenizer is reused. Raises DlfError with one line for
+    anything that cannot run."""
+    cfg = copy.deepcopy(cfg)  # the caller's config is never changed
+    world = world or World()
+    C.validate(cfg)
+    caps = capabilities(model_class(cfg.model.type))
+    check_regime(cfg.train, cfg.model.type, caps.regime)
+    check_world(cfg, world, caps.regime)
+    data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
+    cfg.model.vocab_size = data.tokenizer.vocab_size
+    cfg.model.check()
+    check_model_fits_data(cfg, caps, data)
+    device = _device(cfg.train.device, world)
+    notes = adapt(cfg.train)
+    resolve_auto(cfg, device)
+    if resume is not None:
+        check_same_run(cfg, resume)
+    schedule = None if caps.regime == "fitted" else make_schedule(cfg.train)
+    threads = cfg.train.threads or default_threads(world)
+    plan = Plan(cfg, caps, world, device, threads, schedule,
+                debug=os.environ.get("DLF_DEBUG", "0") == "1", notes=tuple(notes))
+    return plan, data
+
+
+def regime_of(model_type: str) -> str:
+    """How a model type's parameters are set: "autograd", "manual" or "fitted"."""
+    return capabilities(model_class(model_type)).regime
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def check_regime(t: C.TrainConfig, model_type: str, regime: str) -> None:
+    """Refuse train settings that `regime` would ignore."""
+    default = C.TrainConfig()
+    for name in _IGNORED[regime]:
+        if getattr(t, name) != getattr(default, name):
+            how = ("is fitted by counting, not trained" if regime == "fitted" else
+                   "trains with plain SGD on its hand-written gradients, in fp32")
+            raise DlfError(f"train.{name} = {getattr(t, name)!r} has no effect: a "
+                           f"{model_type} model {how}; remove the setting")
+    if regime == "fitted" and t.max_steps != 0:
+        raise DlfError(f"a {model_type} model is fitted in one counting pass: "
+                       f"set train.max_steps = 0 (got {t.max_steps})")
+
+
+def check_world(cfg: C.RunConfig, world: World, regime: str) -> None:
+    """Refuse what N > 1 processes cannot train equal to one process."""
+    if world.size <= 1:
+        return
+    t = cfg.train
+    if regime == "fitted":
+        raise DlfError(f"a {cfg.model.type} model is fitted in one counting pass, which is "
+                       "not split over processes: train it without --nproc / torchrun")
+    if regime == "manual":
+        raise DlfError(f"a {cfg.model.type} model trains with its hand-written backward, "
+                       "whose gradients and BatchNorm statistics are not all-reduced: "
+                       "train it in one process (without --nproc / torchrun)")
+    if t.batch_size == 0:
+        raise DlfError("train.batch_size = 0 (full batch) cannot be split into equal "
+                       "slices over processes: set a batch size divisible by "
+                       f"{world.size}")
+    if t.max_seconds > 0:
+        raise DlfError("train.max_seconds (a time budget) is measured by each process, so "
+                       "the processes could stop at different steps: use train.max_steps "
+                       "with several processes")
+    if t.batch_size % world.size:
+        raise DlfError(f"train.batch_size = {t.batch_size} is the global batch and must be "
+                       f"divisible by the number of processes ({world.size})")
+
+
+def check_model_fits_data(cfg: C.RunConfig, caps: Capabilities, data: RunData) -> None:
+    sequence = caps.sequence_targets
+    if data.format == "text" and not sequence:
+        raise DlfError(f"model type {cfg.model.type!r} predicts one next character from a "
+                       "fixed window and trains on line data (format = lines); for a text "
+                       "stream use the transformer")
+    if data.layout == "sequences":
+        if not sequence:
+            raise DlfError(f"model type {cfg.model.type!r} predicts one next character from "
+                           "a fixed window; data.layout = sequences needs a sequence model "
+                           "(transformer, rnn, gru, bow)")
+        if data.train.block_size > cfg.model.block_size:
+            raise DlfError(f"the longest line needs {data.train.block_size} positions but "
+                           f"model.block_size is {cfg.model.block_size}; raise model.block_size")
+    if cfg.train.batch_size == 0 and data.format != "lines":
+        raise DlfError("train.batch_size = 0 (full batch) needs line data")
+
+
+def check_same_run(requested: C.RunConfig, resume: Resumed) -> None:
+    """Resuming: training settings may change (e.g. more steps); the model and data may not."""
+    saved = resume.config
+    if saved.model.type != requested.model.type:
+        raise DlfError(f"{resume.path} holds a {saved.model.type} run, "
+                       f"not {requested.model.type}")
+    if requested.model != saved.model or requested.data != saved.data:
+        raise DlfError(f"cannot resume {resume.path}: its model or data config differs from "
+                       "the requested one (see its config.toml)")
+
+
+def _device(name: str, world: World) -> torch.device:
+    device = pick_device(name)
+    if device.type == "cuda" and world.size > 1:
+        if torch.cuda.device_count() < world.local_size:
+            raise DlfError(f"{world.local_size} processes on this machine but only "
+                           f"{torch.cuda.device_count()} GPUs: one GPU per process")
+        device = torch.device("cuda", world.local_rank)
+    return device
+
+
+def make_schedule(t: C.TrainConfig):
+    """The learning rate at each step (refusing a schedule that cannot be followed)."""
+    return optim.make_schedule(t.schedule, t.lr, milestones=t.milestones, gamma=t.gamma,
+                               warmup_steps=t.warmup_steps, total_steps=max(t.max_steps, 1),
+                               min_lr=t.min_lr)
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+def adapt(t: C.TrainConfig) -> list[str]:
+    """What a user expects to adapt rather than be refused, in place; one note each."""
+    notes = []
+    if t.schedule == "cosine" and t.warmup_steps > t.max_steps:
+        warmup = int(t.max_steps * SHORT_RUN_WARMUP)
+        notes.append(f"train.warmup_steps {t.warmup_steps} -> {warmup}: the run is "
+                     f"{t.max_steps} steps, shorter than its warm-up")
+        t.warmup_steps = warmup
+    return notes
+
+
+def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
+    """Replace every "auto" in `cfg` by the fastest correct choice for `device`, in place:
+
+    - model.attention (Transformer): `dlf.models.transformer.pick_attention`, by device,
+      dtype and dropout;
+    - train.micro_batch: on a CPU, the largest divisor m of batch_size whose attention
+      scores, m * n_head * block_size**2 float32 values (softmax output in fp32 under bf16
+      autocast too), fit in the last-level cache; past that, the scores of one pass
+      spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
+      attention, full-batch training) 0: the whole batch in one pass.
+
+    Micro-batching leaves the gradient unchanged (each pass's mean loss is weighted by its
+    share of the batch's targets), so only speed depends on it."""
+    m, t = cfg.model, cfg.train
+    if getattr(m, "attention", None) == "auto":
+        m.attention = pick_attention(device.type, t.dtype, m.dropout)
+    if t.micro_batch == "auto":
+        t.micro_batch = 0
+        n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)
+        if device.type == "cpu" and n_head and t.batch_size > 0:
+            budget = last_level_cache_bytes()
+            fits = [d for d in range(1, t.batch_size + 1)
+                    if t.batch_size % d == 0 and d * n_head * T * T * 4 <= budget]
+            t.micro_batch = max(fits, default=1)
+
+
+def last_level_cache_bytes(default: int = 32 * 2**20) -> int:
+    """Size of the CPU's largest cache (Linux sysfs), or `default` where unknown."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        if text[-1:] in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1]])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes, default=default)
+
+
+def default_threads(world: World) -> int:
+    """Threads per process when train.threads = 0. One process: what torch uses now (its
+    default is one per core; OMP_NUM_THREADS or the caller may have set another). A
+    data-parallel job: the cores this process may use, shared equally by the job's
+    processes on this machine."""
+    if world.size <= 1:
+        return torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(world.local_size, 1))
