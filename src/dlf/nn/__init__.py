@@ -10,6 +10,8 @@ from dlf.nn.layers import (
     LayerNorm,
     Linear,
     ReLU,
+    ReLU2,
+    RMSNorm,
     RNNCell,
     Tanh,
 )
@@ -26,8 +28,10 @@ __all__ = [
     "Linear",
     "Module",
     "ModuleList",
+    "RMSNorm",
     "RNNCell",
     "ReLU",
+    "ReLU2",
     "Sequential",
     "Tanh",
 ]
