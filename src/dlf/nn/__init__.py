@@ -16,6 +16,7 @@ from dlf.nn.layers import (
     Tanh,
 )
 from dlf.nn.module import Module, ModuleList, Sequential
+from dlf.nn.rope import apply_rope, rope_tables
 
 __all__ = [
     "GELU",
@@ -34,4 +35,6 @@ __all__ = [
     "ReLU2",
     "Sequential",
     "Tanh",
+    "apply_rope",
+    "rope_tables",
 ]
