@@ -23,11 +23,13 @@ from dlf.nn import (
     Module,
     ModuleList,
     ReLU,
+    ReLU2,
+    RMSNorm,
     RNNCell,
     Sequential,
     Tanh,
 )
-from tolerances import fp32_tol
+from tolerances import assert_close_to_scale, eps, fp32_tol
 
 HYP = settings(max_examples=12, deadline=None, derandomize=True)
 
@@ -274,6 +276,129 @@ def test_layernorm_matches_torch(shape, bias, fused):
         assert ours.bias is None and len(ours.parameters()) == 1
 
 
+# -- RMSNorm -------------------------------------------------------------------------------
+
+
+def _rmsnorm_pair(C: int, fused: bool, eps: float = 1e-5):
+    """Our RMSNorm and torch.nn.RMSNorm with the same random gain and the same eps."""
+    ours, ref = RMSNorm(C, eps=eps, fused=fused), torch.nn.RMSNorm(C, eps=eps)
+    assert torch.equal(ours.weight, torch.ones(C))
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(C, generator=torch.Generator().manual_seed(5)))
+        ref.weight.copy_(ours.weight)
+    return ours, ref
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["written-out", "fused"])
+@pytest.mark.parametrize("shape", [(6, 16), (2, 5, 16)], ids=["2d", "3d"])
+def test_rmsnorm_matches_torch_fp32(shape, fused):
+    """Forward and gradients against torch.nn.RMSNorm. The mean of C squares (positive terms)
+    is within fp32_tol(C) of exact relative to itself; rsqrt halves that and three roundings
+    follow, so outputs agree to fp32_tol(C + 3) entry by entry. The input gradient sums C
+    terms of both signs and the gain's sums N rows: each is compared against its terms."""
+    C, N = shape[-1], math.prod(shape[:-1])
+    ours, ref = _rmsnorm_pair(C, fused)
+    x = _leaf(*shape) * 3
+    x = x.detach().requires_grad_()
+    xr = _twin(x)
+    out, out_ref = ours(x), ref(xr)
+    torch.testing.assert_close(out, out_ref, rtol=fp32_tol(C + 3), atol=0.0)
+    g = _backward(out)
+    _backward(out_ref)
+    assert_close_to_scale(x.grad, xr.grad, fp32_tol(2 * C + 8), "dx")
+    x_hat = (xr * torch.rsqrt(xr.pow(2).mean(-1, keepdim=True) + 1e-5)).detach()
+    scale = (g.abs() * x_hat.abs()).reshape(N, C).sum(0).max().item()
+    assert_close_to_scale(ours.weight.grad, ref.weight.grad, fp32_tol(N + 3), "dw", scale)
+
+
+# torch.nn.RMSNorm warns that it cannot use its kernel for bf16 input with a float32 gain
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
+@pytest.mark.parametrize("fused", [False, True], ids=["written-out", "fused"])
+@pytest.mark.parametrize("shape", [(6, 16), (2, 5, 16)], ids=["2d", "3d"])
+def test_rmsnorm_matches_torch_under_bf16_autocast(shape, fused):
+    """bf16 activations, float32 gain, as in a model under autocast. Both sides compute in
+    float32 and round once to bf16, so outputs and input gradients differ by at most one bf16
+    rounding (eps(bf16) relative) plus the float32 differences; the gain's gradient stays
+    float32 (a sum over N rows)."""
+    C, N = shape[-1], math.prod(shape[:-1])
+    ours, ref = _rmsnorm_pair(C, fused)
+    h = (_leaf(*shape) * 3).detach().to(torch.bfloat16).requires_grad_()
+    hr = _twin(h)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, out_ref = ours(h), ref(hr)
+    assert out.dtype == out_ref.dtype == torch.bfloat16
+    tol = eps(torch.bfloat16) + fp32_tol(C + 3)
+    torch.testing.assert_close(out.float(), out_ref.float(), rtol=tol, atol=0.0)
+    g = _backward(out.float())
+    out_ref.backward(g.to(torch.bfloat16))
+    assert h.grad.dtype == torch.bfloat16 and ours.weight.grad.dtype == torch.float32
+    assert_close_to_scale(h.grad.float(), hr.grad.float(),
+                          eps(torch.bfloat16) + fp32_tol(2 * C + 8), "dh")
+    hf = hr.detach().float()
+    x_hat = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + 1e-5)
+    gb = g.to(torch.bfloat16).float()
+    scale = (gb.abs() * x_hat.abs()).reshape(N, C).sum(0).max().item()
+    assert_close_to_scale(ours.weight.grad, ref.weight.grad, fp32_tol(N + 3), "dw", scale)
+
+
+def test_rmsnorm_fused_equals_written_out_and_eps_reaches_both():
+    """The switch changes the kernel, not the maths (float32, and bf16 input with a bf16
+    gain, where torch's kernel applies); a large eps (0.1) changes the output visibly."""
+    x = _leaf(4, 3, 8) * 0.3
+    for eps_ in (1e-5, 0.1):
+        fused, written = RMSNorm(8, eps=eps_, fused=True), RMSNorm(8, eps=eps_)
+        with torch.no_grad():
+            fused.weight.normal_(generator=torch.Generator().manual_seed(1))
+        written.load_state_dict(fused.state_dict())
+        torch.testing.assert_close(fused(x), written(x), rtol=fp32_tol(8 + 3), atol=0.0)
+        ref = torch.nn.RMSNorm(8, eps=eps_)
+        with torch.no_grad():
+            ref.weight.copy_(fused.weight)
+        torch.testing.assert_close(written(x), ref(x), rtol=fp32_tol(8 + 3), atol=0.0)
+    bf = RMSNorm(8, dtype=torch.bfloat16, fused=True)
+    xb = x.detach().to(torch.bfloat16)
+    tol = eps(torch.bfloat16) + fp32_tol(8 + 3)
+    torch.testing.assert_close(bf(xb).float(), RMSNorm(8, dtype=torch.bfloat16)(xb).float(),
+                               rtol=tol, atol=0.0)
+
+
+def test_rmsnorm_kernel_is_torch_only_when_fused_and_dtypes_agree(monkeypatch):
+    """fused=True calls F.rms_norm; under autocast (bf16 input, float32 gain) it writes the
+    formula out, which is what torch itself falls back to there (and torch warns)."""
+    calls = []
+    original = torch.nn.functional.rms_norm
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].dtype)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "rms_norm", spy)
+    x = _leaf(2, 4, seed=1)
+    RMSNorm(4)(x)
+    assert calls == []
+    RMSNorm(4, fused=True)(x)
+    assert calls == [torch.float32]
+    RMSNorm(4, fused=True)(x.to(torch.bfloat16))
+    assert calls == [torch.float32]
+
+
+def test_rmsnorm_is_not_layernorm_and_refuses_bad_settings():
+    """A constant offset changes RMSNorm's output (no mean is subtracted), unlike LayerNorm's;
+    the closed form on a constant row c of width C is c / sqrt(c**2 + eps)."""
+    x = torch.full((1, 4), 2.0)
+    assert_close(RMSNorm(4, eps=0.0)(x), torch.ones(1, 4))
+    assert_close(RMSNorm(4, eps=1.0)(x), torch.full((1, 4), 2.0 / math.sqrt(5.0)))
+    assert_close(LayerNorm(4)(x), torch.zeros(1, 4))
+    assert repr(RMSNorm(4)) == "RMSNorm(4, eps=1e-05)"
+    assert [p.shape for p in RMSNorm(4).parameters()] == [(4,)]
+    assert RMSNorm(3, dtype=torch.float64).weight.dtype == torch.float64
+    for bad, message in ((lambda: RMSNorm(0), "dim must be a positive integer, got 0"),
+                         (lambda: RMSNorm(4, eps=-1.0), "eps must be >= 0, got -1.0")):
+        with pytest.raises(DlfError) as e:
+            bad()
+        assert str(e.value) == message
+
+
 # -- activations ---------------------------------------------------------------------------
 
 
@@ -329,6 +454,23 @@ def test_fused_kernels_equal_written_out_formulas():
         a.bias.normal_()
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a(x), b(x))
+
+
+def test_relu2_closed_form_and_gradient():
+    """max(x, 0)**2 and its gradient 2 * max(x, 0), written in closed form; exact zeros
+    (the kink) get gradient 0. Both are exact in float32 (one product, one doubling)."""
+    x = torch.cat([_leaf(3, 7) * 4, torch.zeros(1, 7)]).detach().requires_grad_()
+    layer = ReLU2()
+    out = layer(x)
+    xd = x.detach()
+    assert torch.equal(out, torch.where(xd > 0, xd * xd, torch.zeros_like(xd)))
+    g = _backward(out)
+    assert torch.equal(x.grad, g * 2 * xd.clamp(min=0))
+    xr = _twin(x)
+    torch.autograd.gradcheck(ReLU2(), (xr.double() + 0.1,))  # finite differences agree
+    assert "out" not in vars(layer) and layer.parameters() == []
+    layer.record_out = True
+    assert layer(x) is layer.out
 
 
 def test_tanh_retains_output_grad_only_when_asked():

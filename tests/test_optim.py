@@ -14,14 +14,20 @@ from torch.testing import assert_close
 
 from dlf.errors import DlfError
 from dlf.optim import (
+    NS_COEFFICIENTS,
     SGD,
+    WSDLR,
     AdamW,
     ConstantLR,
     CosineLR,
+    Muon,
     StepDecayLR,
     make_schedule,
+    newton_schulz,
     param_groups_for_decay,
+    param_groups_for_muon,
 )
+from tolerances import assert_close_to_scale, fp64_tol
 
 # -- a small fixed problem: 2-layer tanh MLP regression ------------------------------------
 
@@ -491,7 +497,7 @@ def _leaf():
     (lambda: make_schedule("cosine", 0.1), "the cosine schedule needs total_steps"),
     (lambda: param_groups_for_decay(_TinyModel(), -0.1), "weight_decay must be >= 0, got -0.1"),
     (lambda: make_schedule("linear", 0.1),
-     "unknown learning-rate schedule 'linear'; choose one of constant, step, cosine"),
+     "unknown learning-rate schedule 'linear'; choose one of constant, step, cosine, wsd"),
 ])
 def test_each_refusal_has_its_own_message(build, message):
     with pytest.raises(DlfError) as e:
@@ -547,3 +553,338 @@ def test_a_group_may_hold_one_tensor_instead_of_a_list():
     p = torch.zeros(3, 2, requires_grad=True)
     opt = SGD([{"params": p}], lr=0.1)
     assert len(opt.param_groups[0]["params"]) == 1 and opt.param_groups[0]["params"][0] is p
+
+
+# -- Newton-Schulz and Muon ----------------------------------------------------------------
+
+A, B, C_ = NS_COEFFICIENTS
+
+
+def quintic5(s: torch.Tensor) -> torch.Tensor:
+    """Five steps of f(s) = a s + b s**3 + c s**5 on each singular value."""
+    for _ in range(5):
+        s = A * s + B * s**3 + C_ * s**5
+    return s
+
+
+def _matrix(m: int, n: int, cond: float, seed: int) -> torch.Tensor:
+    """A float64 (m, n) matrix with singular values log-spaced from 1 down to 1 / cond."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(m, n)
+    U, _ = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))
+    s = torch.logspace(0, -math.log10(cond), k, dtype=torch.float64)
+    return U @ torch.diag(s) @ V.T
+
+
+# Newton-Schulz in float64 against a closed form: each step is 3 products of at most n terms,
+# and an error in X grows by at most max |f'| ~ 3.9 on [0, 1.21] per step, so after 5 steps
+# two orders of the same arithmetic differ by less than 4**5 * fp64_tol(3 n) relative to
+# the singular values (at most 1.21).
+def ns_tol(n: int) -> float:
+    return 4**5 * fp64_tol(3 * n)
+
+
+@pytest.mark.parametrize("shape", [(12, 20), (20, 12), (16, 16)], ids=["wide", "tall", "square"])
+@pytest.mark.parametrize("cond", [3.0, 1e5], ids=["well-conditioned", "ill-conditioned"])
+def test_newton_schulz_applies_the_quintic_to_each_singular_value(shape, cond):
+    """X = U S V^T -> U f5(S / ||X||_F) V^T, with f5 five steps of the quintic: computed from
+    torch's SVD. Singular values far below the largest are amplified, not lifted to 1."""
+    G = _matrix(*shape, cond=cond, seed=len(shape) + int(cond))
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    expected = U @ torch.diag(quintic5(S / (S.norm() + 1e-7))) @ Vh
+    O = newton_schulz(G, steps=5, dtype=torch.float64)
+    assert O.dtype == torch.float64 and O.shape == G.shape
+    assert_close_to_scale(O, expected, ns_tol(max(shape)), scale=1.21)
+    if cond > 1e3:  # the smallest ones stay small: 5 steps multiply by at most a**5 < 500
+        assert torch.linalg.svdvals(O).min() < 0.1
+
+
+def test_five_quintic_steps_lift_singular_values_above_1e_3_near_1():
+    """The ranges newton_schulz's docstring states, on the scalar map itself (a fine grid)."""
+    for lowest, low, high in ((1.1e-3, 0.51, 1.21), (1.6e-3, 0.68, 1.21)):
+        out = quintic5(torch.logspace(math.log10(lowest), 0, 200_001, dtype=torch.float64))
+        assert low <= out.min().item() and out.max().item() <= high, lowest
+    assert quintic5(torch.tensor(1e-3, dtype=torch.float64)) < 0.5  # below it: not lifted
+    assert math.isclose(quintic5(torch.tensor(1e-9, dtype=torch.float64)).item() / 1e-9,
+                        A**5, rel_tol=1e-6)  # near 0 the map is a**5 * s
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("cond", [1.0, 3.0, 100.0], ids=["orthogonal", "random", "cond-100"])
+@pytest.mark.parametrize("shape", [(32, 64), (64, 32)], ids=["wide", "tall"])
+def test_newton_schulz_singular_values_lie_in_0_5_to_1_5(shape, cond, dtype):
+    """Every singular value after 5 steps lies in [0.5, 1.5] when the input's normalised
+    singular values are all >= 1.6e-3 (here >= 0.01 / ||s|| > 2e-3): the exact map gives
+    [0.68, 1.21], and bf16's rounding (8 bits) leaves that inside [0.5, 1.5]. A Gaussian matrix
+    (cond 3: its singular values spread by about (sqrt(64) + sqrt(32)) / (sqrt(64) -
+    sqrt(32)) ~ 5.8) is checked too."""
+    if cond == 3.0:
+        G = torch.randn(*shape, generator=torch.Generator().manual_seed(7))
+    else:
+        G = _matrix(*shape, cond=cond, seed=3).float()
+    O = newton_schulz(G, dtype=dtype)
+    assert O.dtype == dtype
+    s = torch.linalg.svdvals(O.double())
+    assert 0.5 <= s.min().item() and s.max().item() <= 1.5, (s.min(), s.max())
+
+
+def test_newton_schulz_refuses_a_non_matrix():
+    with pytest.raises(DlfError, match=r"newton_schulz orthogonalises a matrix, got shape \(3,\)"):
+        newton_schulz(torch.ones(3))
+
+
+def published_newton_schulz(G: torch.Tensor, steps: int) -> torch.Tensor:
+    """Keller Jordan's zeropower_via_newtonschulz5 (github.com/KellerJordan/Muon), written
+    out in G's dtype, for torch.nn.Linear's (fan_out, fan_in) layout."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    X = G.clone()
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A_ = X @ X.mT
+        B_ = b * A_ + c * A_ @ A_
+        X = a * X + B_ @ X
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    return X
+
+
+def published_muon_step(W, grad, buf, lr, momentum, nesterov, weight_decay):
+    """One step of the published Muon on a torch-layout weight W (fan_out, fan_in):
+    SGD momentum, Nesterov look-ahead, orthogonalise, scale by sqrt(max(1, rows / cols))."""
+    buf.mul_(momentum).add_(grad)
+    g = grad.add(buf, alpha=momentum) if nesterov else buf
+    update = published_newton_schulz(g, 5) * max(1, W.size(-2) / W.size(-1)) ** 0.5
+    W.mul_(1 - lr * weight_decay)
+    W.add_(update, alpha=-lr)
+
+
+@pytest.mark.parametrize("nesterov", [True, False], ids=["nesterov", "plain"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1], ids=["no-wd", "wd"])
+def test_muon_update_matches_the_published_algorithm(nesterov, weight_decay):
+    """Three steps on matrices of three shapes, float64, fixed gradients. The reference runs
+    on the transposed (torch.nn.Linear) layout, so the shape factor is checked too: our
+    (fan_in, fan_out) = (4, 8) has fan_out / fan_in = 2 and gets sqrt(2), (8, 4) gets 1."""
+    g = torch.Generator().manual_seed(11)
+    f64 = torch.float64
+    shapes = [(4, 8), (8, 4), (6, 6)]
+    ours = [torch.randn(s, generator=g, dtype=f64).requires_grad_() for s in shapes]
+    initial = [p.detach().clone() for p in ours]
+    ref = [p.detach().T.clone() for p in ours]  # (fan_out, fan_in)
+    bufs = [torch.zeros_like(w) for w in ref]
+    opt = Muon(ours, lr=0.5, lr_scale=0.1, momentum=0.9, nesterov=nesterov,
+               weight_decay=weight_decay, ns_dtype=f64)
+    for _ in range(3):
+        grads = [torch.randn(s, generator=g, dtype=f64) for s in shapes]
+        for p, gr in zip(ours, grads):
+            p.grad = gr.clone()
+        opt.step()
+        for w, gr, buf in zip(ref, grads, bufs):
+            published_muon_step(w, gr.T, buf, 0.05, 0.9, nesterov, weight_decay)
+    for p, w, p0 in zip(ours, ref, initial):
+        assert_close_to_scale(p.detach().T, w, ns_tol(8), str(tuple(p.shape)))
+        assert (p.detach() - p0).abs().max() > 0.01  # three steps of lr 0.05 moved it
+
+
+def _muon_and_reference(lr_scale_adamw: float = 1.0):
+    """Our Muon on the MLP problem (w1, w2 orthogonalised, biases and the unused vector on
+    AdamW), and the same parameters for a reference: the published Muon step for the
+    matrices and torch.optim.AdamW for the rest. float64 throughout."""
+    def params64():
+        return {k: v.double().requires_grad_() for k, v in INIT.items()}
+
+    ours, theirs = params64(), params64()
+    adamw_kwargs = {"betas": (0.8, 0.95), "eps": 1e-8, "weight_decay": 0.1}
+    opt = Muon([{"params": [ours["w1"], ours["w2"]], "lr_scale": 4.0},
+                {"params": [ours["b1"], ours["b2"], ours["unused"]], "muon": False,
+                 "lr_scale": lr_scale_adamw, **adamw_kwargs}],
+               lr=1e-2, momentum=0.9, ns_dtype=torch.float64)
+    adamw = torch.optim.AdamW([theirs["b1"], theirs["b2"], theirs["unused"]], lr=1e-2,
+                              **adamw_kwargs)
+    return ours, opt, theirs, adamw
+
+
+def _loss64(p):
+    h = torch.tanh(X.double() @ p["w1"] + p["b1"])
+    return ((h @ p["w2"] + p["b2"] - Y.double()) ** 2).mean()
+
+
+@pytest.mark.parametrize("lr_scale_adamw", [1.0, 0.5])
+def test_muon_with_adamw_groups_is_one_step_over_both(lr_scale_adamw):
+    """20 steps on one loss under a schedule that sets every group["lr"]: the matrices follow
+    the published Muon at lr * lr_scale, the rest torch.optim.AdamW at lr * lr_scale."""
+    ours, opt, theirs, adamw = _muon_and_reference(lr_scale_adamw)
+    bufs = {k: torch.zeros_like(theirs[k]).T for k in ("w1", "w2")}
+    sched = CosineLR(1e-2, warmup_steps=3, total_steps=20, min_lr=1e-3)
+    losses = []
+    for step in range(20):
+        for group in opt.param_groups:
+            group["lr"] = sched(step)
+        for group in adamw.param_groups:
+            group["lr"] = sched(step) * lr_scale_adamw
+        opt.zero_grad()
+        adamw.zero_grad()
+        loss = _loss64(ours)
+        loss.backward()
+        opt.step()
+        _loss64(theirs).backward()
+        adamw.step()
+        with torch.no_grad():
+            for k in ("w1", "w2"):
+                w = theirs[k].T  # a view: the step updates theirs[k]
+                published_muon_step(w, theirs[k].grad.T, bufs[k], sched(step) * 4.0, 0.9,
+                                    True, 0.0)
+                theirs[k].grad = None
+        losses.append(loss.item())
+    for k in ours:
+        assert_close_to_scale(ours[k], theirs[k], ns_tol(8) * 20, k, scale=1.0)
+    assert torch.equal(ours["unused"], INIT["unused"].double())
+    assert losses[-1] < 0.7 * losses[0]  # the problem is being optimised
+
+
+def test_muon_adamw_groups_equal_dlf_adamw():
+    """With only AdamW groups, Muon's step is dlf's AdamW step, bit for bit (one update)."""
+    for fused in (True, False):
+        p_a, p_b = make_params(), make_params()
+        muon = Muon([{"params": list(p_a.values()), "muon": False}], lr=1e-2,
+                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=fused)
+        adamw = AdamW(list(p_b.values()), lr=1e-2, fused=fused)
+        run(muon, p_a, 10)
+        run(adamw, p_b, 10)
+        for k in p_a:
+            assert torch.equal(p_a[k], p_b[k]), k
+
+
+def test_muon_state_dict_resume_equals_uninterrupted():
+    """bf16 Newton-Schulz (the default) and AdamW groups: 10 steps, or 5 + safetensors + 5."""
+    def build(p):
+        return Muon([{"params": [p["w1"], p["w2"]]},
+                     {"params": [p["b1"], p["b2"], p["unused"]], "muon": False}], lr=1e-2)
+
+    p_full = make_params()
+    run(build(p_full), p_full, 10)
+    p_a = make_params()
+    opt_a = build(p_a)
+    run(opt_a, p_a, 5)
+    sd = st_load(st_save(opt_a.state_dict()))
+    assert set(sd) == {"step", "state.0.momentum_buffer", "state.1.momentum_buffer"} | {
+        f"state.{i}.{e}" for i in (2, 3) for e in ("step", "exp_avg", "exp_avg_sq")}
+    p_b = {k: v.detach().clone().requires_grad_() for k, v in p_a.items()}
+    opt_b = build(p_b)
+    opt_b.load_state_dict(sd)
+    run(opt_b, p_b, 5)
+    for k in p_full:
+        assert torch.equal(p_b[k], p_full[k]), k
+    bad = dict(sd)
+    bad["state.0.exp_avg"] = bad.pop("state.0.momentum_buffer")
+    with pytest.raises(DlfError) as e:
+        opt_b.load_state_dict(bad)
+    assert str(e.value) == "cannot load Muon state: unexpected key state.0.exp_avg"
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda p: Muon([p[1]], lr=0.02),
+     ("Muon orthogonalises matrices; a tensor of shape (4,) belongs in a group with "
+      "muon=False (AdamW)")),
+    (lambda p: Muon([p[0]], lr=0.02, momentum=1.0), "momentum must be in [0, 1), got 1.0"),
+    (lambda p: Muon([p[0]], lr=0.02, ns_steps=-1), "ns_steps must be an integer >= 0, got -1"),
+    (lambda p: Muon([p[0]], lr=0.02, ns_steps=2.5), "ns_steps must be an integer >= 0, got 2.5"),
+    (lambda p: Muon([p[0]], lr=0.02, lr_scale=float("nan")),
+     "lr_scale must be a finite number >= 0, got nan"),
+    (lambda p: Muon([p[0]], lr=-1.0), "learning rate must be >= 0, got -1.0"),
+    (lambda p: Muon([{"params": [p[1]], "muon": False}], lr=0.02, betas=(0.9, 1.0)),
+     "betas must be two numbers in [0, 1), got (0.9, 1.0)"),
+])
+def test_muon_refusals(build, message):
+    with pytest.raises(DlfError) as e:
+        build(_two_params())
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_param_groups_for_muon_on_the_transformer(tied):
+    """Muon: the attention and MLP matrices; AdamW with decay: the head; AdamW without:
+    embedding tables, norm gains, biases."""
+    from dlf.models import build_model
+    from dlf.models.transformer import TransformerConfig
+
+    model = build_model(TransformerConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2,
+                                          n_embd=8, tie_weights=tied))
+    head = [] if tied else [model.lm_head.weight]
+    groups = param_groups_for_muon(model, weight_decay=0.1, lr_scale=6.0, adamw_params=head)
+    names = dict(model.named_parameters())
+    hidden = sorted(n for n in names if n.startswith("blocks.") and names[n].ndim == 2)
+    assert len(hidden) == 2 * 4
+    assert _names(model, groups[0]["params"]) == hidden
+    assert groups[0]["muon"] and groups[0]["lr_scale"] == 6.0
+    assert groups[0]["weight_decay"] == 0.1
+    rest = groups[1:]
+    if not tied:
+        assert _names(model, rest[0]["params"]) == ["lm_head.weight"]
+        assert rest[0]["weight_decay"] == 0.1
+    assert rest[-1]["weight_decay"] == 0.0 and not rest[-1]["muon"]
+    assert sorted(n for g in groups for n in _names(model, g["params"])) == sorted(names)
+    assert all(g["lr_scale"] == 1.0 and not g["muon"] for g in rest)
+    Muon(groups, lr=3e-3)  # usable directly
+    with pytest.raises(DlfError, match="weight_decay must be >= 0"):
+        param_groups_for_muon(model, weight_decay=-1.0)
+
+
+# -- warmup-stable-decay ---------------------------------------------------------------------
+
+
+def test_wsd_schedule_closed_form_at_the_boundaries():
+    lr, lo = 1.0, 0.1
+    s = WSDLR(lr, warmup_steps=10, total_steps=100, decay_fraction=0.2, min_lr=lo)
+    assert (s.decay_steps, s.decay_start) == (20, 80)
+    assert math.isclose(s(0), 1 / 11) and math.isclose(s(9), 10 / 11)
+    assert s(10) == lr and s(79) == lr
+    assert s(80) == lr  # the decay starts from the peak
+    assert math.isclose(s(81), lr - (lr - lo) / 20)
+    assert math.isclose(s(90), (lr + lo) / 2)
+    assert math.isclose(s(99), lo + (lr - lo) / 20)
+    assert s(100) == lo and s(10**6) == lo
+    values = [s(i) for i in range(10, 101)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    no_decay = WSDLR(1.0, 0, 10, decay_fraction=0.0)
+    assert [no_decay(i) for i in (0, 9, 10)] == [1.0, 1.0, 0.0]
+    all_decay = WSDLR(1.0, 0, 4, decay_fraction=1.0)
+    assert [all_decay(i) for i in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    rounded = WSDLR(1.0, 0, 7, decay_fraction=0.29)  # 2.03 decay steps: 2
+    assert (rounded.decay_steps, rounded.decay_start) == (2, 5)
+    assert [rounded(i) for i in (4, 5, 6, 7)] == [1.0, 1.0, 0.5, 0.0]
+    assert WSDLR(1.0, 8, 10)(7) == pytest.approx(8 / 9)  # warmup up to the decay is valid
+
+
+WSD_WARMUP = "need 0 <= warmup_steps <= 8 (the decay starts at step 8 of 10), got warmup_steps="
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: WSDLR(1.0, 9, 10), WSD_WARMUP + "9"),
+    (lambda: WSDLR(1.0, -1, 10), WSD_WARMUP + "-1"),
+    (lambda: WSDLR(1.0, 0, 10, decay_fraction=1.5), "decay_fraction must be in [0, 1], got 1.5"),
+    (lambda: WSDLR(1.0, 0, 0), "total_steps must be >= 1, got 0"),
+    (lambda: WSDLR(0.1, 0, 10, min_lr=0.2), "min_lr (0.2) must not exceed lr (0.1)"),
+    (lambda: make_schedule("wsd", 0.1), "the wsd schedule needs total_steps"),
+])
+def test_wsd_refusals(build, message):
+    with pytest.raises(DlfError) as e:
+        build()
+    assert str(e.value) == message
+
+
+def test_make_schedule_builds_wsd_and_the_config_accepts_it():
+    from dlf import config as C
+
+    s = make_schedule("wsd", 1.0, warmup_steps=1, total_steps=10, min_lr=0.1, decay_fraction=0.5)
+    assert isinstance(s, WSDLR) and s.decay_start == 5 and math.isclose(s(6), 1.0 - 0.9 / 5)
+    assert make_schedule("wsd", 1.0, total_steps=10).decay_steps == 2  # default fraction 0.2
+    cfg = C.load_preset("names-transformer")
+    cfg.train.schedule = "wsd"
+    C.validate(cfg)
+    assert C.TrainConfig().decay_fraction == 0.2
+    cfg.train.schedule = "linear"
+    with pytest.raises(DlfError, match="constant, step, cosine or wsd, got 'linear'"):
+        C.validate(cfg)

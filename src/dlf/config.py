@@ -44,11 +44,12 @@ class TrainConfig:
     micro_batch: int | str = "auto"
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
-    schedule: str = "constant"  # constant | step | cosine
+    schedule: str = "constant"  # constant | step | cosine | wsd
     milestones: list[int] = field(default_factory=list)  # step schedule: lr *= gamma at each
     gamma: float = 0.1
     warmup_steps: int = 0  # cosine schedule
     min_lr: float = 0.0  # cosine schedule
+    decay_fraction: float = 0.2  # wsd schedule: the last fraction of max_steps decays to min_lr
     momentum: float = 0.0  # sgd
     beta1: float = 0.9  # adamw
     beta2: float = 0.999  # adamw
@@ -235,8 +236,8 @@ def validate(cfg: RunConfig) -> None:
          "train.micro_batch must be >= 0 (0 = the whole batch) or \"auto\""),
         (t.lr >= 0, "train.lr must be >= 0"),
         (t.optimizer in ("sgd", "adamw"), f"train.optimizer must be sgd or adamw, got {t.optimizer!r}"),
-        (t.schedule in ("constant", "step", "cosine"),
-         f"train.schedule must be constant, step or cosine, got {t.schedule!r}"),
+        (t.schedule in ("constant", "step", "cosine", "wsd"),
+         f"train.schedule must be constant, step, cosine or wsd, got {t.schedule!r}"),
         (t.eval_interval >= 1, "train.eval_interval must be >= 1"),
         (t.eval_iters >= 1, "train.eval_iters must be >= 1"),
         (t.log_interval >= 1, "train.log_interval must be >= 1"),

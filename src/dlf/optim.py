@@ -1,7 +1,8 @@
-"""Optimizers (SGD, AdamW) and learning-rate schedules, written without PyTorch's optimizers.
+"""Optimizers (SGD, AdamW, Muon) and learning-rate schedules, written without PyTorch's
+optimizers.
 
-Both optimizers follow torch.optim's update rules exactly, so trajectories agree with
-torch to float rounding. ``param_groups`` is a list of dicts; a schedule sets
+SGD and AdamW follow torch.optim's update rules exactly, so trajectories agree with torch
+to float rounding; Muon follows Keller Jordan's published algorithm. ``param_groups`` is a list of dicts; a schedule sets
 ``group["lr"]`` before each ``step()``. ``state_dict()`` holds tensors only (it is saved
 with safetensors); hyperparameters are not part of it, they come from the run config.
 """
@@ -20,14 +21,19 @@ from dlf.errors import DlfError
 from dlf.nn import Embedding
 
 __all__ = [
+    "NS_COEFFICIENTS",
     "SGD",
+    "WSDLR",
     "AdamW",
     "ConstantLR",
     "CosineLR",
+    "Muon",
     "Optimizer",
     "StepDecayLR",
     "make_schedule",
+    "newton_schulz",
     "param_groups_for_decay",
+    "param_groups_for_muon",
 ]
 
 _STATE_KEY = re.compile(r"^state\.(\d+)\.([A-Za-z_]+)$")
@@ -82,6 +88,11 @@ class Optimizer:
 
     def _all_params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
+
+    def _entries(self, i: int) -> dict[str, bool]:
+        """The state entries of parameter i (the same for every parameter, unless a
+        subclass keeps different state per group)."""
+        return self._state_entries
 
     def zero_grad(self) -> None:
         """Drop every gradient (``grad = None``)."""
@@ -141,18 +152,19 @@ class Optimizer:
             if key == "step":
                 continue
             m = _STATE_KEY.match(key)
-            if m is None or m.group(2) not in self._state_entries:
-                problems.append(f"unexpected key {key}")
-                continue
-            i, entry = int(m.group(1)), m.group(2)
-            if i >= len(params):
+            i = int(m.group(1)) if m else -1
+            if m is not None and i >= len(params):
                 problems.append(f"{key}: optimizer has only {len(params)} parameters")
                 continue
+            if m is None or m.group(2) not in self._entries(i):
+                problems.append(f"unexpected key {key}")
+                continue
+            entry = m.group(2)
             if not isinstance(value, torch.Tensor):
                 problems.append(f"{key}: not a tensor")
                 continue
             p = params[i]
-            if self._state_entries[entry]:
+            if self._entries(i)[entry]:
                 if value.shape != p.shape:
                     problems.append(
                         f"{key}: shape {tuple(value.shape)} vs parameter {tuple(p.shape)}"
@@ -167,12 +179,12 @@ class Optimizer:
                     continue
                 new_state.setdefault(i, {})[entry] = int(value.item())
         for i, entries in sorted(new_state.items()):
-            absent = [e for e in self._state_entries if e not in entries]
+            absent = [e for e in self._entries(i) if e not in entries]
             if absent:
                 problems.append(f"state.{i} lacks {', '.join(absent)}")
         if problems:
             raise DlfError(f"cannot load {name} state: " + "; ".join(problems))
-        self.state = {i: {e: s[e] for e in self._state_entries} for i, s in new_state.items()}
+        self.state = {i: {e: s[e] for e in self._entries(i)} for i, s in new_state.items()}
         self.step_count = int(step.item())
 
     def __repr__(self) -> str:
@@ -267,48 +279,209 @@ class AdamW(Optimizer):
 
     def _check_hyperparameters(self, group: dict) -> None:
         super()._check_hyperparameters(group)
-        betas = group["betas"]
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise DlfError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        if not group["eps"] >= 0:
-            raise DlfError(f"eps must be >= 0, got {group['eps']!r}")
+        _check_adamw_hyperparameters(group)
 
     def _update(self, group: dict, idx: list[int], params: list, grads: list) -> None:
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
-        states = []
-        for i, p in zip(idx, params):
-            state = self.state.get(i)
-            if state is None:
-                state = self.state[i] = {
-                    "step": 0,
-                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                }
-            state["step"] += 1
-            states.append(state)
-        exp_avgs = [s["exp_avg"] for s in states]
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        _adamw_update(self.state, group, group["lr"], idx, params, grads, self.fused)
 
-        if self.fused and all(p.dtype == g.dtype and p.device == params[0].device
-                              for p, g in zip(params, grads)):
-            steps = [torch.tensor(float(s["step"]), device=params[0].device) for s in states]
-            torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr,
-                                beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
-                                amsgrad=False, maximize=False)
+
+def _check_adamw_hyperparameters(group: dict) -> None:
+    betas = group["betas"]
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise DlfError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    if not group["eps"] >= 0:
+        raise DlfError(f"eps must be >= 0, got {group['eps']!r}")
+
+
+def _adamw_update(state_of: dict[int, dict], group: dict, lr: float, idx: list[int],
+                  params: list, grads: list, fused: bool) -> None:
+    """AdamW's update (see AdamW) of params[k], whose state is state_of[idx[k]], at step
+    size lr with the group's betas, eps and weight_decay."""
+    eps, wd = group["eps"], group["weight_decay"]
+    beta1, beta2 = group["betas"]
+    states = []
+    for i, p in zip(idx, params):
+        state = state_of.get(i)
+        if state is None:
+            state = state_of[i] = {
+                "step": 0,
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+        state["step"] += 1
+        states.append(state)
+    exp_avgs = [s["exp_avg"] for s in states]
+    exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+
+    if fused and all(p.dtype == g.dtype and p.device == params[0].device
+                     for p, g in zip(params, grads)):
+        steps = [torch.tensor(float(s["step"]), device=params[0].device) for s in states]
+        torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr,
+                            beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
+                            amsgrad=False, maximize=False)
+        return
+    if wd != 0:
+        torch._foreach_mul_(params, 1.0 - lr * wd)
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+
+    neg_step_sizes = [-lr / (1.0 - beta1 ** s["step"]) for s in states]
+    bias_correction2_sqrt = [math.sqrt(1.0 - beta2 ** s["step"]) for s in states]
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bias_correction2_sqrt)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, neg_step_sizes)
+
+
+#: the quintic's coefficients (a, b, c) of Keller Jordan's Muon: f(s) = a s + b s**3 + c s**5
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(G: torch.Tensor, steps: int = 5,
+                  dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """An approximately orthogonal matrix with G's singular vectors. G (m, n) -> (m, n) in
+    ``dtype``.
+
+    With G = U S V^T, X = G / ||G||_F has singular values s in [0, 1], and each step
+    X <- a X + b (X X^T) X + c (X X^T)^2 X = U f(S) V^T applies the odd quintic
+    f(s) = a s + b s**3 + c s**5 to every singular value at once (NS_COEFFICIENTS). Five
+    steps map every s >= 1.1e-3 into [0.51, 1.21] and every s >= 1.6e-3 into [0.68, 1.21]
+    (not exactly 1: the coefficients buy a steep slope at 0 instead); smaller singular values
+    grow by at most a**5 ~ 485. The iteration runs on the wide orientation (m <= n), whose
+    Gram matrix X X^T is the smaller."""
+    if G.ndim != 2:
+        raise DlfError(f"newton_schulz orthogonalises a matrix, got shape {tuple(G.shape)}")
+    a, b, c = NS_COEFFICIENTS
+    tall = G.size(0) > G.size(1)
+    X = G.to(dtype)
+    if tall:
+        X = X.T  # (n, m)
+    X = X / (torch.linalg.matrix_norm(X) + 1e-7)  # ||X||_2 <= ||X||_F = 1
+    for _ in range(steps):
+        A = X @ X.T  # (rows, rows)
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    return X.T if tall else X
+
+
+class Muon(Optimizer):
+    """Muon (Keller Jordan, 2024: MomentUm Orthogonalized by Newton-Schulz) for the hidden
+    matrices and AdamW for every other parameter, in one ``step()``.
+
+    Each group's step size is ``lr * lr_scale``: a schedule sets one ``group["lr"]`` for
+    every group, and the Muon group's ``lr_scale`` keeps its own ratio to AdamW (for
+    example 0.02 against 3e-3). Below, lr stands for that product.
+
+    A group with ``"muon": True`` (the default) holds matrices (fan_in, fan_out), as dlf's
+    ``Linear.weight``. With g = grad (SGD momentum, dampening 0):
+
+        buf = momentum * buf + g                                  (buf = g at the first step)
+        d   = g + momentum * buf (nesterov, the default), else buf
+        p  *= 1 - lr * weight_decay                               (decoupled; 0 by default)
+        p  -= lr * sqrt(max(1, fan_out / fan_in)) * newton_schulz(d, ns_steps, ns_dtype)
+
+    The reference writes the momentum as an average (buf = momentum * buf + (1 - momentum)
+    * g), which is this buf times (1 - momentum); the orthogonalisation divides by the norm,
+    so the step is the same (but for the 1e-7 that guards the division). Its shape factor sqrt(max(1, rows / cols)) is taken on
+    torch.nn.Linear's (fan_out, fan_in) weight: the same factor for the same layer.
+
+    A group with ``"muon": False`` takes AdamW's update (see AdamW), with the group's
+    betas, eps and weight_decay. Keep embedding tables, the output head, gains and biases
+    there (``param_groups_for_muon``).
+
+    The state of a Muon parameter is its ``momentum_buffer``, of an AdamW parameter
+    ``step``, ``exp_avg`` and ``exp_avg_sq``: tensors only, as the other optimizers. The
+    defaults (momentum 0.95 with Nesterov, 5 steps in bf16, AdamW betas (0.9, 0.95) and
+    eps 1e-10, no weight decay) are the reference's."""
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.bfloat16,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+        lr_scale: float = 1.0,
+        muon: bool = True,
+        fused: bool = True,
+    ) -> None:
+        super().__init__(params, {
+            "lr": lr, "lr_scale": lr_scale, "muon": muon, "momentum": momentum,
+            "nesterov": nesterov, "ns_steps": ns_steps, "ns_dtype": ns_dtype,
+            "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+        })
+        self.fused = fused  # the AdamW groups' kernel, as AdamW(fused=...)
+        self._muon_of = [g["muon"] for g in self.param_groups for _ in g["params"]]
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        super()._check_hyperparameters(group)
+        _check_adamw_hyperparameters(group)
+        if not (group["lr_scale"] >= 0 and math.isfinite(group["lr_scale"])):
+            raise DlfError(f"lr_scale must be a finite number >= 0, got {group['lr_scale']!r}")
+        if not 0 <= group["momentum"] < 1:
+            raise DlfError(f"momentum must be in [0, 1), got {group['momentum']!r}")
+        steps = group["ns_steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise DlfError(f"ns_steps must be an integer >= 0, got {steps!r}")
+        if group["muon"]:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise DlfError(
+                        f"Muon orthogonalises matrices; a tensor of shape {tuple(p.shape)} "
+                        "belongs in a group with muon=False (AdamW)")
+
+    def _entries(self, i: int) -> dict[str, bool]:
+        if 0 <= i < len(self._muon_of) and self._muon_of[i]:
+            return {"momentum_buffer": True}
+        return AdamW._state_entries
+
+    def _update(self, group: dict, idx: list[int], params: list, grads: list) -> None:
+        lr = group["lr"] * group["lr_scale"]
+        if not group["muon"]:
+            _adamw_update(self.state, group, lr, idx, params, grads, self.fused)
             return
-        if wd != 0:
-            torch._foreach_mul_(params, 1.0 - lr * wd)
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        mu, wd = group["momentum"], group["weight_decay"]
+        for i, p, g in zip(idx, params, grads):
+            state = self.state.setdefault(i, {})
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.zeros_like(p)
+            buf.mul_(mu).add_(g)
+            d = g.add(buf, alpha=mu) if group["nesterov"] else buf
+            update = newton_schulz(d, group["ns_steps"], group["ns_dtype"])
+            fan_in, fan_out = p.shape
+            if wd != 0:
+                p.mul_(1.0 - lr * wd)
+            p.add_(update.to(p.dtype), alpha=-lr * max(1.0, fan_out / fan_in) ** 0.5)
 
-        neg_step_sizes = [-lr / (1.0 - beta1 ** s["step"]) for s in states]
-        bias_correction2_sqrt = [math.sqrt(1.0 - beta2 ** s["step"]) for s in states]
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, neg_step_sizes)
+
+def param_groups_for_muon(model, weight_decay: float = 0.0, lr_scale: float = 1.0,
+                          adamw_params=()) -> list[dict]:
+    """Split a model's parameters for ``Muon``: ``[muon, adamw_decay, adamw_no_decay]``.
+
+    Muon takes every 2-D parameter that is not an ``Embedding`` table and not listed in
+    ``adamw_params`` (pass the output head's weight there: a lookup and the head are not
+    hidden layers), with step size ``lr * lr_scale`` and decoupled ``weight_decay``. The
+    listed matrices go to AdamW with ``weight_decay``; tables, gains and biases to AdamW
+    without. Parameters with ``requires_grad=False`` are left out, and so is an empty group
+    (a tied head leaves no matrix for AdamW)."""
+    decay, no_decay = param_groups_for_decay(model, weight_decay)
+    kept = {id(p) for p in adamw_params}
+    hidden = [p for p in decay["params"] if p.ndim == 2 and id(p) not in kept]
+    hidden_ids = {id(p) for p in hidden}
+    groups = [
+        {"params": hidden, "muon": True, "lr_scale": float(lr_scale),
+         "weight_decay": float(weight_decay)},
+        {"params": [p for p in decay["params"] if id(p) not in hidden_ids], "muon": False,
+         "lr_scale": 1.0, "weight_decay": float(weight_decay)},
+        {"params": no_decay["params"], "muon": False, "lr_scale": 1.0, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def param_groups_for_decay(model, weight_decay: float) -> list[dict]:
@@ -425,7 +598,60 @@ class CosineLR:
         )
 
 
-SCHEDULES = ("constant", "step", "cosine")
+class WSDLR:
+    """Warmup, stable, decay: linear warmup, ``lr`` held, then a linear decay to ``min_lr``
+    over the last ``decay_fraction`` of ``total_steps`` (the "cooldown" of Hu et al., 2024,
+    MiniCPM, and of the modded-nanogpt speedruns).
+
+    With D = round(decay_fraction * total_steps) decay steps starting at S = total_steps - D:
+    step < warmup_steps:       lr * (step + 1) / (warmup_steps + 1)   (as CosineLR)
+    step < S:                  lr
+    step >= total_steps:       min_lr
+    otherwise:                 lr + (min_lr - lr) * (step - S) / D
+
+    As with CosineLR, min_lr is reached at step total_steps, one past the last step."""
+
+    def __init__(self, lr: float, warmup_steps: int, total_steps: int,
+                 decay_fraction: float = 0.2, min_lr: float = 0.0):
+        self.lr = _check_lr(lr)
+        self.min_lr = _check_lr(min_lr, "min_lr")
+        if self.min_lr > self.lr:
+            raise DlfError(f"min_lr ({min_lr}) must not exceed lr ({lr})")
+        if not 0.0 <= decay_fraction <= 1.0:
+            raise DlfError(f"decay_fraction must be in [0, 1], got {decay_fraction!r}")
+        if total_steps < 1:
+            raise DlfError(f"total_steps must be >= 1, got {total_steps}")
+        self.decay_fraction = float(decay_fraction)
+        self.total_steps = int(total_steps)
+        self.decay_steps = round(self.decay_fraction * self.total_steps)
+        self.decay_start = self.total_steps - self.decay_steps
+        if not 0 <= warmup_steps <= self.decay_start:
+            raise DlfError(
+                f"need 0 <= warmup_steps <= {self.decay_start} (the decay starts at step "
+                f"{self.decay_start} of {self.total_steps}), got warmup_steps={warmup_steps}"
+            )
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
+        if step < self.decay_start:
+            return self.lr
+        if step >= self.total_steps:
+            return self.min_lr
+        ratio = (step - self.decay_start) / self.decay_steps
+        return self.lr + (self.min_lr - self.lr) * ratio
+
+    def __repr__(self) -> str:
+        return (
+            f"WSDLR(lr={self.lr}, warmup_steps={self.warmup_steps}, "
+            f"total_steps={self.total_steps}, decay_fraction={self.decay_fraction}, "
+            f"min_lr={self.min_lr})"
+        )
+
+
+SCHEDULES = ("constant", "step", "cosine", "wsd")
 
 
 def make_schedule(
@@ -437,9 +663,10 @@ def make_schedule(
     warmup_steps: int = 0,
     total_steps: int | None = None,
     min_lr: float = 0.0,
-) -> ConstantLR | StepDecayLR | CosineLR:
-    """Build a schedule by name: "constant", "step" (milestones, gamma) or "cosine"
-    (warmup_steps, total_steps, min_lr)."""
+    decay_fraction: float = 0.2,
+) -> ConstantLR | StepDecayLR | CosineLR | WSDLR:
+    """Build a schedule by name: "constant", "step" (milestones, gamma), "cosine"
+    (warmup_steps, total_steps, min_lr) or "wsd" (the same and decay_fraction)."""
     if name == "constant":
         return ConstantLR(lr)
     if name == "step":
@@ -448,4 +675,8 @@ def make_schedule(
         if total_steps is None:
             raise DlfError("the cosine schedule needs total_steps")
         return CosineLR(lr, warmup_steps, total_steps, min_lr)
+    if name == "wsd":
+        if total_steps is None:
+            raise DlfError("the wsd schedule needs total_steps")
+        return WSDLR(lr, warmup_steps, total_steps, decay_fraction, min_lr)
     raise DlfError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

@@ -10,10 +10,13 @@ from dlf.nn.layers import (
     LayerNorm,
     Linear,
     ReLU,
+    ReLU2,
+    RMSNorm,
     RNNCell,
     Tanh,
 )
 from dlf.nn.module import Module, ModuleList, Sequential
+from dlf.nn.rope import apply_rope, rope_tables
 
 __all__ = [
     "GELU",
@@ -26,8 +29,12 @@ __all__ = [
     "Linear",
     "Module",
     "ModuleList",
+    "RMSNorm",
     "RNNCell",
     "ReLU",
+    "ReLU2",
     "Sequential",
     "Tanh",
+    "apply_rope",
+    "rope_tables",
 ]

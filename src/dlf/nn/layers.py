@@ -1,5 +1,5 @@
-"""Layers written from tensor ops: Linear, Embedding, BatchNorm1d, LayerNorm, Tanh, ReLU,
-GELU, Dropout, FlattenConsecutive, and the recurrent cells RNNCell and GRUCell.
+"""Layers written from tensor ops: Linear, Embedding, BatchNorm1d, LayerNorm, RMSNorm, Tanh,
+ReLU, ReLU2, GELU, Dropout, FlattenConsecutive, and the recurrent cells RNNCell and GRUCell.
 
 Shapes use B = batch, T = time, C = channels; ``...`` means any leading dimensions.
 """
@@ -24,8 +24,10 @@ __all__ = [
     "GRUCell",
     "LayerNorm",
     "Linear",
+    "RMSNorm",
     "RNNCell",
     "ReLU",
+    "ReLU2",
     "Tanh",
 ]
 
@@ -270,6 +272,44 @@ class LayerNorm(Module):
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
 
 
+class RMSNorm(Module):
+    """Root-mean-square normalisation over the last dimension (Zhang and Sennrich, 2019).
+    Input (..., dim) -> same shape:
+
+        y = x / sqrt(mean(x**2) + eps) * weight
+
+    No mean is subtracted and there is no bias; ``weight`` starts at ones. As torch's
+    ``RMSNorm``, the mean of squares is taken in float32 for bf16/fp16 input and the result
+    is rounded once, to the input's dtype. ``fused=True`` computes the same formula with
+    torch's ``F.rms_norm`` (tested equal) when the input and the weight share a dtype (under
+    bf16 autocast they do not, and torch itself falls back to these written-out steps)."""
+
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        fused: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_dim("dim", dim)
+        self.eps = _check_eps(eps)
+        self.fused = fused
+        self.weight = torch.ones(dim, device=device, dtype=dtype).requires_grad_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.dtype == self.weight.dtype:
+            return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        # at least float32: a bf16 sum of dim squares keeps only 8 significant bits
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        rms_inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., 1)
+        return (xf * rms_inv * self.weight).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
 class Tanh(_Recorder):
     """Elementwise tanh; any shape. Can keep ``self.out`` (saturation diagnostics)."""
 
@@ -282,6 +322,14 @@ class ReLU(_Recorder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._record(torch.relu(x))
+
+
+class ReLU2(_Recorder):
+    """Squared ReLU, max(x, 0)**2 (So et al., 2021, "Primer"); any shape. Its gradient is
+    2 * max(x, 0). Can keep ``self.out``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._record(torch.relu(x).square())
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
