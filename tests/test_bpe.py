@@ -1,13 +1,11 @@
 """dlf.data.bpe: the two trainers learn identical merges (and a reference BPE's), encoding
 round-trips any text and equals tiktoken built from dlf's own ranks, the file format,
-decoding a stream of ids, the `dlf tokenizer` command and the benchmark script."""
+decoding a stream of ids, and the `dlf tokenizer` command."""
 
-import importlib.util
 import itertools
 import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import regex
@@ -15,9 +13,9 @@ import tiktoken
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dlf.cli import main
 from dlf.data import bpe, load_corpus
 from dlf.errors import DlfError
+from test_cli import run
 
 SETTINGS = settings(max_examples=40, derandomize=True, database=None, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -389,15 +387,6 @@ def test_stats(tokenizers, shakespeare):
 # --------------------------------------------------------------------------- the command line
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_tokenizer_help_lists_the_four_verbs(capsys):
     code, out, _ = run(["tokenizer", "--help"], capsys)
     assert code == 0
@@ -496,28 +485,3 @@ def test_encoding_a_special_token_needs_allow_special(tmp_path, capsys):
     bpe.train("hello hello", 300, special_tokens=[EOT]).save(tok)
     code, _, err = run(["tokenizer", "encode", str(tok), "hi" + EOT], capsys)
     assert code == 2 and "--allow-special" in err and err.count("\n") == 1
-
-
-# --------------------------------------------------------------------------- the benchmark
-
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bpe.py"
-
-
-def test_benchmark_smoke_run(capsys):
-    spec = importlib.util.spec_from_file_location("bpe_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--chars", "3000", "--vocab-size", "300", "--repeat", "1",
-                        "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
-    d, h = r["dlf"], r["hf"]
-    assert r["text"]["characters"] == 3000 and r["vocab_size"] == 300
-    assert d["merges"] == 44 and d["identical_merges"] and d["round_trip"]
-    assert math.isclose(d["speedup"], d["loop_seconds"] / d["incremental_seconds"])
-    assert math.isclose(d["characters_per_token"], 3000 / d["tokens"])
-    assert h["same_chunks"] and h["vocab_size"] == 300
-    assert math.isclose(r["compression_vs_hf"],
-                        d["characters_per_token"] / h["characters_per_token"])
-    assert module.report(r).count("\n") == 7
-

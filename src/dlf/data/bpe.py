@@ -39,10 +39,10 @@ import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from pathlib import Path
 
 import regex
 
+from dlf.data.tokenizer import load_json
 from dlf.errors import DlfError
 from dlf.fileio import atomic_write_text
 
@@ -473,19 +473,7 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DlfError(f"tokenizer file {path} does not exist") from None
-        except OSError as e:
-            raise DlfError(f"could not read tokenizer file {path}: {e.strerror or e}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DlfError(f"tokenizer file {path} is not valid JSON: {e}") from None
-        try:
-            return cls.from_json(obj)
-        except DlfError as e:
-            raise DlfError(f"tokenizer file {path}: {e}") from None
+        return load_json(path, cls.from_json)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BPETokenizer):
