@@ -303,7 +303,6 @@ class BPETokenizer:
         self.special_tokens = {s: len(vocab) + i for i, s in enumerate(specials)}
         vocab.extend(s.encode("utf-8") for s in specials)
         self.vocab: list[bytes] = vocab
-        self._specials = _specials_regex(specials)
         self._cache: dict[str, list[int]] = {}
 
     @property
