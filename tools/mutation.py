@@ -39,7 +39,7 @@ GROUPS = {
                ["tests/test_engine.py", "tests/test_reliability.py"]),
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
-    "data": (["src/dlf/data/*"], ["tests/test_data.py"]),
+    "data": (["src/dlf/data/*"], ["tests/test_data.py", "tests/test_bpe.py"]),
 }
 
 PYPROJECT = """\

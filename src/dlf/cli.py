@@ -212,6 +212,50 @@ def _add_report(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+TOKENIZER_DESCRIPTION = """\
+Train and use a byte-level BPE tokenizer (dlf.data.bpe). The text is split by a regex
+(--pattern: gpt4, the default, GPT-4's cl100k split; gpt2; or none, one chunk), each
+chunk is UTF-8 bytes (ids 0..255), and training learns vocab-size - 256 - specials merges;
+special tokens take the last ids. The file is versioned JSON (merges, pattern, specials)."""
+
+
+def _add_tokenizer(sub):
+    p = sub.add_parser(
+        "tokenizer", help="train, use and inspect a byte-level BPE tokenizer",
+        description=TOKENIZER_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: dlf tokenizer train shakespeare --vocab-size 1024 --out tok.json")
+    tsub = p.add_subparsers(dest="tokenizer_command", metavar="VERB", required=True)
+    t = tsub.add_parser("train", help="learn merges from a text file",
+                        description="Learn merges from FILE (a UTF-8 file or a dataset name) "
+                        "and write the tokenizer to --out.")
+    t.add_argument("file", metavar="FILE", help="a UTF-8 text file or a dataset name")
+    t.add_argument("--vocab-size", type=int, required=True, metavar="N",
+                   help="256 byte tokens + merges + special tokens")
+    t.add_argument("--out", required=True, metavar="TOK.json", help="where to write it")
+    t.add_argument("--pattern", default="gpt4", metavar="P",
+                   help="split pattern: gpt4 (default), gpt2 or none")
+    t.add_argument("--special", action="append", default=[], metavar="TOKEN",
+                   help="register a special token such as <|endoftext|> (repeatable)")
+    e = tsub.add_parser("encode", help="print the ids of a text",
+                        description="Print the token ids of TEXT, separated by spaces.")
+    e.add_argument("tokenizer", metavar="TOK.json")
+    e.add_argument("text", metavar="TEXT")
+    e.add_argument("--allow-special", action="store_true",
+                   help="encode special tokens' text as their ids (default: it is an error)")
+    d = tsub.add_parser("decode", help="print the text of ids",
+                        description="Print the text of token ids (separated by spaces or "
+                        "commas, in one argument or several).")
+    d.add_argument("tokenizer", metavar="TOK.json")
+    d.add_argument("ids", nargs="+", metavar="IDS")
+    s = tsub.add_parser("stats", help="compression on a file, first and last merges",
+                        description="Characters and bytes per token of FILE, and the "
+                        "tokenizer's first and last merges.")
+    s.add_argument("tokenizer", metavar="TOK.json")
+    s.add_argument("file", metavar="FILE", help="a UTF-8 text file or a dataset name")
+    s.add_argument("--merges", type=int, default=5, metavar="K",
+                   help="how many first and last merges to show (default 5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlf",
@@ -233,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attention(sub)
     _add_experiment(sub)
     _add_report(sub)
+    _add_tokenizer(sub)
     return parser
 
 
@@ -468,9 +513,42 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_tokenizer(args) -> int:
+    from dlf.data import bpe, load_corpus
+
+    if args.tokenizer_command == "train":
+        text, _ = load_corpus(args.file, format="text")
+        tok = bpe.train(text, args.vocab_size, args.pattern, args.special)
+        tok.save(args.out)
+        short = (f" (the text has no more pairs to merge: vocabulary {tok.vocab_size:,}, "
+                 f"not {args.vocab_size:,})" if tok.vocab_size < args.vocab_size else "")
+        print(f"{len(tok.merges):,} merges learned from {len(text):,} characters, vocabulary "
+              f"{tok.vocab_size:,}{short}; written to {args.out}")
+        return 0
+    tok = bpe.BPETokenizer.load(args.tokenizer)
+    if args.tokenizer_command == "encode":
+        print(" ".join(map(str, tok.encode(args.text, allowed_special="all"
+                                            if args.allow_special else ()))))
+    elif args.tokenizer_command == "decode":
+        print(tok.decode(bpe.parse_ids(" ".join(args.ids))))
+    else:
+        text, _ = load_corpus(args.file, format="text")
+        r = bpe.stats(tok, text, shown=args.merges)
+        print(f"{args.tokenizer}: {tok!r}")
+        print(f"{args.file}: {r['characters']:,} characters, {r['bytes']:,} bytes -> "
+              f"{r['tokens']:,} tokens: {r['characters_per_token']:.3f} characters per token "
+              f"({r['bytes_per_token']:.3f} bytes)")
+        for title, merges in (("first merges", r["first_merges"]),
+                              ("last merges", r["last_merges"])):
+            if merges:
+                print(f"{title}:\n" + "\n".join(f"  {m}" for m in merges))
+    return 0
+
+
 COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
             "gradcheck": cmd_gradcheck, "bench": cmd_bench, "diagnose": cmd_diagnose,
-            "attention": cmd_attention, "experiment": cmd_experiment, "report": cmd_report}
+            "attention": cmd_attention, "experiment": cmd_experiment, "report": cmd_report,
+            "tokenizer": cmd_tokenizer}
 
 
 def main(argv=None) -> int:

@@ -30,6 +30,24 @@ def _show_chars(chars: Iterable[str]) -> str:
     return f"{joined[:_MAX_SHOWN]!r}... ({len(joined) - _MAX_SHOWN} more)"
 
 
+def load_json(path: str | os.PathLike, from_json):
+    """``from_json`` of the JSON object in the file ``path``; a missing, unreadable or
+    malformed file is a ``DlfError`` that names it."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DlfError(f"tokenizer file {path} does not exist") from None
+    except OSError as e:
+        raise DlfError(f"could not read tokenizer file {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DlfError(f"tokenizer file {path} is not valid JSON: {e}") from None
+    try:
+        return from_json(obj)
+    except DlfError as e:
+        raise DlfError(f"tokenizer file {path}: {e}") from None
+
+
 class CharTokenizer:
     """Maps characters to integer ids and back.
 
@@ -136,19 +154,7 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DlfError(f"tokenizer file {path} does not exist") from None
-        except OSError as e:
-            raise DlfError(f"could not read tokenizer file {path}: {e.strerror or e}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DlfError(f"tokenizer file {path} is not valid JSON: {e}") from None
-        try:
-            return cls.from_json(obj)
-        except DlfError as e:
-            raise DlfError(f"tokenizer file {path}: {e}") from None
+        return load_json(path, cls.from_json)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CharTokenizer):
