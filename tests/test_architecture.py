@@ -123,3 +123,178 @@ def test_the_loop_writes_no_files_handles_no_signals_and_draws_nothing():
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert modules <= {"__future__", "collections.abc", "dataclasses"}, modules
     assert not _calls(SRC / "engine" / "loop.py") & {"open", "print", "signal"}
+
+
+def test_the_import_check_sees_lazy_imports(tmp_path):
+    """The checker itself: an import inside a function is found."""
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from dlf.engine.trainer import Trainer\n")
+    assert "dlf.engine.trainer" in _dlf_imports(f)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+def test_every_registered_model_declares_a_valid_regime():
+    for type_ in model_types():
+        caps = capabilities(model_class(type_))
+        assert isinstance(caps, Capabilities) and caps.regime in REGIMES
+    assert capabilities(model_class("count-bigram")).regime == "fitted"
+    assert capabilities(model_class("manual-mlp")).regime == "manual"
+    assert capabilities(model_class("transformer")).sequence_targets
+    with pytest.raises(ValueError):
+        Capabilities(regime="magic")
+
+
+def test_declared_abilities_exist():
+    """A declared capability is backed by the method it promises."""
+    needs = {"sequence_targets": ("prefill", "advance"), "flop_count": ("flops_per_token",),
+             "bigram_tables": ("probability_table",)}
+    for type_ in model_types():
+        cls = model_class(type_)
+        caps = capabilities(cls)
+        for flag, methods in needs.items():
+            for method in methods:
+                assert getattr(caps, flag) == callable(getattr(cls, method, None)), (type_, flag)
+        assert (caps.regime == "fitted") == callable(getattr(cls, "fit", None)), type_
+        assert (caps.regime == "manual") == callable(getattr(cls, "manual_step", None)), type_
+
+
+# --------------------------------------------------------------------------- regimes
+
+
+def _preset(name, data_file, **train):
+    cfg = P.load_preset(name)
+    cfg.data.dataset = str(data_file)
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.mark.parametrize("setting", [
+    ("optimizer", "adamw"), ("momentum", 0.9), ("grad_accum", 2), ("grad_clip", 1.0),
+    ("dtype", "bf16"), ("weight_decay", 0.1), ("compile", True),
+])
+def test_manual_mlp_refuses_settings_it_would_ignore(tmp_path, names_file, setting):
+    cfg = _preset("names-mlp-manual", names_file, max_steps=5)
+    setattr(cfg.train, *setting)
+    with pytest.raises(DlfError, match=f"train.{setting[0]}"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("setting", [("max_steps", 100), ("lr", 0.5), ("optimizer", "adamw")])
+def test_count_bigram_refuses_training_settings(tmp_path, names_file, setting):
+    cfg = _preset("names-bigram", names_file)
+    setattr(cfg.train, *setting)
+    with pytest.raises(DlfError, match=f"train.{setting[0]}"):
+        train(cfg, tmp_path / "run")
+
+
+def test_the_trainer_refuses_a_fitted_model(tmp_path, names_file):
+    with pytest.raises(DlfError, match="fitted"):
+        Trainer(_preset("names-bigram", names_file), tmp_path / "run", progress=False)
+
+
+def test_autograd_regime_accepts_every_setting():
+    t = C.TrainConfig(optimizer="adamw", momentum=0.5, grad_accum=2, grad_clip=1.0,
+                      dtype="bf16", weight_decay=0.1)
+    check_regime(t, "mlp", "autograd")
+
+
+def test_trainer_never_mutates_the_callers_config(tmp_path, names_file):
+    for preset, extra in (("names-mlp", {"max_steps": 3, "eval_interval": 3}),
+                          ("names-bigram", {})):
+        cfg = _preset(preset, names_file, **extra)
+        before = copy.deepcopy(cfg)
+        train(cfg, tmp_path / preset, progress=False)
+        assert cfg == before
+        # ... and the resume path neither
+        if preset == "names-mlp":
+            cfg.train.max_steps = 6
+            before = copy.deepcopy(cfg)
+            train(cfg, tmp_path / preset, resume=True, progress=False)
+            assert cfg == before
+
+
+# --------------------------------------------------------------------------- sampling arguments
+
+
+@pytest.fixture
+def tiny_run(tmp_path, names_file, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "names-bigram", "--data", str(names_file), "--out", str(out),
+                 "--quiet"])
+    capsys.readouterr()
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-n", "0"], "-n/--num must be >= 1"),
+    (["-n", "-3"], "-n/--num must be >= 1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
+    (["--temperature", "-1"], "--temperature must be >= 0"),
+])
+def test_sample_arguments_out_of_range_are_one_line_errors(tiny_run, capsys, args, message):
+    code = main(["sample", str(tiny_run), *args])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert out == ""
+
+
+def test_max_new_tokens_is_honoured_not_replaced(tiny_run, capsys):
+    main(["sample", str(tiny_run), "-n", "30", "--max-new-tokens", "1", "--seed", "3"])
+    names = capsys.readouterr().out.splitlines()
+    assert len(names) == 30 and all(len(s) <= 1 for s in names)
+
+
+def test_bench_rejects_a_zero_batch(capsys):
+    from dlf.bench import bench_train
+
+    with pytest.raises(DlfError, match="batch size >= 1"):
+        bench_train("shakespeare-transformer-cpu", batch_size=0, steps=1)
+
+
+# --------------------------------------------------------------------------- kill -9 and resume
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, names_file):
+    steps = 3000
+    cfg = tmp_path / "kill.toml"
+    write_mlp_config(cfg, names_file, steps, name="kill-test")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    whole = tmp_path / "whole"
+    subprocess.run(train_cmd(cfg, whole), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(cfg, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = killed / "state.safetensors"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:  # past the first checkpoint
+        time.sleep(0.01)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "result.json").exists(), "the run finished before the kill"
+    # a kill can tear the last metrics line: make sure the resume copes with one
+    with (killed / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 99999, "loss": 1.2')
+    subprocess.run(train_cmd(cfg, killed, "--resume"), check=True, env=env,
+                   capture_output=True)
+
+    a, b = records(whole), records(killed)
+    assert without_timings(a) == without_timings(b)
+    steps_logged = [r["step"] for r in b if "loss" in r]
+    assert steps_logged == list(range(1, steps + 1))  # each step once
+    ra = json.loads((whole / "result.json").read_text())
+    rb = json.loads((killed / "result.json").read_text())
+    for key in ("train_loss", "val_loss", "test_loss", "steps"):
+        assert ra[key] == rb[key], key
+    assert (whole / "samples.txt").read_text() == (killed / "samples.txt").read_text()

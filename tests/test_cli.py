@@ -152,3 +152,19 @@ def test_python_dash_m_and_traceback_free_exit():
                        capture_output=True, text=True, check=False)
     assert r.returncode == 2
     assert r.stderr.startswith("dlf: error: unknown preset") and "Traceback" not in r.stderr
+
+
+def test_a_run_shorter_than_its_warmup_is_adapted_with_a_note(tmp_path, text_file, capsys):
+    """--max-steps below the preset's warm-up (50 steps) shortens the warm-up to a tenth
+    of the run, says so in one line, and records it in config.toml."""
+    out = tmp_path / "run"
+    tiny = ["data.format=text", "model.block_size=8", "model.n_embd=8", "model.n_head=2",
+            "model.n_layer=1", "train.eval_iters=1", "train.batch_size=4",
+            "train.num_samples=0", "train.dtype=fp32"]
+    code, _, err = run(["train", "shakespeare-transformer-cpu", "--data", str(text_file),
+                        "--out", str(out), "--max-steps", "20", "--quiet",
+                        *[a for kv in tiny for a in ("--set", kv)]], capsys)
+    assert code == 0, err
+    note = "dlf: train.warmup_steps 50 -> 2: the run is 20 steps, shorter than its warm-up"
+    assert err.splitlines() == [note]
+    assert "warmup_steps = 2\n" in (out / "config.toml").read_text()

@@ -26,8 +26,8 @@ import torch.multiprocessing as mp
 from dlf import config as C
 from dlf import presets as P
 from dlf.engine import distributed, launch
-from dlf.engine.plan import check_world, plan_run
 from dlf.engine.checkpoint import load_tensors
+from dlf.engine.plan import check_world, plan_run
 from dlf.engine.trainer import train
 from dlf.errors import DlfError
 from dlf.nn import BatchNorm1d

@@ -877,11 +877,12 @@ def test_wsd_refusals(build, message):
 
 def test_make_schedule_builds_wsd_and_the_config_accepts_it():
     from dlf import config as C
+    from dlf import presets as P
 
     s = make_schedule("wsd", 1.0, warmup_steps=1, total_steps=10, min_lr=0.1, decay_fraction=0.5)
     assert isinstance(s, WSDLR) and s.decay_start == 5 and math.isclose(s(6), 1.0 - 0.9 / 5)
     assert make_schedule("wsd", 1.0, total_steps=10).decay_steps == 2  # default fraction 0.2
-    cfg = C.load_preset("names-transformer")
+    cfg = P.load_preset("names-transformer")
     cfg.train.schedule = "wsd"
     C.validate(cfg)
     assert C.TrainConfig().decay_fraction == 0.2

@@ -20,9 +20,9 @@ from dlf import presets as P
 from dlf.cli import EXIT_INTERRUPTED, main
 from dlf.engine.checkpoint import load_tensors
 from dlf.engine.data import prepare_data
+from dlf.engine.divergence import DIVERGENCE_FACTOR
 from dlf.engine.evaluate import evaluate
 from dlf.engine.rundir import LOCK_FILE, RunDir
-from dlf.engine.divergence import DIVERGENCE_FACTOR
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model

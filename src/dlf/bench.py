@@ -99,6 +99,8 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
         raise DlfError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     if steps < 1:
         raise DlfError("--steps must be >= 1")
+    if batch_size is not None and batch_size < 1:
+        raise DlfError(f"bench train needs a batch size >= 1, got {batch_size}")
     train = {"dtype": dtype} | ({} if batch_size is None else {"batch_size": batch_size})
     plan, model = _plan(preset, overrides, device, **train)
     t = plan.cfg.train

@@ -38,7 +38,7 @@ _IGNORED = {
     "autograd": (),
     "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
     "fitted": _OPTIMIZER_FIELDS + ("lr", "schedule", "milestones", "warmup_steps", "min_lr",
-                                   "batch_size", "max_seconds"),
+                                   "decay_fraction", "batch_size", "max_seconds"),
 }
 # When a run is too short for its warm-up, the warm-up becomes this share of the run.
 SHORT_RUN_WARMUP = 0.1
@@ -187,7 +187,7 @@ def make_schedule(t: C.TrainConfig):
     """The learning rate at each step (refusing a schedule that cannot be followed)."""
     return optim.make_schedule(t.schedule, t.lr, milestones=t.milestones, gamma=t.gamma,
                                warmup_steps=t.warmup_steps, total_steps=max(t.max_steps, 1),
-                               min_lr=t.min_lr)
+                               min_lr=t.min_lr, decay_fraction=t.decay_fraction)
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -196,7 +196,7 @@ def make_schedule(t: C.TrainConfig):
 def adapt(t: C.TrainConfig) -> list[str]:
     """What a user expects to adapt rather than be refused, in place; one note each."""
     notes = []
-    if t.schedule == "cosine" and t.warmup_steps > t.max_steps:
+    if t.schedule in ("cosine", "wsd") and t.warmup_steps > t.max_steps:
         warmup = int(t.max_steps * SHORT_RUN_WARMUP)
         notes.append(f"train.warmup_steps {t.warmup_steps} -> {warmup}: the run is "
                      f"{t.max_steps} steps, shorter than its warm-up")
