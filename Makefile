@@ -23,11 +23,13 @@ runs/names-mlp/result.json: $(VENV)/.installed
 demo: runs/names-mlp/result.json
 	$(DLF) sample runs/names-mlp -n 10 --seed 0
 
+# Tests run on every core (pytest-xdist); each test is independent of the others.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # The development extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
 notebooks-env: $(VENV)/.installed

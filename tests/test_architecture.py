@@ -263,7 +263,7 @@ def test_bench_rejects_a_zero_batch(capsys):
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, names_file):
-    steps = 3000
+    steps = 600  # the first checkpoint at step 50: hundreds of steps left to kill
     cfg = tmp_path / "kill.toml"
     write_mlp_config(cfg, names_file, steps, name="kill-test")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
