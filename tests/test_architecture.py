@@ -51,7 +51,7 @@ def _imports_of(package: str) -> dict[str, set[str]]:
     return {str(f.relative_to(SRC)): {_package_of(m) for m in _dlf_imports(f)} for f in files}
 
 
-# What each low layer may import (besides itself); DESIGN.md, Layers.
+# What each low layer may import (besides itself); docs/architecture.md, Layers.
 ALLOWED = {
     "errors": set(),
     "fileio": set(),

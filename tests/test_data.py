@@ -698,7 +698,7 @@ def test_sequence_dataset_batch_is_cut_to_its_longest_row():
     assert len(widths) > 1 and max(widths) <= 11
 
 
-# --- edges and exact messages (issue 15: each found by a surviving mutant) ---------------
+# --- edges and exact messages ------------------------------------------------------------
 
 
 def full(message: str) -> str:

@@ -1,4 +1,4 @@
-"""Issue 12: the lesson notebooks -- committed with full-budget outputs, and executable.
+"""The lesson notebooks: committed with full-budget outputs, and executable.
 
 The committed .ipynb files are checked as files (fast); each lesson is also built from
 its source and executed through nbclient with DLF_QUICK=1 (tiny budgets)."""

@@ -1,5 +1,4 @@
-"""Issue 15: what a user relies on and no earlier test protected. Evaluation mode, each
-metrics step once after a resume, SIGTERM/SIGINT, file modes, the run-directory lock,
+"""What a user relies on: evaluation mode, each metrics step once after a resume, SIGTERM/SIGINT, file modes, the run-directory lock,
 divergence."""
 
 import json
