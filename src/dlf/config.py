@@ -59,8 +59,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     eval_interval: int = 1000
     # steps between checkpoints (state.safetensors), besides those at the end and at a stop:
-    # at most what a killed or restarted run loses. 50 steps of any CPU preset (each under a
-    # second) are under a minute of work; benchmarks/checkpoint.py weighs the writes' cost
+    # at most what a killed or restarted run loses. 50: under a minute of work on the CPU
+    # presets (steps of up to about 0.7 s on the 2-core CPUs they were tuned on);
+    # benchmarks/checkpoint.py prints what the writes cost against the steps
     checkpoint_interval: int = 50
     eval_iters: int = 20  # text data: batches per loss estimate (line data is exact)
     log_interval: int = 100
