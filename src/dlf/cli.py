@@ -354,8 +354,9 @@ def cmd_train(args) -> int:
 
 
 def _launch(args, cfg, out) -> int:
-    """`--nproc N`: plan the job once here (every refusal before any process starts), then
-    start N processes (torchrun)."""
+    """`--nproc N` (and `--max-restarts`): plan the job once here and check its run
+    directory (every refusal before any process starts), then start N processes
+    (torchrun)."""
     from dlf.engine.launch import check_job, launch_local, strip_launch_options
 
     if args.diagnostics:

@@ -73,13 +73,14 @@ def train_loop(p: Parts, step: int) -> tuple[int, bool]:
             log(p.sinks, {"step": step, **losses})
             p.progress.evaluated(step, losses)
             p.best.update(losses, p.model)
+        if step % t.checkpoint_interval == 0 or last:  # a kill loses the steps since
+            p.checkpoints.save(step)
 
         if p.on_step is not None:
             p.on_step(step)
         stop = p.group.any(p.signals.requested) and not last  # any rank's Ctrl-C or SIGTERM
-        if step % t.checkpoint_interval == 0 or last or stop:  # a kill loses the steps since
-            p.checkpoints.save(step)
         if stop:
+            p.checkpoints.save(step)
             p.group.barrier()  # no rank exits before the checkpoint is written
         if last or stop:
             return step, stop
