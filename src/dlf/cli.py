@@ -34,14 +34,22 @@ model.safetensors (best validation weights), state.safetensors (last step, for
 umask (0644 under umask 022). One run at a time holds a directory (DIR/.lock,
 released when it ends, also when it is killed); a second run on it exits 2.
 
+Checkpoints: state.safetensors every train.checkpoint_interval steps (default 50,
+under a minute of work on the CPU presets), at the end and at a stop; a killed run
+loses the steps since. --resume auto continues the run in --out if there is one and
+starts it otherwise: the one command of a job that torchrun restarts
+(--max-restarts; docs/distributed.md).
+
 Stopping: Ctrl-C (SIGINT) or SIGTERM (timeout, docker stop, a batch scheduler)
 finishes the current step, checkpoints and exits with status 75: interrupted,
 resumable. Run the same command with --resume to continue. A second signal aborts
 at once (status 130; the last checkpoint stays).
 
-Divergence: a loss or gradient norm that is not finite ends the run at that step
-with status 2, keeping the last good checkpoint. A loss above 10x the first step's
-is flagged on the progress line and in result.json's "warnings"."""
+Failures: a loss or gradient norm that is not finite, running out of memory (the
+line names the setting to lower) or a file that cannot be written (a full disk)
+end the run with one line and status 2, keeping the last good checkpoint. A loss
+above 10x the first step's is flagged on the progress line and in result.json's
+"warnings"."""
 
 
 def _add_train(sub):
@@ -61,8 +69,11 @@ def _add_train(sub):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. train.lr=0.01 or model.n_embd=64 "
                    "(repeatable; the section may be left out when the key is unambiguous)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its state.safetensors")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue the run in --out from its state.safetensors; --resume auto: "
+                   "continue it if --out holds one of this config, start it if --out holds "
+                   "nothing (one command that both starts a job and continues it after a "
+                   "restart)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing run in --out (its files are listed on stderr)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,6 +81,10 @@ def _add_train(sub):
                    help="data-parallel training in N processes on this machine (torchrun; "
                    "CPU: gloo, the cores shared; CUDA: NCCL, one GPU each); the same as "
                    "torchrun --standalone --nproc_per_node N -m dlf train ...")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                   help="with --nproc (1 too) and --resume auto: when a process fails, torchrun "
+                   "restarts the job up to N times and it continues from the last checkpoint "
+                   "(train.checkpoint_interval)")
     p.add_argument("--diagnostics", action="store_true",
                    help="also record update:data ratios and write the tanh health plots "
                    "(activations, gradients, weight gradients, update ratios) at the end")
@@ -311,8 +326,10 @@ def cmd_train(args) -> int:
         cfg.train.device = args.device
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
-    if args.nproc != 1:
-        return _launch(args, cfg)
+    if args.force and args.resume:
+        raise DlfError("--force replaces the run in --out and --resume continues it: give one")
+    if args.nproc != 1 or args.max_restarts:
+        return _launch(args, cfg, out)
     world = World.from_env()
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
@@ -336,19 +353,18 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _launch(args, cfg) -> int:
-    """`--nproc N`: plan the job once here (every refusal before any process starts), then
-    start N processes (torchrun)."""
-    from dlf.engine.distributed import World
-    from dlf.engine.launch import launch_local, strip_nproc
-    from dlf.engine.plan import plan_run
+def _launch(args, cfg, out) -> int:
+    """`--nproc N` (and `--max-restarts`): plan the job once here and check its run
+    directory (every refusal before any process starts), then start N processes
+    (torchrun)."""
+    from dlf.engine.launch import check_job, launch_local, strip_launch_options
 
     if args.diagnostics:
         raise DlfError("--diagnostics records one process's gradients: use it without --nproc")
-    if args.nproc < 1:
-        raise DlfError(f"--nproc must be >= 1, got {args.nproc}")
-    plan, _ = plan_run(cfg, World(size=args.nproc, local_size=args.nproc))
-    return launch_local(args.nproc, strip_nproc(args.argv), plan.threads)
+    plan = check_job(cfg, out, args.nproc, resume=args.resume, force=args.force,
+                     max_restarts=args.max_restarts)
+    return launch_local(args.nproc, strip_launch_options(args.argv), plan.threads,
+                        args.max_restarts)
 
 
 def cmd_sample(args) -> int:

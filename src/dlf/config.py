@@ -17,6 +17,7 @@ directory as `config.toml`, so a run can be reproduced from that file alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,11 @@ class TrainConfig:
     # norm gains or embedding tables (optim.param_groups_for_decay)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     eval_interval: int = 1000
+    # steps between checkpoints (state.safetensors), besides those at the end and at a stop:
+    # at most what a killed or restarted run loses. 50: under a minute of work on the CPU
+    # presets (steps of up to about 0.7 s on the 2-core CPUs they were tuned on);
+    # benchmarks/checkpoint.py prints what the writes cost against the steps
+    checkpoint_interval: int = 50
     eval_iters: int = 20  # text data: batches per loss estimate (line data is exact)
     log_interval: int = 100
     seed: int = 1337
@@ -121,14 +127,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise DlfError(f"{key} must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 pass
-        raise DlfError(f"{key} must be a number, got {value!r}")
+        if number is None:
+            raise DlfError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):  # NaN fails a range check with a misleading message; inf passes it
+            raise DlfError(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -239,6 +250,7 @@ def validate(cfg: RunConfig) -> None:
         (t.schedule in ("constant", "step", "cosine", "wsd"),
          f"train.schedule must be constant, step, cosine or wsd, got {t.schedule!r}"),
         (t.eval_interval >= 1, "train.eval_interval must be >= 1"),
+        (t.checkpoint_interval >= 1, "train.checkpoint_interval must be >= 1"),
         (t.eval_iters >= 1, "train.eval_iters must be >= 1"),
         (t.log_interval >= 1, "train.log_interval must be >= 1"),
         (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),

@@ -16,10 +16,11 @@ How a model is fed depends on the data it was trained on (the run's data.layout)
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
-from dlf.errors import DlfError
+from dlf.errors import DlfError, out_of_memory_means
 from dlf.models.protocol import slide_window
 from dlf.nn import Linear, Module
 
@@ -34,7 +35,9 @@ def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: i
                         num: int = 1) -> None:
     if num < 1:
         raise DlfError(f"-n/--num must be >= 1, got {num}")
-    if not temperature >= 0:
+    if not math.isfinite(temperature):
+        raise DlfError(f"--temperature must be a finite number, got {temperature}")
+    if temperature < 0:
         raise DlfError(f"--temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise DlfError(f"--top-k must be >= 1, got {top_k}")
@@ -136,6 +139,8 @@ def _device_of(model) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
+@out_of_memory_means("sampling: draw fewer samples at once (-n, or train.num_samples for a "
+                     "run's samples.txt) or use a model with a smaller model.block_size")
 def sample(model, tokenizer, *, layout: str = "windows", n: int | None = None, seed: int = 0,
            temperature: float = 1.0, top_k: int | None = None, prompt: str = "",
            max_new_tokens: int | None = None, use_cache: bool = True,

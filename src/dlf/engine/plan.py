@@ -25,7 +25,7 @@ from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.data import RunData, prepare_data
 from dlf.engine.device import pick_device
 from dlf.engine.distributed import World
-from dlf.errors import DlfError
+from dlf.errors import DlfError, out_of_memory_means
 from dlf.models import model_class
 from dlf.models.protocol import Capabilities, capabilities
 from dlf.models.transformer import pick_attention
@@ -81,7 +81,9 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     caps = capabilities(model_class(cfg.model.type))
     check_regime(cfg.train, cfg.model.type, caps.regime)
     check_world(cfg, world, caps.regime)
-    data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
+    with out_of_memory_means(f"reading the data with model.block_size = "
+                             f"{cfg.model.block_size}: lower model.block_size"):
+        data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.check()
     check_model_fits_data(cfg, caps, data)
@@ -224,9 +226,8 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
         t.micro_batch = 0
         n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)
         if device.type == "cpu" and n_head and t.batch_size > 0:
-            budget = last_level_cache_bytes()
-            fits = [d for d in range(1, t.batch_size + 1)
-                    if t.batch_size % d == 0 and d * n_head * T * T * 4 <= budget]
+            most = last_level_cache_bytes() // (n_head * T * T * 4)  # rows whose scores fit
+            fits = [d for d in range(1, min(t.batch_size, most) + 1) if t.batch_size % d == 0]
             t.micro_batch = max(fits, default=1)
 
 

@@ -64,7 +64,7 @@ class RunDir:
             self.lock()
         if resume:
             return
-        existing = [f for f in RUN_FILES if (self.path / f).exists()]
+        existing = self.existing()
         if existing and not force:
             self.release()
             raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
@@ -77,14 +77,31 @@ class RunDir:
         for f in existing:
             (self.path / f).unlink(missing_ok=True)
 
+    def existing(self) -> list[str]:
+        """The run files the directory holds."""
+        return [f for f in RUN_FILES if (self.path / f).exists()]
+
     def lock(self) -> None:
         """Take DIR/.lock with flock (exclusive, non-blocking) and keep it until `release`
         or the process ends. The kernel drops a dead process's flock, so a stale lock file
         never blocks; its text (pid and host) only serves the refusal message."""
         if self._lock is not None:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path / LOCK_FILE
+        f = None
+        try:  # the lock file is also the proof that the directory can be written
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = self._flock(self.path / LOCK_FILE)
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+        except OSError as e:
+            if f is not None:
+                f.close()
+            raise DlfError(f"--out {self.path} cannot be written: {e.strerror}") from None
+        self._lock = f
+
+    def _flock(self, lock_path: Path):
+        """lock_path opened and flocked, or the refusal naming its holder."""
         while True:
             f = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
             try:
@@ -102,12 +119,8 @@ class RunDir:
             except FileNotFoundError:
                 same = False
             if same:
-                break
+                return f
             f.close()
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        self._lock = f
 
     def release(self) -> None:
         """Give the directory back (the lock file goes; a finished run leaves no trace)."""
@@ -122,9 +135,17 @@ class RunDir:
         atomic_write_text(self.path / "config.toml", C.to_toml(cfg))
         tokenizer.save(self.path / "tokenizer.json")
 
-    def resumable(self) -> Resumed:
-        """The run to continue: its config and tokenizer (refused without a checkpoint)."""
+    def resumable(self, auto: bool = False) -> Resumed | None:
+        """The run to continue: its config and tokenizer (refused without a checkpoint).
+        `auto` (--resume auto): None, to start afresh, when the directory holds no run."""
         if not (self.path / "state.safetensors").exists():
+            existing = self.existing()
+            if auto and not existing:
+                return None
+            if auto:
+                raise DlfError(f"--resume auto: {self.path} holds a run ({existing[0]}) but no "
+                               "checkpoint (state.safetensors) to continue; use --force to "
+                               "replace it, or another --out")
             raise DlfError(f"cannot resume: {self.path}/state.safetensors not found")
         return Resumed(self.path, presets.load_toml(self.path / "config.toml"),
                        CharTokenizer.load(self.path / "tokenizer.json"))
