@@ -141,8 +141,8 @@ def test_resume_auto_continues_with_other_training_settings(tmp_path, names_file
     assert_same_records(out, whole)
 
 
-def test_resume_auto_refuses_another_run_or_one_without_a_checkpoint(tmp_path, names_file,
-                                                                     capsys):
+def test_resume_auto_refuses_another_run_with_or_without_a_checkpoint(tmp_path, names_file,
+                                                                      capsys):
     other = tmp_path / "other"
     Trainer(tiny_mlp(names_file, max_steps=2), other, progress=False).fit()
     (tmp_path / "run.toml").write_text(C.to_toml(tiny_mlp(names_file)))
@@ -155,17 +155,39 @@ def test_resume_auto_refuses_another_run_or_one_without_a_checkpoint(tmp_path, n
     assert_one_line(code, err)
     assert "model or data config differs" in err
 
-    started = tmp_path / "started"  # a run killed before its first checkpoint
+    started = tmp_path / "started"  # another run's files, stopped before a checkpoint
     started.mkdir()
-    (started / "config.toml").write_text(C.to_toml(tiny_mlp(names_file)))
+    (started / "config.toml").write_text(C.to_toml(wider))
     code, err = cli([*argv, started, "--resume", "auto"], capsys)
     assert_one_line(code, err)
-    assert "no checkpoint" in err and "--force" in err
+    assert "model or data config differs" in err
 
     code, err = cli([*argv, other, "--resume", "auto", "--force"], capsys)
     assert_one_line(code, err)
     assert "give one" in err
     assert saved_step(other) == 2  # none of them touched the run
+
+
+def test_resume_auto_starts_over_a_run_of_its_config_stopped_before_a_checkpoint(
+        tmp_path, names_file, capsys):
+    """A job killed before its first checkpoint leaves config.toml (and maybe metrics) but
+    nothing to continue: --resume auto starts it over, so a restarted job still finishes,
+    as the uninterrupted run does."""
+    whole = tmp_path / "whole"
+    Trainer(tiny_mlp(names_file), whole, progress=False).fit()
+    out = tmp_path / "run"
+
+    def crash_before_the_first_checkpoint(trainer, step):
+        if step == 3:  # checkpoint_interval 10
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        Trainer(tiny_mlp(names_file), out, progress=False,
+                callback=crash_before_the_first_checkpoint).fit()
+    assert (out / "config.toml").exists() and not (out / "state.safetensors").exists()
+    train(tiny_mlp(names_file), out, resume="auto", progress=False)
+    assert "no checkpoint to continue, starting over" in capsys.readouterr().err
+    assert_same_records(out, whole)
 
 
 # --------------------------------------------------------------------------- memory

@@ -46,11 +46,14 @@ SHORT_RUN_WARMUP = 0.1
 
 @dataclass(frozen=True)
 class Resumed:
-    """The run a resumed run continues: its directory, config.toml and tokenizer."""
+    """The run a resumed run continues: its directory, config.toml and tokenizer.
+    `checkpoint` False: a run of the same config stopped before its first checkpoint,
+    which starts over (`--resume auto`); its tokenizer is learned again."""
 
     path: Path
     config: C.RunConfig
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | None
+    checkpoint: bool = True
 
 
 @dataclass(frozen=True)

@@ -52,12 +52,13 @@ class RunDir:
         self.path = Path(path)
         self._lock = None  # the open DIR/.lock while this process holds the directory
 
-    def claim(self, force: bool, *, resume: bool = False, lock: bool = True) -> None:
+    def claim(self, force: bool, *, resume: bool = False, lock: bool = True,
+              why: str = "--force") -> None:
         """Make the directory ours for this process's lifetime (see `lock`), then refuse an
         existing run unless `resume` continues it or `force` replaces it. The lock comes
         first, so two runs started at once on one directory give one run and one refusal.
         `lock=False`: only check (the other ranks of a data-parallel job, which never
-        write)."""
+        write). `why` names what replaces a run in the line that lists its files."""
         if self.path.exists() and not self.path.is_dir():
             raise DlfError(f"--out {self.path} exists and is not a directory")
         if lock:
@@ -72,7 +73,7 @@ class RunDir:
         if not lock:
             return
         if existing:
-            print(f"dlf: --force: replacing the run in {self.path}: {', '.join(existing)}",
+            print(f"dlf: {why}: replacing the run in {self.path}: {', '.join(existing)}",
                   file=sys.stderr)
         for f in existing:
             (self.path / f).unlink(missing_ok=True)
@@ -137,11 +138,16 @@ class RunDir:
 
     def resumable(self, auto: bool = False) -> Resumed | None:
         """The run to continue: its config and tokenizer (refused without a checkpoint).
-        `auto` (--resume auto): None, to start afresh, when the directory holds no run."""
+        `auto` (--resume auto): None, to start afresh, when the directory holds no run; a
+        run stopped before its first checkpoint (config.toml, no result) starts over once
+        the plan has checked that it is a run of the same config."""
         if not (self.path / "state.safetensors").exists():
             existing = self.existing()
             if auto and not existing:
                 return None
+            if auto and "config.toml" in existing and "result.json" not in existing:
+                return Resumed(self.path, presets.load_toml(self.path / "config.toml"), None,
+                               checkpoint=False)
             if auto:
                 raise DlfError(f"--resume auto: {self.path} holds a run ({existing[0]}) but no "
                                "checkpoint (state.safetensors) to continue; use --force to "

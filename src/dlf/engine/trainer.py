@@ -52,7 +52,8 @@ class Trainer:
         self.out, self.callback = self.run_dir.path, callback
         self.checkpoints = None  # fit's Checkpointer: what a failure message says is kept
         saved = self.run_dir.resumable(auto=resume == "auto") if resume else None
-        self.resume, self.auto = saved is not None, resume == "auto"
+        self.resume, self.auto = saved is not None and saved.checkpoint, resume == "auto"
+        restart = saved is not None and not saved.checkpoint  # no checkpoint yet: start over
         self.plan, self.data = plan_run(cfg, distributed.World.from_env(), resume=saved)
         self.cfg = self.plan.cfg
         if self.plan.regime not in STEPS:
@@ -69,7 +70,9 @@ class Trainer:
                                  "(its model.* sizes)"):
             self.model = build_model(self.cfg.model).to(self.plan.device)
         self.group.barrier()  # every rank checks the directory before rank 0 changes it
-        self.run_dir.claim(force, resume=self.resume, lock=self.group.is_main)
+        self.run_dir.claim(force or restart, resume=self.resume, lock=self.group.is_main,
+                           why="--resume auto: no checkpoint to continue, starting over"
+                           if restart else "--force")
         self.group.barrier()
 
     def request_stop(self) -> None:
