@@ -187,8 +187,8 @@ dlf.show(plot_compression)
 # The first merges pay most: 256 merges take Shakespeare from 1 to about 2 characters a
 # token, and each doubling of the vocabulary after that adds less. Without the split,
 # merges may join the end of one word to the start of the next; on this unseen text that
-# compresses about as well as GPT-4's split (a little worse with few merges, a little
-# better with thousands), but its tokens no longer line up with words.
+# compresses about as well as GPT-4's split (within a few percent at every size, ahead
+# only at the largest), but its tokens no longer line up with words.
 #
 # ## The same Transformer on characters and on BPE tokens
 #

@@ -56,7 +56,8 @@ def measure(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
         count = count_targets(y)
         total += loss.item()
         nats += loss.item() * count
-        chars += count if chars_of is None else chars_of[y[y != IGNORE_INDEX]].sum().item()
+        if chars_of is not None:
+            chars += chars_of[y[y != IGNORE_INDEX]].sum().item()
         return count
 
     try:
