@@ -629,7 +629,7 @@ def test_text_dataset_batch_shapes_and_shift():
 
 def test_text_dataset_block_too_long():
     tok = CharTokenizer.from_text("abcdef")
-    with pytest.raises(DlfError, match=r"block size 6 is longer than the data \(6 characters\)"):
+    with pytest.raises(DlfError, match=r"block size 6 is longer than the data \(6 tokens\)"):
         TextDataset("abcdef", tok, 6)
     assert len(TextDataset("abcdef", tok, 5)) == 6
     with pytest.raises(DlfError, match="block size"):

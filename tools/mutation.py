@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # group: (modules to mutate, their tests). Smallest first: a partial run gives scores early.
 GROUPS = {
     "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
-    "sample": (["src/dlf/sample.py"], ["tests/test_sample.py"]),
+    "sample": (["src/dlf/sample.py"], ["tests/test_sample.py", "tests/test_bpe_runs.py"]),
     # the trainer, and the files it writes (checkpoints, metrics.jsonl): the same tests run
     # both, but as two groups each can be finished (or rerun) on its own
     "checkpoint": (["src/dlf/engine/checkpoint.py", "src/dlf/engine/metrics.py"],
@@ -39,7 +39,8 @@ GROUPS = {
                ["tests/test_engine.py", "tests/test_reliability.py"]),
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
-    "data": (["src/dlf/data/*"], ["tests/test_data.py", "tests/test_bpe.py"]),
+    "data": (["src/dlf/data/*"], ["tests/test_data.py", "tests/test_bpe.py",
+                                  "tests/test_bpe_runs.py"]),
 }
 
 PYPROJECT = """\

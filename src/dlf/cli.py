@@ -94,7 +94,8 @@ def _add_sample(sub):
     p = sub.add_parser(
         "sample", help="generate from a trained run",
         description="Generate from a run directory's best weights. Names models print one "
-        "item per line; text models stream characters as they are generated.")
+        "item per line; text models stream text as it is generated (a BPE model's "
+        "characters whole, even when a token ends inside one).")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("-n", "--num", type=int, default=None,
                    help="number of samples (default: 20 for line data, 1 for text)")
@@ -104,7 +105,8 @@ def _add_sample(sub):
     p.add_argument("--prompt", default="", help="text the samples start with")
     p.add_argument("--seed", type=int, default=0, help="same seed, same samples (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="characters to generate (default: 50 per name, 500 for text)")
+                   help="tokens to generate, characters for a character-level run "
+                   "(default: 50 per name, 500 for text)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--no-cache", action="store_true",
                    help="sequence models (transformer, rnn, gru): recompute the whole "
@@ -114,12 +116,14 @@ def _add_sample(sub):
 def _add_eval(sub):
     p = sub.add_parser(
         "eval", help="loss of a trained run on a split",
-        description="Mean cross-entropy (nats per character) of the run's best weights. "
-        "Line data is evaluated exactly over the split; text data over train.eval_iters "
-        "fixed batches.")
+        description="Mean cross-entropy of the run's best weights, in nats per token and in "
+        "nats and bits per character (the same for a character-level run; for BPE, the "
+        "summed loss over the characters the evaluated tokens decode to). Line data is "
+        "evaluated exactly over the split; text data over train.eval_iters fixed batches.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--split", choices=["train", "val", "test"], default="val")
-    p.add_argument("--json", action="store_true", help='print {"split": ..., "loss": ...}')
+    p.add_argument("--json", action="store_true", help='print {"split": ..., "loss": ..., '
+                   '"nats_per_char": ..., "bits_per_char": ...}')
     p.add_argument("--device", default="auto")
 
 
@@ -189,7 +193,7 @@ def _add_attention(sub):
         "the run's best weights.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--prompt", required=True, help="the text to attend over (at most "
-                   "block_size characters, each known to the run's tokenizer)")
+                   "block_size tokens, each character known to the run's tokenizer)")
     p.add_argument("--layer", type=int, default=None, help="only this layer (default: all)")
     p.add_argument("--out", metavar="FILE", help="default: RUN_DIR/attention.png")
     p.add_argument("--device", default="auto")
@@ -346,6 +350,8 @@ def cmd_train(args) -> int:
     if world.rank != 0:  # a data-parallel job reports once, from rank 0
         return 0
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
+    if cfg.data.tokenizer != "char":  # losses per token; per character for comparison
+        test += f" nats/token; val {r['val_nats_per_char']:.4f} nats/char"
     print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
           f"({r['steps']} steps, {r['wall_seconds']:.1f} s wall, {r['train_seconds']:.1f} s in steps, "
           f"{r['num_parameters']:,} parameters)")
@@ -395,8 +401,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import math
+
+    import torch
+
     from dlf.engine.data import prepare_data
-    from dlf.engine.evaluate import evaluate_split
+    from dlf.engine.evaluate import measure_split
     from dlf.engine.rundir import open_run
 
     run = open_run(args.run, device=args.device)
@@ -405,11 +415,15 @@ def cmd_eval(args) -> int:
     if ds is None:
         raise DlfError(f"{run.config.data.dataset} is text data with no test split "
                        "(90/10 train/val); use --split val")
-    loss = evaluate_split(run.model, ds, run.config.train, run.device)
+    chars = torch.tensor(run.tokenizer.token_chars())  # (V,) characters of each token id
+    nats = measure_split(run.model, ds, run.config.train, run.device, token_chars=chars)
+    bits = nats.per_char / math.log(2)
     if args.json:
-        print(json.dumps({"split": args.split, "loss": loss}))
+        print(json.dumps({"split": args.split, "loss": nats.per_token,
+                          "nats_per_char": nats.per_char, "bits_per_char": bits}))
     else:
-        print(f"{args.split} loss: {loss:.4f} nats/char")
+        print(f"{args.split} loss: {nats.per_token:.4f} nats/token, {nats.per_char:.4f} "
+              f"nats/char ({bits:.4f} bits/char)")
     return 0
 
 

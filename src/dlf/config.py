@@ -32,6 +32,11 @@ class DataConfig:
     # lines data: "windows" = one (block_size context, next char) row per target;
     # "sequences" = one padded row per line, every position a target (sequence models)
     layout: str = "windows"
+    # "char": one token per character (the data's characters); "bpe": byte-level BPE
+    # (dlf.data.bpe) learned from the train split, for text data
+    tokenizer: str = "char"
+    vocab_size: int = 0  # bpe: 256 bytes + the merges to learn; char: 0 (the data decides)
+    bpe_pattern: str = "gpt4"  # bpe: the split regex, gpt4 | gpt2 | none (dlf.data.bpe)
 
 
 @dataclass
@@ -71,7 +76,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward pass
     threads: int = 0  # torch intra-op threads; 0 = torch's default (one per core)
     num_samples: int = 20  # samples written to samples.txt at the end
-    sample_tokens: int = 500  # characters per sample for text data
+    sample_tokens: int = 500  # tokens per sample for text data (characters, for char)
 
 
 @dataclass
@@ -265,6 +270,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.data.format in ("", "lines", "text"), "data.format must be lines or text"),
         (cfg.data.layout in ("windows", "sequences"),
          f"data.layout must be windows or sequences, got {cfg.data.layout!r}"),
+        (cfg.data.tokenizer in ("char", "bpe"),
+         f"data.tokenizer must be char or bpe, got {cfg.data.tokenizer!r}"),
         (t.max_seconds >= 0, "train.max_seconds must be >= 0 (0 = no time limit)"),
     ]
     for ok, msg in checks:

@@ -21,7 +21,6 @@ import torch
 
 from dlf import config as C
 from dlf import optim
-from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.data import RunData, prepare_data
 from dlf.engine.device import pick_device
 from dlf.engine.distributed import World
@@ -52,7 +51,7 @@ class Resumed:
 
     path: Path
     config: C.RunConfig
-    tokenizer: CharTokenizer | None
+    tokenizer: object  # CharTokenizer or BPETokenizer, as tokenizer.json holds; or None
     checkpoint: bool = True
 
 
@@ -81,6 +80,7 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     cfg = copy.deepcopy(cfg)  # the caller's config is never changed
     world = world or World()
     C.validate(cfg)
+    check_tokenizer(cfg.data)
     caps = capabilities(model_class(cfg.model.type))
     check_regime(cfg.train, cfg.model.type, caps.regime)
     check_world(cfg, world, caps.regime)
@@ -92,6 +92,9 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     check_model_fits_data(cfg, caps, data)
     device = _device(cfg.train.device, world)
     notes = adapt(cfg.train)
+    if data.tokenizer.vocab_size < cfg.data.vocab_size:
+        notes.append(f"data.vocab_size {cfg.data.vocab_size} -> {data.tokenizer.vocab_size}: "
+                     "BPE found no more pairs to merge in the train split")
     resolve_auto(cfg, device)
     if resume is not None:
         check_same_run(cfg, resume)
@@ -122,6 +125,23 @@ def check_regime(t: C.TrainConfig, model_type: str, regime: str) -> None:
     if regime == "fitted" and t.max_steps != 0:
         raise DlfError(f"a {model_type} model is fitted in one counting pass: "
                        f"set train.max_steps = 0 (got {t.max_steps})")
+
+
+def check_tokenizer(d: C.DataConfig) -> None:
+    """Refuse tokenizer settings that cannot apply (prepare_data refuses BPE on line data)."""
+    if d.tokenizer == "char":
+        for name, value in (("vocab_size", d.vocab_size), ("bpe_pattern", d.bpe_pattern)):
+            if value != getattr(C.DataConfig, name):
+                raise DlfError(f"data.{name} = {value!r} is for data.tokenizer = bpe; a "
+                               "character tokenizer's vocabulary is the data's characters")
+        return
+    from dlf.data.bpe import PATTERNS  # needs regex: only a BPE run imports it
+
+    if d.vocab_size < 256:
+        raise DlfError(f"data.vocab_size = {d.vocab_size}: a byte-level BPE vocabulary is the "
+                       "256 bytes and the merges learned on top; set at least 256 (e.g. 512)")
+    if d.bpe_pattern not in PATTERNS:
+        raise DlfError(f"data.bpe_pattern must be {', '.join(PATTERNS)}, got {d.bpe_pattern!r}")
 
 
 def check_world(cfg: C.RunConfig, world: World, regime: str) -> None:

@@ -29,7 +29,7 @@ import torch
 
 from dlf import config as C
 from dlf import presets
-from dlf.data.tokenizer import CharTokenizer
+from dlf.data.tokenizer import load_tokenizer
 from dlf.engine.checkpoint import load_tensors, save_tensors, section
 from dlf.engine.device import pick_device
 from dlf.engine.plan import Resumed
@@ -131,7 +131,7 @@ class RunDir:
         self._lock.close()  # closing drops the flock
         self._lock = None
 
-    def begin(self, cfg: C.RunConfig, tokenizer: CharTokenizer) -> None:
+    def begin(self, cfg: C.RunConfig, tokenizer) -> None:
         """config.toml and tokenizer.json: what sample, eval and resume read back."""
         atomic_write_text(self.path / "config.toml", C.to_toml(cfg))
         tokenizer.save(self.path / "tokenizer.json")
@@ -154,7 +154,7 @@ class RunDir:
                                "replace it, or another --out")
             raise DlfError(f"cannot resume: {self.path}/state.safetensors not found")
         return Resumed(self.path, presets.load_toml(self.path / "config.toml"),
-                       CharTokenizer.load(self.path / "tokenizer.json"))
+                       load_tokenizer(self.path / "tokenizer.json"))
 
     # ------------------------------------------------------------------- checkpoints
 
@@ -190,7 +190,7 @@ class Run:
 
     path: Path
     config: C.RunConfig
-    tokenizer: CharTokenizer
+    tokenizer: object  # CharTokenizer or BPETokenizer (dlf.data.load_tokenizer)
     model: object
     device: torch.device
 
@@ -203,7 +203,7 @@ def open_run(run_dir: str | Path, device: str = "auto", weights: str = "model") 
     if not (path / "config.toml").exists():
         raise DlfError(f"{path} is not a run directory (no config.toml)")
     cfg = presets.load_toml(path / "config.toml")
-    tok = CharTokenizer.load(path / "tokenizer.json")
+    tok = load_tokenizer(path / "tokenizer.json")
     dev = pick_device(device)
     tensors, meta = load_tensors(path / f"{weights}.safetensors")
     if weights == "state":
