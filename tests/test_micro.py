@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import example, given, settings
@@ -32,11 +33,32 @@ from dlf.micro import (
     train,
     train_moons,
 )
-from dlf.micro.figures import MAX_NODES, decision_grid, layout
+from dlf.micro.figures import (
+    BEND,
+    BOX_H,
+    BOX_W,
+    CLASSES,
+    COLUMN,
+    DPI,
+    INNER,
+    LEAF,
+    MARGIN,
+    MAX_NODES,
+    OP,
+    OP_DX,
+    OP_R,
+    REGION_ALPHA,
+    ROOT,
+    ROW,
+    SIDE,
+    TITLE_H,
+    decision_grid,
+    layout,
+)
 from dlf.micro.moons import DATA_SEED, INIT_SEED, SIZES, STEPS
 
-ROOT = Path(__file__).resolve().parents[1]
-MICRO = ROOT / "src" / "dlf" / "micro"
+REPO = Path(__file__).resolve().parents[1]
+MICRO = REPO / "src" / "dlf" / "micro"
 
 
 def close(a: float, b: float) -> bool:
@@ -491,8 +513,9 @@ def test_training_steps_equal_gradient_descent_in_torch():
 def test_train_defaults_are_the_lectures():
     X, y = make_moons(6, seed=1)
     a, b = MLP(2, [2, 1], seed=3), MLP(2, [2, 1], seed=3)
-    train(a, X, y, steps=STEPS)
-    train(b, X, y, STEPS, 1e-4)
+    assert hinge_loss(a, X, y)[0].data == hinge_loss(a, X, y, 1e-4)[0].data
+    assert len(train(a, X, y)) == 100
+    train(b, X, y, 100, 1e-4)
     assert [p.data for p in a.parameters()] == [p.data for p in b.parameters()]
     assert (STEPS, SIZES, DATA_SEED, INIT_SEED) == (100, [16, 16, 1], 1337, 1337)
 
@@ -621,29 +644,115 @@ def test_train_moons_runs_the_lecture_setup_on_a_small_budget():
 # --------------------------------------------------------------------------- figures
 
 
-def test_draw_shows_every_value_and_operation(tmp_path):
+def _artists(fig):
+    from matplotlib.patches import Circle, FancyBboxPatch
+
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    circles = [p for p in ax.patches if isinstance(p, Circle)]
+    arrows = [t for t in ax.texts if t.get_text() == "" and t.arrow_patch]
+    texts = [t for t in ax.texts if t.get_text()]
+    return ax, boxes, circles, arrows, texts
+
+
+def test_draw_places_every_value_operation_and_edge(tmp_path):
+    from matplotlib.colors import to_rgba
+
     a, b = Value(2.0, label="a"), Value(-3.0, label="b")
     c = a * b
     c.label = "c"
-    L = (c + a).tanh()
+    L = (c + a).tanh()  # a feeds * (next column) and + (two columns on): a bent edge
     L.backward()
     fig = draw(L, path=tmp_path / "g.png", title="the graph")
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    for v in topological_order(L):
-        box = f"data {v.data:.4f}\ngrad {v.grad:.4f}"
-        assert (f"{v.label}\n{box}" if v.label else box) in texts
-    assert sorted(t for t in texts if t and "\n" not in t) == sorted(["*", "+", "tanh", "the graph"])
-    from matplotlib.patches import Circle, FancyBboxPatch
+    ax, boxes, circles, arrows, texts = _artists(fig)
+    pos = layout(L)
 
-    patches = fig.axes[0].patches
-    assert sum(isinstance(p, FancyBboxPatch) for p in patches) == 5
-    assert sum(isinstance(p, Circle) for p in patches) == 3
-    arrows = [t for t in fig.axes[0].texts if t.get_text() == "" and t.arrow_patch]
-    assert len(arrows) == 3 + 5  # op -> result, and each parent -> op (c + a: two)
+    def centre(v):
+        return pos[v][0] * COLUMN, -pos[v][1] * ROW
+
+    # one box per Value, centred on its layout position, coloured by its role
+    assert len(boxes) == len(pos) == 5
+    found = {(round(p.get_x() + p.get_width() / 2, 9), round(p.get_y() + p.get_height() / 2, 9)):
+             p for p in boxes}
+    for v in pos:
+        box = found[tuple(round(z, 9) for z in centre(v))]
+        assert (box.get_width(), box.get_height()) == (BOX_W, BOX_H)
+        role = LEAF if not v.prev else (ROOT if v is L else INNER)
+        assert box.get_facecolor() == to_rgba(role)
+    # one circle per operation, left of its result, and its op's name written in it
+    ops = [v for v in pos if v.prev]
+    assert sorted((round(p.center[0], 9), round(p.center[1], 9), p.radius) for p in circles) == \
+        sorted((round(centre(v)[0] - OP_DX, 9), round(centre(v)[1], 9), OP_R) for v in ops)
+    assert all(p.get_facecolor() == to_rgba(OP) for p in circles)
+    written = {(t.get_text(), tuple(round(z, 9) for z in t.get_position())) for t in texts}
+    for v in ops:
+        x, y = centre(v)
+        assert (v.op, (round(x - OP_DX, 9), round(y, 9))) in written
+    for v in pos:  # each box: its label (if any), data and grad
+        box = f"data {v.data:.4f}\ngrad {v.grad:.4f}"
+        text = f"{v.label}\n{box}" if v.label else box
+        assert (text, tuple(round(z, 9) for z in centre(v))) in written
+    # edges: circle -> its result's box, each parent's box -> the circle; a parent two
+    # columns back bends, and so does the second edge of a parent used twice
+    want = set()
+    for v in ops:
+        x, y = centre(v)
+        want.add(((x - OP_DX + OP_R, y), (x - BOX_W / 2, y), None))
+        for p in v.prev:
+            px, py = centre(p)
+            bent = pos[v][0] - pos[p][0] > 1
+            want.add(((px + BOX_W / 2, py), (x - OP_DX - OP_R, y), f"arc3,rad={BEND * bent}"))
+    got = {(tuple(round(z, 9) for z in t.xyann), tuple(round(z, 9) for z in t.xy),
+            t.arrowprops.get("connectionstyle")) for t in arrows}
+    assert len(arrows) == 3 + 5 and got == {
+        (tuple(round(z, 9) for z in p), tuple(round(z, 9) for z in q), s) for p, q, s in want}
+    assert any(s == f"arc3,rad={BEND}" for _, _, s in want) and BEND != 0
+    assert all(t.arrowprops["arrowstyle"] == "-|>" for t in arrows)
+    # everything lies inside the picture, one data unit per inch, the title on top
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    assert tuple(fig.get_size_inches()) == pytest.approx((x1 - x0, y1 - y0))
+    for p in boxes:
+        assert x0 < p.get_x() and p.get_x() + p.get_width() < x1
+        assert y0 < p.get_y() and p.get_y() + p.get_height() < y1
+    assert x0 < min(p.center[0] - p.radius for p in circles)
+    title = next(t for t in texts if t.get_text() == "the graph")
+    top = max(p.get_y() + p.get_height() for p in boxes)
+    assert top < title.get_position()[1] < y1
+    assert title.get_position()[0] == pytest.approx((x0 + x1) / 2)
+    assert not ax.axison
     buf = io.BytesIO()
     fig.savefig(buf, format="png")  # the figure renders on its own canvas
-    assert buf.getvalue()[:4] == b"\x89PNG"
+    png = buf.getvalue()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (round((x1 - x0) * DPI), round((y1 - y0) * DPI))
+    assert (tmp_path / "g.png").read_bytes() == png
+
+
+def test_draw_sizes_the_picture_to_the_graph():
+    x = Value(0.5, label="x")
+    y = x * x + x  # x twice in one operation: the second edge bends
+    fig = draw(y)
+    arrows = _artists(fig)[3]
+    bends = sorted(t.arrowprops.get("connectionstyle") or "" for t in arrows)
+    straight, bent = f"arc3,rad={BEND * False}", f"arc3,rad={BEND}"
+    # circle -> box twice (no bend); x -> * straight, then bent (its second edge);
+    # x * x -> + straight; x -> + bent (it skips a column)
+    assert bends == sorted(["", "", straight, bent, straight, bent])
+    width, height = fig.get_size_inches()
+    assert width == pytest.approx(2 * (BOX_W / 2 + SIDE) + 2 * COLUMN)  # three columns
+    assert height == pytest.approx(BOX_H + 2 * MARGIN)  # one row, no title
+    titled = draw(y, title="t")
+    assert titled.get_size_inches()[1] == pytest.approx(BOX_H + 2 * MARGIN + TITLE_H)
+    assert [t.get_text() for t in titled.axes[0].texts if t.get_text() == "t"] == ["t"]
+    a, b = Value(1.0), Value(2.0)
+    two_rows = draw(a + b)
+    assert two_rows.get_size_inches()[1] == pytest.approx(ROW + BOX_H + 2 * MARGIN)
+    _, boxes, _, _, _ = _artists(two_rows)
+    ys = sorted(p.get_y() for p in boxes)
+    lo, hi = two_rows.axes[0].get_ylim()
+    assert ys[0] - lo == pytest.approx(MARGIN) and hi - (ys[-1] + BOX_H) == pytest.approx(MARGIN)
 
 
 def test_draw_refuses_a_graph_too_big_to_read():
@@ -696,22 +805,51 @@ def test_decision_grid_is_the_sign_of_the_model_on_a_mesh():
 
 
 def test_draw_boundary(tmp_path):
+    from matplotlib.colors import to_rgba
+
     X, y = make_moons(20, seed=0)
     model = MLP(2, [4, 1], seed=0)
     fig = draw_boundary(model, X, y, path=tmp_path / "b.png", grid=6, title="moons")
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     ax = fig.axes[0]
-    assert ax.get_title() == "moons"
+    assert ax.get_title() == "moons" and (ax.get_xlabel(), ax.get_ylabel()) == ("x1", "x2")
     g1, g2, _ = decision_grid(model, X, 6)
     assert ax.get_xlim() == pytest.approx((g1[0], g1[-1]))
     assert ax.get_ylim() == pytest.approx((g2[0], g2[-1]))
-    scatters = ax.collections[-2:]
-    counts = [len(s.get_offsets()) for s in scatters]
-    assert counts == [y.count(-1), y.count(1)]
-    assert sorted(map(tuple, scatters[0].get_offsets().tolist())) == sorted(
-        tuple(p) for p, t in zip(X, y) if t == -1)
+    regions, *scatters = ax.collections
+    # one level between side 0 and side 1: score < 0 in -1's light colour, > 0 in +1's
+    lo, mid, hi = regions.levels
+    assert lo < 0 < mid < 1 < hi
+    assert [tuple(c) for c in regions.get_facecolor()] == [
+        to_rgba(CLASSES[-1][1], REGION_ALPHA), to_rgba(CLASSES[1][1], REGION_ALPHA)]
+    assert [len(sc.get_offsets()) for sc in scatters] == [y.count(-1), y.count(1)]
+    for sc, label in zip(scatters, (-1, 1)):
+        assert sorted(map(tuple, sc.get_offsets().tolist())) == sorted(
+            tuple(p) for p, t in zip(X, y) if t == label)
+        assert tuple(sc.get_facecolor()[0]) == to_rgba(CLASSES[label][0])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["y = -1", "y = +1"]
     assert draw_boundary(model, X, y, grid=3).axes[0].get_title().startswith("decision")
+
+
+def test_the_boundary_regions_follow_the_model():
+    """A model positive right of x1 = 0.2: the +1 region's colour fills the right."""
+    X = [[0.0, 0.0], [1.0, 1.0]]
+    fig = draw_boundary(lambda x: Value(x[0] - 0.2), X, [-1, 1], grid=20)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4)
+    ax = fig.axes[0]
+    left = ax.transData.transform((-0.3, 0.9))
+    right = ax.transData.transform((1.3, 0.9))
+    h = image.shape[0]
+    px_left = image[h - int(left[1]), int(left[0])][:3]
+    px_right = image[h - int(right[1]), int(right[0])][:3]
+    from matplotlib.colors import to_rgb
+
+    def mixed(color):  # the region colour at REGION_ALPHA over the white axes
+        return [round(255 * (REGION_ALPHA * c + 1 - REGION_ALPHA)) for c in to_rgb(color)]
+
+    assert all(abs(int(a) - b) <= 2 for a, b in zip(px_left, mixed(CLASSES[-1][1])))
+    assert all(abs(int(a) - b) <= 2 for a, b in zip(px_right, mixed(CLASSES[1][1])))
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -722,7 +860,7 @@ def test_benchmark_smoke(capsys):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "micro_vs_micrograd", ROOT / "benchmarks" / "micro_vs_micrograd.py")
+        "micro_vs_micrograd", REPO / "benchmarks" / "micro_vs_micrograd.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--steps", "1", "--repeats", "2", "--points", "6"]) == 0
@@ -734,3 +872,27 @@ def test_benchmark_smoke(capsys):
     X, y = make_moons(6, seed=DATA_SEED)
     model = MLP(2, SIZES, seed=INIT_SEED)
     assert row["loss"] == train(model, X, y, 2)[-1]["loss"]
+
+
+# --------------------------------------------------------------------------- dlf report's row
+
+
+def test_the_report_trains_the_moons_mlp_and_tabulates_it(monkeypatch):
+    from dlf import report
+
+    calls = []
+    monkeypatch.setattr("dlf.micro.train_moons", lambda *a, **k: calls.append((a, k)) or "r")
+    assert report.run_micro(quick=True) == "r" and report.run_micro(quick=False) == "r"
+    assert calls == [((report.MICRO_QUICK_STEPS,), {}), ((), {})]  # full: the lecture's 100
+    monkeypatch.undo()
+    result = train_moons(steps=2, n=8)
+    result.seconds = 12.4
+    lines = report.micro_table(result)
+    first = "-" if result.first_perfect_step is None else str(result.first_perfect_step)
+    assert lines[0] == "## Scalar autograd (`dlf.micro`, lesson 0)" and lines[-1] == ""
+    assert lines[2].count("|") == lines[3].count("|") == lines[4].count("|") == 9
+    assert lines[4] == ("| MLP 2-16-16-1 on scalar Values, hinge loss + L2 | moons (8 points) | "
+                        f"337 | {result.accuracy:.1%} | 100% (micrograd demo) | 2 | {first} | "
+                        "12 s |")
+    result.history[0]["accuracy"] = 1.0
+    assert "| 2 | 0 | 12 s |" in report.micro_table(result)[4]
