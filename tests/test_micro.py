@@ -34,9 +34,13 @@ from dlf.micro import (
     train_moons,
 )
 from dlf.micro.figures import (
+    ARROW,
     BEND,
+    BOUNDARY_SIZE,
+    BOX,
     BOX_H,
     BOX_W,
+    CIRCLE,
     CLASSES,
     COLUMN,
     DPI,
@@ -47,10 +51,14 @@ from dlf.micro.figures import (
     OP,
     OP_DX,
     OP_R,
+    OP_TEXT,
+    POINT,
     REGION_ALPHA,
     ROOT,
     ROW,
     SIDE,
+    TEXT,
+    TITLE,
     TITLE_H,
     decision_grid,
     layout,
@@ -164,9 +172,9 @@ def test_each_binary_operation_and_its_derivatives_equal_torch(name, x, y):
     assert close(a.grad, ta.grad.item()) and close(b.grad, tb.grad.item())
 
 
-@pytest.mark.parametrize("x", [0.0, -5.0, -800.0])
-def test_relu_and_sigmoid_at_zero_and_far_left(x):
-    """relu's slope at 0 is 0 (as torch); sigmoid far left neither overflows nor loses s."""
+@pytest.mark.parametrize("x", [0.0, -5.0, -800.0, 800.0])
+def test_relu_and_sigmoid_at_zero_and_far_out(x):
+    """relu's slope at 0 is 0 (as torch); sigmoid far out neither overflows nor loses s."""
     for name in ("relu", "sigmoid"):
         a, t = Value(x), leaf(x)
         out, ref = UNARY[name](a), UNARY[name](t)
@@ -510,6 +518,17 @@ def test_training_steps_equal_gradient_descent_in_torch():
     assert accuracy(model, X, y) == ((final > 0) == (torch.tensor(y) > 0)).double().mean().item()
 
 
+def test_accuracy_counts_the_points_whose_score_has_their_labels_sign():
+    def model(x):  # score 0 on x1 = 0.2: not positive
+        return Value(x[0] - 0.2)
+
+    X = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.2, 5.0]]
+    assert accuracy(model, X, [-1, 1, -1, -1]) == 3 / 4
+    assert accuracy(model, X, [-1, 1, 1, -1]) == 1.0
+    _, acc = hinge_loss(MLP(2, [1], seed=0), X, [-1, 1, -1, -1])
+    assert acc == accuracy(MLP(2, [1], seed=0), X, [-1, 1, -1, -1])
+
+
 def test_train_defaults_are_the_lectures():
     X, y = make_moons(6, seed=1)
     a, b = MLP(2, [2, 1], seed=3), MLP(2, [2, 1], seed=3)
@@ -543,6 +562,8 @@ def test_modules_hold_their_parameters_and_follow_dlf_nn_conventions():
     assert repr(Neuron(3, nonlin=False)) == "LinearNeuron(3)"
     assert repr(Layer(2, 2)) == "Layer of [ReLUNeuron(2), ReLUNeuron(2)]"
     assert repr(MLP(1, [1], seed=0)) == "MLP of [Layer of [LinearNeuron(1)]]"
+    assert repr(MLP(1, [1, 1], seed=0)) == \
+        "MLP of [Layer of [ReLUNeuron(1)], Layer of [LinearNeuron(1)]]"
 
 
 def test_modules_draw_from_the_seed():
@@ -600,6 +621,9 @@ def test_moons_without_noise_lie_on_their_half_circles():
         want = [math.pi * i / (count - 1) for i in range(count)]
         assert all(close(a, b) for a, b in zip(sorted(angles[label]), want))
     assert y != sorted(y)  # shuffled
+    X, y = make_moons(4, noise=0.0)  # t = 0 and pi on each moon
+    want = {(-1, 1.0, 0.0), (-1, -1.0, 0.0), (1, 0.0, 0.5), (1, 2.0, 0.5)}
+    assert {(t, round(a, 12) + 0.0, round(b, 12) + 0.0) for (a, b), t in zip(X, y)} == want
     assert make_moons(2, noise=0.0) == ([[1.0, 0.0], [0.0, 0.5]], [-1, 1]) or \
         make_moons(2, noise=0.0) == ([[0.0, 0.5], [1.0, 0.0]], [1, -1])
 
@@ -637,8 +661,24 @@ def test_train_moons_runs_the_lecture_setup_on_a_small_budget():
     assert result.first_perfect_step == next(
         (r["step"] for r in history if r["accuracy"] == 1.0), None)
     seen = []
-    train_moons(steps=1, n=4, seed=1, data_seed=2, log=seen.append)
+    other = train_moons(steps=1, n=4, seed=1, data_seed=2, log=seen.append)
     assert len(seen) == 1 and seen[0]["step"] == 0
+    assert (other.X, other.y) == make_moons(4, seed=2)
+    ref = MLP(2, SIZES, seed=1)
+    train(ref, *make_moons(4, seed=2), 1)
+    assert [p.data for p in other.model.parameters()] == [p.data for p in ref.parameters()]
+
+
+def test_train_moons_defaults_and_its_clock(monkeypatch):
+    from dlf.micro import moons
+
+    ticks = iter([10.0, 12.5])
+    monkeypatch.setattr(moons.time, "perf_counter", lambda: next(ticks))
+    result = train_moons(steps=0)  # no training: the lecture's data and initial network
+    assert (result.X, result.y) == make_moons(100, seed=DATA_SEED)
+    assert [p.data for p in result.model.parameters()] == [
+        p.data for p in MLP(2, SIZES, seed=INIT_SEED).parameters()]
+    assert result.seconds == 2.5 and result.history == [] and result.steps == 0
 
 
 # --------------------------------------------------------------------------- figures
@@ -708,7 +748,23 @@ def test_draw_places_every_value_operation_and_edge(tmp_path):
     assert len(arrows) == 3 + 5 and got == {
         (tuple(round(z, 9) for z in p), tuple(round(z, 9) for z in q), s) for p, q, s in want}
     assert any(s == f"arc3,rad={BEND}" for _, _, s in want) and BEND != 0
-    assert all(t.arrowprops["arrowstyle"] == "-|>" for t in arrows)
+    assert all(t.arrowprops == {**ARROW, **({"connectionstyle": t.arrowprops["connectionstyle"]}
+                                            if "connectionstyle" in t.arrowprops else {})}
+               for t in arrows)
+    for box in boxes:
+        assert box.get_edgecolor() == to_rgba(BOX["ec"]) and box.get_linewidth() == BOX["lw"]
+        assert type(box.get_boxstyle()).__name__ == "Round"
+    for circle in circles:
+        assert circle.get_edgecolor() == to_rgba(CIRCLE["ec"])
+        assert circle.get_linewidth() == CIRCLE["lw"]
+    for t in texts:
+        style = TITLE if t.get_text() == "the graph" else (
+            OP_TEXT if t.get_text() in ("*", "+", "tanh") else TEXT)
+        assert (t.get_ha(), t.get_va(), t.get_fontsize()) == (
+            style["ha"], style["va"], style["fontsize"])
+        if style is TEXT:
+            assert t.get_fontfamily() == [TEXT["family"]]
+    assert ax.get_position().bounds == (0, 0, 1, 1)  # the axes fill the figure
     # everything lies inside the picture, one data unit per inch, the title on top
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
@@ -720,6 +776,7 @@ def test_draw_places_every_value_operation_and_edge(tmp_path):
     title = next(t for t in texts if t.get_text() == "the graph")
     top = max(p.get_y() + p.get_height() for p in boxes)
     assert top < title.get_position()[1] < y1
+    assert title.get_position()[1] == pytest.approx(y1 - TITLE_H / 2)  # centred in its band
     assert title.get_position()[0] == pytest.approx((x0 + x1) / 2)
     assert not ax.axison
     buf = io.BytesIO()
@@ -728,6 +785,11 @@ def test_draw_places_every_value_operation_and_edge(tmp_path):
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (round((x1 - x0) * DPI), round((y1 - y0) * DPI))
     assert (tmp_path / "g.png").read_bytes() == png
+    import matplotlib
+
+    with matplotlib.rc_context({"figure.dpi": 50, "savefig.format": "svg"}):
+        draw(L, path=tmp_path / "rc.png", title="the graph")  # notebooks change figure.dpi
+    assert (tmp_path / "rc.png").read_bytes() == png
 
 
 def test_draw_sizes_the_picture_to_the_graph():
@@ -760,13 +822,14 @@ def test_draw_refuses_a_graph_too_big_to_read():
     y = x
     for _ in range(MAX_NODES):
         y = y + 1
-    with pytest.raises(DlfError, match=rf"the graph has {2 * MAX_NODES + 1} Values; at most "
-                                       rf"{MAX_NODES}"):
+    with pytest.raises(DlfError) as err:
         draw(y)
-    z = x
-    for _ in range((MAX_NODES - 1) // 2):
+    assert str(err.value) == (f"draw: the graph has {2 * MAX_NODES + 1} Values; at most "
+                              f"{MAX_NODES} can be drawn legibly")
+    z = x.tanh()
+    for _ in range((MAX_NODES - 2) // 2):
         z = z + 1
-    assert len(layout(z)) <= MAX_NODES and draw(z) is not None
+    assert len(layout(z)) == MAX_NODES and draw(z) is not None
 
 
 def test_layout_puts_leaves_beside_their_first_user_and_the_root_right():
@@ -786,19 +849,28 @@ def test_layout_puts_leaves_beside_their_first_user_and_the_root_right():
     t = s + r  # the users' order decides: s's parents above r's
     pos = layout(t)
     assert pos[s][1] < pos[r][1] and pos[q][1] < pos[p][1]
+    # a leaf used twice sits between its users: b (user row -1), a (users -1 and 0), c (0), e (1)
+    a, b, c, e = Value(1.0), Value(2.0), Value(3.0), Value(4.0)
+    u1, u2, u3 = a * b, c * a, e.tanh()
+    root = (u1 + u2) + u3
+    pos = layout(root)
+    assert [pos[v] for v in (u1, u2, u3)] == [(1, -1.0), (1, 0.0), (1, 1.0)]
+    assert [pos[v] for v in (b, a, c, e)] == [(0, -1.5), (0, -0.5), (0, 0.5), (0, 1.5)]
 
 
 def test_decision_grid_is_the_sign_of_the_model_on_a_mesh():
-    def model(x):  # positive right of x1 = 0.2
-        return Value(x[0] - 0.2)
+    def model(x):  # positive right of x1 = 0.5; exactly 0 on it (not positive)
+        return Value(x[0] - 0.5)
 
-    X = [[0.0, 0.0], [1.0, 2.0]]
+    X = [[0.0, -1.0], [1.0, 2.0]]
     g1, g2, side = decision_grid(model, X, grid=5)
     assert g1 == pytest.approx([-0.5, 0.0, 0.5, 1.0, 1.5])
-    assert g2 == pytest.approx([-0.5, 0.25, 1.0, 1.75, 2.5])
-    assert side == [[0.0, 0.0, 1.0, 1.0, 1.0]] * 5
+    assert g2 == pytest.approx([-1.5, -0.5, 0.5, 1.5, 2.5])
+    assert g1[2] == 0.5 and side == [[0.0, 0.0, 0.0, 1.0, 1.0]] * 5
     g1, g2, side = decision_grid(lambda x: Value(x[1] - 1.0), X, grid=2)
-    assert side == [[0.0, 0.0], [1.0, 1.0]] and g2 == [-0.5, 2.5]
+    assert side == [[0.0, 0.0], [1.0, 1.0]] and g2 == [-1.5, 2.5]
+    g1, g2, side = decision_grid(model, X)
+    assert len(g1) == len(g2) == len(side) == len(side[0]) == 40
     for bad in (1, 2.0):
         with pytest.raises(DlfError, match=f"draw_boundary needs grid >= 2, got {bad!r}"):
             decision_grid(model, X, bad)
@@ -828,7 +900,25 @@ def test_draw_boundary(tmp_path):
             tuple(p) for p, t in zip(X, y) if t == label)
         assert tuple(sc.get_facecolor()[0]) == to_rgba(CLASSES[label][0])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["y = -1", "y = +1"]
-    assert draw_boundary(model, X, y, grid=3).axes[0].get_title().startswith("decision")
+    for sc in scatters:
+        assert list(sc.get_sizes()) == [POINT["s"]]
+        assert tuple(sc.get_edgecolor()[0]) == to_rgba(POINT["edgecolors"])
+    assert tuple(fig.get_size_inches()) == BOUNDARY_SIZE
+    assert draw_boundary(model, X, y, grid=3).axes[0].get_title() == \
+        "decision boundary: the sign of the score"
+
+
+def test_draw_boundary_evaluates_the_mesh_it_is_given(monkeypatch):
+    from dlf.micro import figures
+
+    grids = []
+    real = figures.decision_grid
+    monkeypatch.setattr(figures, "decision_grid",
+                        lambda model, X, grid: grids.append(grid) or real(model, X, grid))
+    X, y = [[0.0, 0.0], [1.0, 1.0]], [-1, 1]
+    draw_boundary(lambda x: Value(x[0] - 0.5), X, y, grid=3)
+    draw_boundary(lambda x: Value(x[0] - 0.5), X, y)
+    assert grids == [3, 40]
 
 
 def test_the_boundary_regions_follow_the_model():

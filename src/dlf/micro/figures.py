@@ -41,7 +41,9 @@ TEXT = {"ha": "center", "va": "center", "fontsize": 8, "family": "monospace"}
 OP_TEXT = {"ha": "center", "va": "center", "fontsize": 7}
 TITLE = {"ha": "center", "va": "center", "fontsize": 10}
 
-# The boundary figure: per label, the points' colour and a lighter one for its region.
+# The boundary figure: its size (inches); per label, the points' colour and a lighter one
+# for its region.
+BOUNDARY_SIZE = (5.5, 4.5)
 CLASSES = {-1: ("#b2182b", "#f4a582"), 1: ("#2166ac", "#92c5de")}
 REGION_ALPHA = 0.6
 POINT = {"s": 18, "edgecolors": "k", "linewidths": 0.5}
@@ -162,7 +164,7 @@ def draw_boundary(model, X, y, path: str | Path | None = None, grid: int = 40,
     """The points X (lists [x1, x2]) coloured by label y (-1 or +1), over the regions where
     the model's score is negative or positive (evaluated on a grid x grid mesh)."""
     g1, g2, side = decision_grid(model, X, grid)
-    fig = _figure(5.5, 4.5)
+    fig = _figure(*BOUNDARY_SIZE)
     ax = fig.add_subplot()
     # side is 0 or 1: one level between them, each region in its class's light colour
     ax.contourf(g1, g2, side, levels=[-0.5, 0.5, 1.5],
@@ -171,11 +173,9 @@ def draw_boundary(model, X, y, path: str | Path | None = None, grid: int = 40,
         pts = [p for p, t in zip(X, y) if t == label]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=color, label=f"y = {label:+d}",
                    **POINT)
-    ax.set_xlim(g1[0], g1[-1])
-    ax.set_ylim(g2[0], g2[-1])
-    ax.set_xlabel("x1")
+    ax.set_xlabel("x1")  # the axes span the mesh: contourf sets their limits
     ax.set_ylabel("x2")
-    ax.set_title(title or "decision boundary: the regions where the score is < 0 and > 0")
-    ax.legend(loc="upper right")
+    ax.set_title(title or "decision boundary: the sign of the score")
+    ax.legend()
     fig.tight_layout()
     return _save(fig, path)
