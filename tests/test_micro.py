@@ -346,7 +346,7 @@ def test_topological_order_puts_every_value_after_its_parents():
     assert order == [a, b, c, d, e]  # depth first, parents in their written order
 
 
-# --------------------------------------------------------------------------- random expression trees
+# ---------------------------------------------------------------------- random expression trees
 
 # Each step: (operation, which recent node is the first operand (0 = the newest), which
 # node is the second (any, so subexpressions are shared), a constant).

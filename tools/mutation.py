@@ -1,9 +1,9 @@
 """Mutation testing of the core modules, each against its own tests (`make mutation`).
 
 For every group below this script lays out a scratch project in build/mutation/GROUP/
-(a copy of src/, tests/ and benchmarks/ plus a pyproject.toml whose [tool.mutmut] names the group's
-modules and test files), runs `mutmut run` there and prints the score. mutmut keeps its
-results in that folder, so a second run only tests mutants whose code changed.
+(a copy of src/, tests/ and benchmarks/ plus a pyproject.toml whose [tool.mutmut] names
+the group's modules and test files), runs `mutmut run` there and prints the score. mutmut
+keeps its results in that folder, so a second run only tests mutants whose code changed.
 
     python tools/mutation.py              every group
     python tools/mutation.py optim nn     some groups
@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # group: (modules to mutate, their tests). Smallest first: a partial run gives scores early.
 GROUPS = {
-    "micro": (["src/dlf/micro/*"], ["tests/test_micro.py"]),
     "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
     "sample": (["src/dlf/sample.py"], ["tests/test_sample.py"]),
     # the trainer, and the files it writes (checkpoints, metrics.jsonl): the same tests run
@@ -41,6 +40,7 @@ GROUPS = {
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
     "data": (["src/dlf/data/*"], ["tests/test_data.py"]),
+    "micro": (["src/dlf/micro/*"], ["tests/test_micro.py"]),
 }
 
 PYPROJECT = """\
