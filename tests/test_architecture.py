@@ -56,6 +56,7 @@ ALLOWED = {
     "errors": set(),
     "fileio": set(),
     "plots": {"fileio"},
+    "micro": {"errors", "fileio"},
     "nn": {"errors"},
     "optim": {"errors", "nn"},
     "data": {"errors", "fileio"},

@@ -51,6 +51,7 @@ STAGES = [
 TOKENIZER_PAIR = ("shakespeare-transformer-cpu", "shakespeare-transformer-cpu-bpe")
 EXPERIMENTS = ["mlp-init", "wavenet-vs-flat", "names-zoo"]
 QUICK_EXPERIMENT_STEPS = 40
+MICRO_QUICK_STEPS = 20  # dlf.micro's moons MLP; the full report trains the lecture's 100
 
 
 def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None) -> C.RunConfig:
@@ -137,7 +138,7 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
     mach = machine()  # before any run changes torch's thread count
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     progress = sys.stderr.isatty() if progress is None else progress
-    total = len(STAGES) + len(EXPERIMENTS)
+    total = len(STAGES) + len(EXPERIMENTS) + 1
     rows, run_dirs = [], {}
     for i, stage in enumerate(STAGES, 1):
         cfg = stage_config(stage, quick, names, text)
@@ -154,11 +155,15 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
         res, how = run_experiment_stage(name, out / "experiments" / name, quick, names, progress)
         log(f"[{j}/{total}] experiment {name}: {how} ({res.get('wall_seconds', 0):.0f} s)")
         experiments[name] = res
+    log(f"[{total}/{total}] dlf.micro: scalar-autograd MLP on moons ...")
+    micro = run_micro(quick)
+    log(f"[{total}/{total}] dlf.micro: train accuracy {micro.accuracy:.0%} after "
+        f"{micro.steps} steps ({micro.seconds:.0f} s)")
 
     names_runs = {s.label: MetricsLog(run_dirs[s.preset] / "metrics.jsonl").read()
                   for s, cfg, _ in rows if s.preset.startswith("names-")}
     plot_names_curves(names_runs, out / "names_loss.png")
-    md = _markdown(out, rows, run_dirs, experiments, quick, mach)
+    md = _markdown(out, rows, run_dirs, experiments, quick, mach, micro)
     atomic_write_text(out / "REPORT.md", md)
     log(f"report written: {out / 'REPORT.md'}")
     return out / "REPORT.md"
@@ -188,7 +193,28 @@ def _tokenizer_rows(rows) -> list[str]:
     return [*lines, ""]
 
 
-def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict) -> str:
+def run_micro(quick: bool):
+    """Lesson 0's scalar-autograd MLP on the moons, the lecture's 100 steps (quick: fewer).
+    Trained afresh by every report: it takes well under a minute."""
+    from dlf.micro import train_moons
+
+    return train_moons(MICRO_QUICK_STEPS) if quick else train_moons()
+
+
+def micro_table(r) -> list[str]:
+    """The markdown table of run_micro's result (a dlf.micro.MoonsResult)."""
+    first = "-" if r.first_perfect_step is None else f"{r.first_perfect_step:,}"
+    header = ("| model | dataset | parameters | train accuracy | reference | steps | "
+              "first step at 100% | wall |")
+    row = (f"| MLP 2-16-16-1 on scalar Values, hinge loss + L2 | moons ({len(r.y)} points) | "
+           f"{len(r.model.parameters()):,} | {r.accuracy:.1%} | 100% (micrograd demo) | "
+           f"{r.steps:,} | {first} | {r.seconds:.0f} s |")
+    return ["## Scalar autograd (`dlf.micro`, lesson 0)", "", header,
+            "|---|---|---|---|---|---|---|---|", row, ""]
+
+
+def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict,
+              micro) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# dlf results" + (" (quick: tiny budgets, not the real figures)" if quick else ""),
@@ -212,6 +238,7 @@ def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict) -
                    "val nats/char puts every model on one scale. Names splits are exact, "
                    "Shakespeare uses `train.eval_iters` fixed batches."), "",
               *_tokenizer_rows(rows),
+              *micro_table(micro),
               "## Names models", "", "![names loss curves](names_loss.png)", ""]
     sh = [s for s, _, _ in rows if not s.preset.startswith("names-")]
     for s in sh:
