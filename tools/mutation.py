@@ -30,13 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # group: (modules to mutate, their tests). Smallest first: a partial run gives scores early.
 GROUPS = {
     "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
-    "sample": (["src/dlf/sample.py"], ["tests/test_sample.py", "tests/test_bpe_runs.py"]),
-    # the trainer, and the files it writes (checkpoints, metrics.jsonl): the same tests run
-    # both, but as two groups each can be finished (or rerun) on its own
-    "checkpoint": (["src/dlf/engine/checkpoint.py", "src/dlf/engine/metrics.py"],
-                   ["tests/test_engine.py", "tests/test_reliability.py"]),
-    "engine": (["src/dlf/engine/trainer.py"],
-               ["tests/test_engine.py", "tests/test_reliability.py"]),
+    "sample": (["src/dlf/sample.py"],
+               ["tests/test_sample.py", "tests/test_bpe_runs.py", "tests/test_sequences.py",
+                "tests/test_transformer.py", "tests/test_api.py"]),
+    # the training path: the plan, the loop and its parts (engine), and the files a run
+    # writes and reads back (checkpoint); the same tests run both, but as two groups each
+    # can be finished (or rerun) on its own
+    "checkpoint": ([f"src/dlf/engine/{f}.py" for f in
+                    ("checkpoint", "metrics", "lossplot", "resume")],
+                   ["tests/test_engine.py", "tests/test_reliability.py", "tests/test_faults.py"]),
+    "engine": ([f"src/dlf/engine/{f}.py" for f in
+                ("plan", "loop", "trainer", "steps", "batches", "clock", "divergence",
+                 "results", "signals", "progress")],
+               ["tests/test_engine.py", "tests/test_reliability.py", "tests/test_faults.py",
+                "tests/test_architecture.py", "tests/test_bench.py", "tests/test_cli.py"]),
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
     "data": (["src/dlf/data/*"], ["tests/test_data.py", "tests/test_bpe.py",
