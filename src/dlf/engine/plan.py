@@ -33,7 +33,9 @@ from dlf.models.transformer import pick_attention
 # Train settings that only the autograd regime reads; the others would silently ignore
 # them, so a value other than the default is refused.
 _OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "weight_decay", "grad_accum",
-                     "grad_clip", "dtype", "compile")
+                     "grad_clip", "dtype", "compile", "muon_lr", "muon_ns_dtype")
+# Train settings that only train.optimizer = "muon" reads.
+_MUON_FIELDS = ("muon_lr", "muon_ns_dtype")
 _IGNORED = {
     "autograd": (),
     "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
@@ -80,6 +82,7 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     C.validate(cfg)
     caps = capabilities(model_class(cfg.model.type))
     check_regime(cfg.train, cfg.model.type, caps.regime)
+    check_optimizer(cfg.train, cfg.model.type, caps)
     check_world(cfg, world, caps.regime)
     data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
     cfg.model.vocab_size = data.tokenizer.vocab_size
@@ -117,6 +120,24 @@ def check_regime(t: C.TrainConfig, model_type: str, regime: str) -> None:
     if regime == "fitted" and t.max_steps != 0:
         raise DlfError(f"a {model_type} model is fitted in one counting pass: "
                        f"set train.max_steps = 0 (got {t.max_steps})")
+
+
+def check_optimizer(t: C.TrainConfig, model_type: str, caps: Capabilities) -> None:
+    """Refuse Muon's settings without Muon, and Muon where it cannot split the model."""
+    default = C.TrainConfig()
+    if t.optimizer != "muon":
+        for name in _MUON_FIELDS:
+            if getattr(t, name) != getattr(default, name):
+                raise DlfError(f"train.{name} = {getattr(t, name)!r} has no effect: "
+                               f"train.optimizer is {t.optimizer}, not muon; remove the setting")
+        return
+    if not caps.output_weights:
+        raise DlfError(f"train.optimizer = muon keeps a model's output layer on AdamW, and a "
+                       f"{model_type} model does not name its output layer: use the "
+                       "transformer, or adamw")
+    if t.lr <= 0:
+        raise DlfError("train.optimizer = muon scales train.muon_lr by the schedule's share "
+                       f"of train.lr: train.lr must be > 0, got {t.lr}")
 
 
 def check_world(cfg: C.RunConfig, world: World, regime: str) -> None:
@@ -213,13 +234,18 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
       scores, m * n_head * block_size**2 float32 values (softmax output in fp32 under bf16
       autocast too), fit in the last-level cache; past that, the scores of one pass
       spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
-      attention, full-batch training) 0: the whole batch in one pass.
+      attention, full-batch training) 0: the whole batch in one pass;
+    - train.muon_ns_dtype (train.optimizer = "muon"): "bf16" on CUDA (the reference's
+      choice, for tensor cores), "fp32" elsewhere: on a CPU the bf16 products of these
+      small matrices are slower than fp32's (`benchmarks/muon_step.py`).
 
     Micro-batching leaves the gradient unchanged (each pass's mean loss is weighted by its
     share of the batch's targets), so only speed depends on it."""
     m, t = cfg.model, cfg.train
     if getattr(m, "attention", None) == "auto":
         m.attention = pick_attention(device.type, t.dtype, m.dropout)
+    if t.optimizer == "muon" and t.muon_ns_dtype == "auto":
+        t.muon_ns_dtype = "bf16" if device.type == "cuda" else "fp32"
     if t.micro_batch == "auto":
         t.micro_batch = 0
         n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)
