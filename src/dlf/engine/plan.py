@@ -236,8 +236,9 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
       spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
       attention, full-batch training) 0: the whole batch in one pass;
     - train.muon_ns_dtype (train.optimizer = "muon"): "bf16" on CUDA (the reference's
-      choice, for tensor cores), "fp32" elsewhere: on a CPU the bf16 products of these
-      small matrices are slower than fp32's (`benchmarks/muon_step.py`).
+      choice, for tensor cores), "fp32" elsewhere: bf16 products of matrices this small are
+      not reliably faster on a CPU, and fp32 follows the iteration to fp32 rounding
+      (`benchmarks/recipe_step.py` times both).
 
     Micro-batching leaves the gradient unchanged (each pass's mean loss is weighted by its
     share of the batch's targets), so only speed depends on it."""
