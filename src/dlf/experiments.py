@@ -354,7 +354,7 @@ RECIPE_CHANGES = {  # variant -> (label, overrides of the preset), one design ch
 def recipe_variants() -> dict[str, tuple[str, list[str]]]:
     """The baseline (the preset as it is), each change alone, and all changes together."""
     everything = [o for _, overrides in RECIPE_CHANGES.values() for o in overrides]
-    return {"baseline": ("baseline (the preset)", []), **RECIPE_CHANGES,
+    return {"baseline": ("the preset as it is", []), **RECIPE_CHANGES,
             "all": ("all changes", everything)}
 
 
@@ -465,15 +465,17 @@ def _gpt_recipe(name, out_dir, data, steps, quick, progress, force):
                          for r in rows}, out_dir / "val_seconds.png", RECIPE_TARGET,
                         f"gpt-recipe: val loss vs training seconds ({len(seeds)} seed(s) each)")
     budget = f"{seconds:g} s of training (optimizer steps) per run"
+    t = _recipe_cfg("baseline", [], data, seeds[0], seconds, steps, quick).train
+    final_iters = t.eval_iters if quick else RECIPE_FINAL_ITERS
     settings = {"preset": RECIPE_PRESET, "budget_seconds": seconds, "seeds": list(seeds),
                 "target_val": RECIPE_TARGET,
                 "steps_note": f"{budget}, seeds {', '.join(map(str, seeds))}",
                 "train": f"the {RECIPE_PRESET} preset with each variant's overrides; the lr "
                          f"schedule runs on the share of the budget spent; val every "
-                         f"{RECIPE_EVAL_EVERY} steps on {RECIPE_EVAL_ITERS} batches (the "
-                         "crossing of the target interpolated between two evaluations), the "
-                         f"final val of the best weights on {RECIPE_FINAL_ITERS} fixed "
-                         f"batches; mean ± std over seeds",
+                         f"{t.eval_interval} steps on {t.eval_iters} batches (the crossing "
+                         "of the target interpolated between two evaluations), the final "
+                         f"val of the best weights on {final_iters} fixed batches; mean ± "
+                         "std over seeds",
                 "variants": {r["variant"]: r["overrides"] for r in rows}}
     return rows, text, [header, *table], settings
 
@@ -494,8 +496,10 @@ def _recipe_text(rows: list[dict], seconds: float, n_seeds: int) -> str:
         text += (f" Time to val {RECIPE_TARGET}: baseline {b:.1f} s, all changes {f:.1f} s "
                  f"({b / f:.2f}x as fast).")
     missed = [r["label"] for r in rows if r["reached"] < len(r["runs"])]
-    if missed:
-        text += (f" Not every seed reached {RECIPE_TARGET} within the budget: "
+    if len(missed) == len(rows):
+        text += f" No run reached val {RECIPE_TARGET} within the budget."
+    elif missed:
+        text += (f" Not every seed reached val {RECIPE_TARGET} within the budget: "
                  + ", ".join(missed) + ".")
     return text
 

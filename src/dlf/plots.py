@@ -327,7 +327,10 @@ def plot_val_vs_seconds(curves: dict[str, list[list[tuple[float, float]]]], path
             ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1.0, alpha=0.8,
                     label=label if j == 0 else None, **style)
     ax.axhline(target, color="0.3", ls=":", lw=1.0, label=f"val {target:g}")
-    ax.set_ylim(target - 0.25, target + 0.6)
+    vals = [v for runs in curves.values() for pts in runs for _, v in pts]
+    ends = [pts[-1][1] for runs in curves.values() for pts in runs if pts]
+    if vals:  # from the best value to a little above the target or every run's end
+        ax.set_ylim(min(*vals, target) - 0.05, max(target + 0.6, *(e + 0.1 for e in ends)))
     ax.set_xlabel("training time (s, optimizer steps only)")
     ax.set_ylabel("val loss (nats/char)")
     ax.set_title(title)
