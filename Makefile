@@ -23,11 +23,13 @@ runs/names-mlp/result.json: $(VENV)/.installed
 demo: runs/names-mlp/result.json
 	$(DLF) sample runs/names-mlp -n 10 --seed 0
 
+# Tests run on every core (pytest-xdist); each test is independent of the others.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # The development extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
 notebooks-env: $(VENV)/.installed
@@ -52,6 +54,8 @@ pack-data: $(VENV)/.installed
 # val loss, tokens/s and MFU into $(OUT)/gpu-check.json (default runs/gpu-check). Runs
 # from a plain copy of the repository with the machine's own torch (GPU_PYTHON, default
 # python3, must import torch, safetensors, tqdm and matplotlib); no venv, no network.
+# regex, a runtime dependency of dlf, is not needed there: only the BPE tokenizer
+# (dlf.data.bpe) imports it, and the check trains on characters.
 GPU_PYTHON ?= python3
 gpu-check:
 	PYTHONPATH=src $(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)

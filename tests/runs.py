@@ -14,8 +14,8 @@ def tiny_mlp(names_file, **train):
     cfg.data.dataset = str(names_file)
     C.apply_overrides(cfg, ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
                             "model.n_layer=2"])
-    t = {"max_steps": 30, "batch_size": 16, "eval_interval": 10, "log_interval": 1,
-         "num_samples": 5, "schedule": "constant", "milestones": []}
+    t = {"max_steps": 30, "batch_size": 16, "eval_interval": 10, "checkpoint_interval": 10,
+         "log_interval": 1, "num_samples": 5, "schedule": "constant", "milestones": []}
     t.update(train)
     for k, v in t.items():
         setattr(cfg.train, k, v)

@@ -94,14 +94,15 @@ def test_documented_calls_on_tiny_data(tmp_path, names_file, text_file):
     assert len(a) == 1 and a == b and a[0].startswith("to be") and len(a[0]) == 25
 
 
+TINY_TEXT = ["data.format=text", "model.block_size=8", "model.n_embd=8", "model.n_head=2",
+             "model.n_layer=1", "train.max_steps=3", "train.eval_iters=1",
+             "train.batch_size=4", "train.dtype=fp32"]
 TINY = {  # one run of each kind of sampling: fixed windows, whole-line sequences, text
     "window": ("names-mlp", "names", ["model.n_hidden=16", "train.max_steps=3"]),
     "sequence": ("names-gru", "names", ["model.n_hidden=8", "model.n_embd=8",
                                         "train.max_steps=3"]),
-    "text": ("shakespeare-transformer-cpu", "text",
-             ["data.format=text", "model.block_size=8", "model.n_embd=8", "model.n_head=2",
-              "model.n_layer=1", "train.max_steps=3", "train.eval_iters=1",
-              "train.batch_size=4", "train.dtype=fp32"]),
+    "text": ("shakespeare-transformer-cpu", "text", TINY_TEXT),
+    "bpe": ("shakespeare-transformer-cpu-bpe", "text", [*TINY_TEXT, "data.vocab_size=300"]),
 }
 
 

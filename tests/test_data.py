@@ -629,7 +629,7 @@ def test_text_dataset_batch_shapes_and_shift():
 
 def test_text_dataset_block_too_long():
     tok = CharTokenizer.from_text("abcdef")
-    with pytest.raises(DlfError, match=r"block size 6 is longer than the data \(6 characters\)"):
+    with pytest.raises(DlfError, match=r"block size 6 is longer than the data \(6 tokens\)"):
         TextDataset("abcdef", tok, 6)
     assert len(TextDataset("abcdef", tok, 5)) == 6
     with pytest.raises(DlfError, match="block size"):
@@ -698,7 +698,7 @@ def test_sequence_dataset_batch_is_cut_to_its_longest_row():
     assert len(widths) > 1 and max(widths) <= 11
 
 
-# --- edges and exact messages (issue 15: each found by a surviving mutant) ---------------
+# --- edges and exact messages ------------------------------------------------------------
 
 
 def full(message: str) -> str:

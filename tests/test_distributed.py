@@ -13,9 +13,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -87,12 +89,43 @@ def test_span_covers_every_item_once():
             assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
 
 
-def test_strip_nproc_and_launch_command():
-    argv = ["train", "names-mlp", "--nproc", "2", "--max-steps", "3", "--nproc=4"]
-    assert launch.strip_nproc(argv) == ["train", "names-mlp", "--max-steps", "3"]
+def test_strip_launch_options_and_launch_command():
+    argv = ["train", "names-mlp", "--nproc", "2", "--max-steps", "3", "--nproc=4",
+            "--max-restarts", "1", "--max-restarts=2", "--resume", "auto"]
+    assert launch.strip_launch_options(argv) == ["train", "names-mlp", "--max-steps", "3",
+                                                 "--resume", "auto"]
     cmd = launch.launch_command(2, ["train", "x"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                        "-m", "dlf", "train", "x"]
+    cmd = launch.launch_command(2, ["train", "x"], max_restarts=3)
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                       "--max-restarts=3", "-m", "dlf", "train", "x"]
+
+
+def test_each_attempt_of_a_restarted_job_has_its_own_keys(monkeypatch):
+    """torchrun's agent keeps one store over restarts: a restarted process group must not
+    read the keys of the attempt before (the addresses of processes that are gone)."""
+    from datetime import timedelta
+
+    from dlf.engine.elastic import attempt_store
+
+    timeout = timedelta(seconds=10)
+    agent = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, timeout=timeout)
+    agent.set("rank_0", "the previous attempt's address")
+    env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "1",
+           "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(agent.port)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    kw = attempt_store(2, 1, timeout)
+    assert (kw["rank"], kw["world_size"]) == (1, 2)
+    kw["store"].set("rank_0", "this attempt's address")
+    assert agent.get("dlf/attempt_1/rank_0") == b"this attempt's address"
+    assert agent.get("rank_0") == b"the previous attempt's address"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # several machines: their agents count apart
+    assert attempt_store(2, 1, timeout) == {}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # a store for each attempt
+    assert attempt_store(2, 1, timeout) == {}
 
 
 def test_cli_refuses_nproc_for_a_counted_model(capsys):
@@ -186,9 +219,10 @@ def _launch(args, tmp_path, nproc=2, module="dlf"):
                           capture_output=True, text=True, timeout=JOB_TIMEOUT)
 
 
-# every tiny job: 4 steps at a constant rate, logged each step, evaluated every 2
+# every tiny job: 4 steps at a constant rate, logged each step, evaluated and checkpointed
+# every 2
 SHORT_RUN = ["train.max_steps=4", "train.schedule=constant", "train.log_interval=1",
-             "train.eval_interval=2", "train.threads=1"]
+             "train.eval_interval=2", "train.checkpoint_interval=2", "train.threads=1"]
 
 
 def tiny(preset: str, data_file, overrides: list[str]):
@@ -322,8 +356,70 @@ def test_a_failing_rank_stops_the_job(two_process_runs):
                 module="torch.distributed.run")
     assert p.returncode != 0
     assert "rank 1 fails on purpose" in p.stderr
-    # the checkpoint of step 2 (eval_interval 2) was written before the failure
+    # the checkpoint of step 2 (checkpoint_interval 2) was written before the failure
     assert (d / "fail" / "state.safetensors").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone since the listing
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _worker(pid: int, rank: int) -> int:
+    """The pid of the job's worker of `rank` (its environment says RANK) below `pid`."""
+    for child in _descendants(pid):
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"LOCAL_RANK" in b"".join(env):
+            return child
+    raise AssertionError(f"no worker of rank {rank} below {pid}")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_the_job_ends_as_if_uninterrupted(tmp_path, names_file):
+    """torchrun --max-restarts (through dlf train --nproc) with --resume auto: one of two
+    workers is killed (SIGKILL) after the first checkpoint; torchrun restarts both, they
+    continue from the checkpoint, and every loss equals one uninterrupted process's."""
+    cfg = tiny_bn_mlp(names_file)
+    t = cfg.train
+    t.max_steps, t.checkpoint_interval, t.eval_interval, t.log_interval = 300, 20, 100, 10
+    (tmp_path / "job.toml").write_text(C.to_toml(cfg), encoding="utf-8")
+    env = dict(os.environ, DLF_DIST_TIMEOUT="30", OMP_NUM_THREADS="1", DLF_DEBUG="1",
+               PYTHONPATH=os.pathsep.join([str(Path(distributed.__file__).parents[2]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    job = subprocess.Popen([sys.executable, "-m", "dlf", "train", "job.toml", "--out", "job",
+                            "--nproc", "2", "--max-restarts", "1", "--resume", "auto",
+                            "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        while not (tmp_path / "job" / "state.safetensors").exists():
+            assert job.poll() is None, job.communicate()[1][-3000:]
+            time.sleep(0.005)
+        os.kill(_worker(job.pid, 1), signal.SIGKILL)
+        _, err = job.communicate(timeout=JOB_TIMEOUT)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err[-3000:]
+    resumed = [line for line in err.splitlines() if line.startswith("dlf: resuming")]
+    assert len(resumed) == 1 and 20 <= int(resumed[0].rsplit(" ", 1)[1]) < 300, err[-3000:]
+    one = tmp_path / "one"
+    train(cfg, one, progress=False)
+    assert_same_run(tmp_path / "job", one)
 
 
 # ------------------------------------------------------------------ make gpu-check

@@ -376,7 +376,7 @@ def test_resolve_auto_rules():
         C.apply_overrides(cfg, ["train.micro_batch=big"])
 
 
-# --------------------------------------------------------------------- issue 15 (mutation)
+# --------------------------------------------------------------------- edges and exact values
 
 
 def count_bigram(names_file):
@@ -471,7 +471,7 @@ def test_clip_grad_norm_leaves_a_small_gradient_alone():
 
 def test_the_clock_counts_step_time_wall_time_and_throughput():
     """On a fake clock: step time is what ran inside `step()`, wall time runs from the
-    start plus what earlier sessions of a resumed run spent, and tokens/s is the tokens of
+    start plus what the run spent before it was resumed, and tokens/s is the tokens of
     the steps since the last reading over the time since it."""
     ticks = iter([10.0, 11.0, 11.5, 12.0, 14.0, 15.0, 16.0, 20.0])
     clock = Clock(100, 0.0, tokens_per_step=32, train_seconds=3.0, wall_before=7.0, step=4,

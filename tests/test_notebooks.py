@@ -1,4 +1,4 @@
-"""Issue 12: the lesson notebooks -- committed with full-budget outputs, and executable.
+"""The lesson notebooks: committed with full-budget outputs, and executable.
 
 The committed .ipynb files are checked as files (fast); each lesson is also built from
 its source and executed through nbclient with DLF_QUICK=1 (tiny budgets)."""
@@ -15,7 +15,8 @@ import dlf
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-LESSONS = ["01-bigram", "02-mlp-two-ways", "03-wavenet", "04-transformer"]
+LESSONS = ["00-micrograd", "01-bigram", "02-mlp-two-ways", "03-wavenet", "04-transformer",
+           "05-tokenizer"]
 MAX_BYTES = 2 * 1024 * 1024
 VERSION_LINE = re.compile(r"^dlf (\S+), budget: (full|quick)$", re.MULTILINE)
 

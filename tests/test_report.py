@@ -1,11 +1,13 @@
 """`dlf report --quick` end to end on tiny synthetic data, then again reusing every stage."""
 
 import json
+import math
 
 import pytest
 
+from dlf import presets as P
 from dlf.cli import main
-from dlf.report import EXPERIMENTS, STAGES
+from dlf.report import EXPERIMENTS, STAGES, TOKENIZER_PAIR, _tokenizer_rows
 
 
 @pytest.mark.slow
@@ -27,6 +29,10 @@ def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
                   "experiments/gpt-recipe/val_seconds.png"):
         assert f"]({image})" in md and (out / image).stat().st_size > 0
     assert "Experiment: mlp-init" in md and "Samples (seed 0)" in md and "torch" in md
+    assert "## Characters or BPE tokens" in md
+    for preset in TOKENIZER_PAIR:  # nats per character side by side
+        result = json.loads((out / "runs" / preset / "result.json").read_text())
+        assert f"| {result['val_nats_per_char']:.4f} | {result['val_bits_per_char']:.4f} |" in md
     for model in ("names-rnn", "names-gru", "names-bow", "Experiment: names-zoo",
                   "Experiment: gpt-recipe"):
         assert model in md
@@ -40,3 +46,21 @@ def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
     # every other stage and the experiments
     assert err.count("reused") == len(STAGES) - 1 + len(EXPERIMENTS)
     assert (out / "runs" / "names-bigram" / "model.safetensors").read_bytes() == before
+
+
+def test_the_tokenizer_rows_compare_per_character():
+    """The character and the BPE model in one table: context in tokens and in characters
+    (tokens x the characters per token of the evaluated val targets)."""
+    rows = []
+    for preset, per_token, per_char, vocab in ((TOKENIZER_PAIR[0], 1.8, 1.8, 65),
+                                               (TOKENIZER_PAIR[1], 3.4, 1.7, 512)):
+        stage = next(s for s in STAGES if s.preset == preset)
+        rows.append((stage, P.load_preset(preset), {
+            "val_loss": per_token, "val_nats_per_char": per_char, "vocab_size": vocab,
+            "val_bits_per_char": per_char / math.log(2), "steps": 900, "train_seconds": 40.4}))
+    md = "\n".join(_tokenizer_rows(rows))
+    assert ("| char (`shakespeare-transformer-cpu`) | 65 | 32 tokens, ~32 chars | 900 | 40 s "
+            "| 1.8000 | 1.8000 | 2.5969 |") in md
+    assert ("| bpe (`shakespeare-transformer-cpu-bpe`) | 512 | 16 tokens, ~32 chars | 900 | "
+            "40 s | 3.4000 | 1.7000 | 2.4526 |") in md
+    assert _tokenizer_rows(rows[:1]) == []  # a report without the pair has no such table

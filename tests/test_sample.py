@@ -226,7 +226,8 @@ def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
 @pytest.mark.parametrize("args,message", [
     ((1.0, None, 1, 0), "-n/--num must be >= 1, got 0"),
     ((-0.5, None, 1, 1), "--temperature must be >= 0, got -0.5"),
-    ((float("nan"), None, 1, 1), "--temperature must be >= 0, got nan"),
+    ((float("nan"), None, 1, 1), "--temperature must be a finite number, got nan"),
+    ((float("inf"), None, 1, 1), "--temperature must be a finite number, got inf"),
     ((1.0, 0, 1, 1), "--top-k must be >= 1, got 0"),
     ((1.0, None, 0, 1), "--max-new-tokens must be >= 1, got 0"),
 ])

@@ -1,9 +1,9 @@
 """Mutation testing of the core modules, each against its own tests (`make mutation`).
 
 For every group below this script lays out a scratch project in build/mutation/GROUP/
-(a copy of src/ and tests/ plus a pyproject.toml whose [tool.mutmut] names the group's
-modules and test files), runs `mutmut run` there and prints the score. mutmut keeps its
-results in that folder, so a second run only tests mutants whose code changed.
+(a copy of src/, tests/ and benchmarks/ plus a pyproject.toml whose [tool.mutmut] names
+the group's modules and test files), runs `mutmut run` there and prints the score. mutmut
+keeps its results in that folder, so a second run only tests mutants whose code changed.
 
     python tools/mutation.py              every group
     python tools/mutation.py optim nn     some groups
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # group: (modules to mutate, their tests). Smallest first: a partial run gives scores early.
 GROUPS = {
     "optim": (["src/dlf/optim.py"], ["tests/test_optim.py"]),
-    "sample": (["src/dlf/sample.py"], ["tests/test_sample.py"]),
+    "sample": (["src/dlf/sample.py"], ["tests/test_sample.py", "tests/test_bpe_runs.py"]),
     # the trainer, and the files it writes (checkpoints, metrics.jsonl): the same tests run
     # both, but as two groups each can be finished (or rerun) on its own
     "checkpoint": (["src/dlf/engine/checkpoint.py", "src/dlf/engine/metrics.py"],
@@ -39,13 +39,16 @@ GROUPS = {
                ["tests/test_engine.py", "tests/test_reliability.py"]),
     "nn": (["src/dlf/nn/*"], ["tests/test_nn.py"]),
     "manual": (["src/dlf/manual/*"], ["tests/test_manual.py"]),
-    "data": (["src/dlf/data/*"], ["tests/test_data.py", "tests/test_bpe.py"]),
+    "data": (["src/dlf/data/*"], ["tests/test_data.py", "tests/test_bpe.py",
+                                  "tests/test_bpe_runs.py"]),
+    "micro": (["src/dlf/micro/*"], ["tests/test_micro.py"]),
 }
 
 PYPROJECT = """\
 [tool.mutmut]
 source_paths = ["src"]
 only_mutate = {modules}
+also_copy = ["benchmarks"]
 pytest_add_cli_args_test_selection = {tests}
 # subprocess tests would import the unmutated package; they run in `make test`
 pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-m", "not slow"]
@@ -65,7 +68,7 @@ def prepare(group: str) -> Path:
     modules, tests = GROUPS[group]
     work = ROOT / "build" / "mutation" / group
     work.mkdir(parents=True, exist_ok=True)
-    for sub in ("src", "tests"):
+    for sub in ("src", "tests", "benchmarks"):  # some tests run a benchmark script
         # a fresh copy each run; mutmut compares files, so unchanged code keeps its results
         shutil.rmtree(work / sub, ignore_errors=True)
         shutil.copytree(ROOT / sub, work / sub,

@@ -9,10 +9,10 @@ The public Python API (what the notebooks use; `dlf.__all__` lists it):
     dlf.generate(run, n=5)                    # samples: names, or text
     dlf.show(dlf.plots.plot_loss, dlf.read_metrics(run), title="loss")  # a figure inline
 
-plus the building blocks as submodules: dlf.nn (layers), dlf.optim (optimizers),
-dlf.manual (the hand-written backward pass), dlf.models, dlf.data, dlf.diagnostics,
-dlf.experiments and dlf.plots. Everything is imported on first use, so `import dlf`
-(and `dlf --help`) stays fast.
+plus the building blocks as submodules: dlf.micro (scalar autograd on Python floats, no
+torch), dlf.nn (layers), dlf.optim (optimizers), dlf.manual (the hand-written backward
+pass), dlf.models, dlf.data, dlf.diagnostics, dlf.experiments and dlf.plots. Everything is
+imported on first use, so `import dlf` (and `dlf --help`) stays fast.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ _FUNCTIONS = {
     "show": ("dlf.plots", "show"),
 }
 _SUBMODULES = ("nn", "optim", "manual", "models", "data", "diagnostics", "experiments", "plots",
-               "config")
+               "config", "micro")
 
 __all__ = [
     "DlfError", "Run", "RunConfig", "Trainer", "__version__", "apply_overrides", "build_model",
     "config", "data", "diagnostics", "experiments", "generate", "load_data", "load_preset",
-    "load_run", "manual", "models", "nn", "optim", "plots", "preset_names", "quick",
+    "load_run", "manual", "micro", "models", "nn", "optim", "plots", "preset_names", "quick",
     "read_metrics", "show", "train",
 ]  # the names of _FUNCTIONS and _SUBMODULES (a test checks)
 

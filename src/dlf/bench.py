@@ -18,7 +18,7 @@ from dlf import config as C
 from dlf import presets
 from dlf.engine import distributed
 from dlf.engine.device import autocast
-from dlf.engine.launch import launch_command, strip_nproc
+from dlf.engine.launch import launch_command, strip_launch_options
 from dlf.engine.plan import plan_run
 from dlf.engine.steps import AutogradStep
 from dlf.errors import DlfError
@@ -161,7 +161,7 @@ def bench_train_scaling(nproc: int, bench_args: list[str]) -> dict:
 
     if nproc < 2:
         raise DlfError(f"--nproc must be >= 2 to compare with 1 process, got {nproc}")
-    args = [*strip_nproc(bench_args), "--json"]
+    args = [*strip_launch_options(bench_args), "--json"]
 
     def run(cmd: list[str]) -> dict:
         p = subprocess.run(cmd, capture_output=True, text=True, check=False)

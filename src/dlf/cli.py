@@ -34,14 +34,22 @@ model.safetensors (best validation weights), state.safetensors (last step, for
 umask (0644 under umask 022). One run at a time holds a directory (DIR/.lock,
 released when it ends, also when it is killed); a second run on it exits 2.
 
+Checkpoints: state.safetensors every train.checkpoint_interval steps (default 50,
+under a minute of work on the CPU presets), at the end and at a stop; a killed run
+loses the steps since. --resume auto continues the run in --out if there is one and
+starts it otherwise: the one command of a job that torchrun restarts
+(--max-restarts; docs/distributed.md).
+
 Stopping: Ctrl-C (SIGINT) or SIGTERM (timeout, docker stop, a batch scheduler)
 finishes the current step, checkpoints and exits with status 75: interrupted,
 resumable. Run the same command with --resume to continue. A second signal aborts
 at once (status 130; the last checkpoint stays).
 
-Divergence: a loss or gradient norm that is not finite ends the run at that step
-with status 2, keeping the last good checkpoint. A loss above 10x the first step's
-is flagged on the progress line and in result.json's "warnings"."""
+Failures: a loss or gradient norm that is not finite, running out of memory (the
+line names the setting to lower) or a file that cannot be written (a full disk)
+end the run with one line and status 2, keeping the last good checkpoint. A loss
+above 10x the first step's is flagged on the progress line and in result.json's
+"warnings"."""
 
 
 def _add_train(sub):
@@ -61,8 +69,11 @@ def _add_train(sub):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. train.lr=0.01 or model.n_embd=64 "
                    "(repeatable; the section may be left out when the key is unambiguous)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its state.safetensors")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue the run in --out from its state.safetensors; --resume auto: "
+                   "continue it if --out holds one of this config, start it if --out holds "
+                   "nothing (one command that both starts a job and continues it after a "
+                   "restart)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing run in --out (its files are listed on stderr)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,6 +81,10 @@ def _add_train(sub):
                    help="data-parallel training in N processes on this machine (torchrun; "
                    "CPU: gloo, the cores shared; CUDA: NCCL, one GPU each); the same as "
                    "torchrun --standalone --nproc_per_node N -m dlf train ...")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                   help="with --nproc (1 too) and --resume auto: when a process fails, torchrun "
+                   "restarts the job up to N times and it continues from the last checkpoint "
+                   "(train.checkpoint_interval)")
     p.add_argument("--diagnostics", action="store_true",
                    help="also record update:data ratios and write the tanh health plots "
                    "(activations, gradients, weight gradients, update ratios) at the end")
@@ -79,7 +94,8 @@ def _add_sample(sub):
     p = sub.add_parser(
         "sample", help="generate from a trained run",
         description="Generate from a run directory's best weights. Names models print one "
-        "item per line; text models stream characters as they are generated.")
+        "item per line; text models stream text as it is generated (a BPE model's "
+        "characters whole, even when a token ends inside one).")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("-n", "--num", type=int, default=None,
                    help="number of samples (default: 20 for line data, 1 for text)")
@@ -89,7 +105,8 @@ def _add_sample(sub):
     p.add_argument("--prompt", default="", help="text the samples start with")
     p.add_argument("--seed", type=int, default=0, help="same seed, same samples (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="characters to generate (default: 50 per name, 500 for text)")
+                   help="tokens to generate, characters for a character-level run "
+                   "(default: 50 per name, 500 for text)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--no-cache", action="store_true",
                    help="sequence models (transformer, rnn, gru): recompute the whole "
@@ -99,12 +116,14 @@ def _add_sample(sub):
 def _add_eval(sub):
     p = sub.add_parser(
         "eval", help="loss of a trained run on a split",
-        description="Mean cross-entropy (nats per character) of the run's best weights. "
-        "Line data is evaluated exactly over the split; text data over train.eval_iters "
-        "fixed batches.")
+        description="Mean cross-entropy of the run's best weights, in nats per token and in "
+        "nats and bits per character (the same for a character-level run; for BPE, the "
+        "summed loss over the characters the evaluated tokens decode to). Line data is "
+        "evaluated exactly over the split; text data over train.eval_iters fixed batches.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--split", choices=["train", "val", "test"], default="val")
-    p.add_argument("--json", action="store_true", help='print {"split": ..., "loss": ...}')
+    p.add_argument("--json", action="store_true", help='print {"split": ..., "loss": ..., '
+                   '"nats_per_char": ..., "bits_per_char": ...}')
     p.add_argument("--device", default="auto")
 
 
@@ -174,7 +193,7 @@ def _add_attention(sub):
         "the run's best weights.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--prompt", required=True, help="the text to attend over (at most "
-                   "block_size characters, each known to the run's tokenizer)")
+                   "block_size tokens, each character known to the run's tokenizer)")
     p.add_argument("--layer", type=int, default=None, help="only this layer (default: all)")
     p.add_argument("--out", metavar="FILE", help="default: RUN_DIR/attention.png")
     p.add_argument("--device", default="auto")
@@ -313,8 +332,10 @@ def cmd_train(args) -> int:
         cfg.train.device = args.device
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
-    if args.nproc != 1:
-        return _launch(args, cfg)
+    if args.force and args.resume:
+        raise DlfError("--force replaces the run in --out and --resume continues it: give one")
+    if args.nproc != 1 or args.max_restarts:
+        return _launch(args, cfg, out)
     world = World.from_env()
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
@@ -331,6 +352,8 @@ def cmd_train(args) -> int:
     if world.rank != 0:  # a data-parallel job reports once, from rank 0
         return 0
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
+    if cfg.data.tokenizer != "char":  # losses per token; per character for comparison
+        test += f" nats/token; val {r['val_nats_per_char']:.4f} nats/char"
     print(f"{cfg.name}: train {r['train_loss']:.4f}, val {r['val_loss']:.4f}{test} "
           f"({r['steps']} steps, {r['wall_seconds']:.1f} s wall, {r['train_seconds']:.1f} s in steps, "
           f"{r['num_parameters']:,} parameters)")
@@ -338,19 +361,18 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _launch(args, cfg) -> int:
-    """`--nproc N`: plan the job once here (every refusal before any process starts), then
-    start N processes (torchrun)."""
-    from dlf.engine.distributed import World
-    from dlf.engine.launch import launch_local, strip_nproc
-    from dlf.engine.plan import plan_run
+def _launch(args, cfg, out) -> int:
+    """`--nproc N` (and `--max-restarts`): plan the job once here and check its run
+    directory (every refusal before any process starts), then start N processes
+    (torchrun)."""
+    from dlf.engine.launch import check_job, launch_local, strip_launch_options
 
     if args.diagnostics:
         raise DlfError("--diagnostics records one process's gradients: use it without --nproc")
-    if args.nproc < 1:
-        raise DlfError(f"--nproc must be >= 1, got {args.nproc}")
-    plan, _ = plan_run(cfg, World(size=args.nproc, local_size=args.nproc))
-    return launch_local(args.nproc, strip_nproc(args.argv), plan.threads)
+    plan = check_job(cfg, out, args.nproc, resume=args.resume, force=args.force,
+                     max_restarts=args.max_restarts)
+    return launch_local(args.nproc, strip_launch_options(args.argv), plan.threads,
+                        args.max_restarts)
 
 
 def cmd_sample(args) -> int:
@@ -381,8 +403,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import math
+
+    import torch
+
     from dlf.engine.data import prepare_data
-    from dlf.engine.evaluate import evaluate_split
+    from dlf.engine.evaluate import measure_split
     from dlf.engine.rundir import open_run
 
     run = open_run(args.run, device=args.device)
@@ -391,11 +417,15 @@ def cmd_eval(args) -> int:
     if ds is None:
         raise DlfError(f"{run.config.data.dataset} is text data with no test split "
                        "(90/10 train/val); use --split val")
-    loss = evaluate_split(run.model, ds, run.config.train, run.device)
+    chars = torch.tensor(run.tokenizer.token_chars())  # (V,) characters of each token id
+    nats = measure_split(run.model, ds, run.config.train, run.device, token_chars=chars)
+    bits = nats.per_char / math.log(2)
     if args.json:
-        print(json.dumps({"split": args.split, "loss": loss}))
+        print(json.dumps({"split": args.split, "loss": nats.per_token,
+                          "nats_per_char": nats.per_char, "bits_per_char": bits}))
     else:
-        print(f"{args.split} loss: {loss:.4f} nats/char")
+        print(f"{args.split} loss: {nats.per_token:.4f} nats/token, {nats.per_char:.4f} "
+              f"nats/char ({bits:.4f} bits/char)")
     return 0
 
 

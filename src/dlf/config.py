@@ -17,6 +17,7 @@ directory as `config.toml`, so a run can be reproduced from that file alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,11 @@ class DataConfig:
     # lines data: "windows" = one (block_size context, next char) row per target;
     # "sequences" = one padded row per line, every position a target (sequence models)
     layout: str = "windows"
+    # "char": one token per character (the data's characters); "bpe": byte-level BPE
+    # (dlf.data.bpe) learned from the train split, for text data
+    tokenizer: str = "char"
+    vocab_size: int = 0  # bpe: 256 bytes + the merges to learn; char: 0 (the data decides)
+    bpe_pattern: str = "gpt4"  # bpe: the split regex, gpt4 | gpt2 | none (dlf.data.bpe)
 
 
 @dataclass
@@ -63,6 +69,11 @@ class TrainConfig:
     # tables (optim.param_groups_for_decay)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     eval_interval: int = 1000
+    # steps between checkpoints (state.safetensors), besides those at the end and at a stop:
+    # at most what a killed or restarted run loses. 50: under a minute of work on the CPU
+    # presets (steps of up to about 0.7 s on the 2-core CPUs they were tuned on);
+    # benchmarks/checkpoint.py prints what the writes cost against the steps
+    checkpoint_interval: int = 50
     eval_iters: int = 20  # text data: batches per loss estimate (line data is exact)
     log_interval: int = 100
     seed: int = 1337
@@ -71,7 +82,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward pass
     threads: int = 0  # torch intra-op threads; 0 = torch's default (one per core)
     num_samples: int = 20  # samples written to samples.txt at the end
-    sample_tokens: int = 500  # characters per sample for text data
+    sample_tokens: int = 500  # tokens per sample for text data (characters, for char)
 
 
 @dataclass
@@ -127,14 +138,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise DlfError(f"{key} must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 pass
-        raise DlfError(f"{key} must be a number, got {value!r}")
+        if number is None:
+            raise DlfError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):  # NaN fails a range check with a misleading message; inf passes it
+            raise DlfError(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -244,11 +260,15 @@ def validate(cfg: RunConfig) -> None:
         (t.optimizer in ("sgd", "adamw", "muon"),
          f"train.optimizer must be sgd, adamw or muon, got {t.optimizer!r}"),
         (t.muon_lr >= 0, "train.muon_lr must be >= 0"),
+        (t.optimizer != "muon" or t.lr > 0, ("train.optimizer = muon scales train.muon_lr by "
+                                             "the schedule's share of train.lr: train.lr must "
+                                             f"be > 0, got {t.lr}")),
         (t.muon_ns_dtype in ("auto", "fp32", "bf16"),
          f"train.muon_ns_dtype must be auto, fp32 or bf16, got {t.muon_ns_dtype!r}"),
         (t.schedule in ("constant", "step", "cosine", "wsd"),
          f"train.schedule must be constant, step, cosine or wsd, got {t.schedule!r}"),
         (t.eval_interval >= 1, "train.eval_interval must be >= 1"),
+        (t.checkpoint_interval >= 1, "train.checkpoint_interval must be >= 1"),
         (t.eval_iters >= 1, "train.eval_iters must be >= 1"),
         (t.log_interval >= 1, "train.log_interval must be >= 1"),
         (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
@@ -263,6 +283,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.data.format in ("", "lines", "text"), "data.format must be lines or text"),
         (cfg.data.layout in ("windows", "sequences"),
          f"data.layout must be windows or sequences, got {cfg.data.layout!r}"),
+        (cfg.data.tokenizer in ("char", "bpe"),
+         f"data.tokenizer must be char or bpe, got {cfg.data.tokenizer!r}"),
         (t.max_seconds >= 0, "train.max_seconds must be >= 0 (0 = no time limit)"),
     ]
     for ok, msg in checks:

@@ -461,7 +461,7 @@ def attention_figure(run_dir: str | Path, prompt: str, layer: int | None = None,
         raise DlfError("--prompt is empty: give the text whose attention to draw")
     ids = run.tokenizer.encode(prompt)  # a DlfError names an unknown character
     if len(ids) > run.model.block_size:
-        raise DlfError(f"the prompt has {len(ids)} characters; the model sees at most "
+        raise DlfError(f"the prompt has {len(ids)} tokens; the model sees at most "
                        f"{run.model.block_size}")
     n_layer = run.config.model.n_layer
     if layer is not None and not 0 <= layer < n_layer:
@@ -470,6 +470,7 @@ def attention_figure(run_dir: str | Path, prompt: str, layer: int | None = None,
     maps = [m[0] for m in run.model.attention_maps(idx)]  # per layer (nh, T, T)
     layers = list(range(n_layer)) if layer is None else [layer]
     path = Path(out) if out is not None else run.path / ATTENTION_PNG
-    plot_attention([maps[i] for i in layers], list(prompt), path, layers=layers,
+    labels = [run.tokenizer.decode([i]) for i in ids]  # one per token: a character, or BPE's
+    plot_attention([maps[i] for i in layers], labels, path, layers=layers,
                    title=f"attention for {prompt!r} ({run.path.name})")
     return path

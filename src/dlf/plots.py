@@ -42,7 +42,8 @@ def running_mean(values: list[float], k: int) -> list[float]:
 
 
 def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
-    """Training loss (thin, with a running mean) and evaluated train/val loss (markers)."""
+    """Training loss (thin, with a running mean) and evaluated train/val loss (markers), in
+    nats per token."""
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
@@ -57,7 +58,7 @@ def plot_loss(records: list[dict], path: str | Path, title: str = "") -> None:
         ax.plot(es, [r["train_loss"] for r in evals], "o-", ms=3, color="C1", label="train (eval)")
         ax.plot(es, [r["val_loss"] for r in evals], "s-", ms=3, color="C2", label="val (eval)")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/char)")
+    ax.set_ylabel("loss (nats per token: a character, or a BPE token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

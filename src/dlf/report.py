@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dlf import config as C
 from dlf import presets
+from dlf.data.sources import DATASETS
 from dlf.engine.checkpoint import atomic_write_text, read_json
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.plan import plan_run
@@ -44,15 +45,20 @@ STAGES = [
     Stage("names-transformer", "Transformer on names (whole names)", "makemore ~1.92", 60),
     Stage("shakespeare-transformer-cpu", "Transformer on Shakespeare (CPU recipe)",
           "train ~1.1, val ~1.5 (6-layer GPU run)", 30),
+    Stage("shakespeare-transformer-cpu-bpe", "the same Transformer on BPE tokens", "-", 30),
 ]
+# The character and the BPE model: one model, about equal training time, two tokenizers.
+TOKENIZER_PAIR = ("shakespeare-transformer-cpu", "shakespeare-transformer-cpu-bpe")
 EXPERIMENTS = ["mlp-init", "wavenet-vs-flat", "names-zoo", "gpt-recipe"]
 QUICK_EXPERIMENT_STEPS = 40
+MICRO_QUICK_STEPS = 20  # dlf.micro's moons MLP; the full report trains the lecture's 100
 
 
 def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None) -> C.RunConfig:
     cfg = presets.load_preset(stage.preset)
     override = {"names": names, "shakespeare": text}.get(cfg.data.dataset)
-    if override:
+    if override:  # the file stands in for the dataset, read in its format
+        cfg.data.format = cfg.data.format or DATASETS[cfg.data.dataset].format
         cfg.data.dataset = str(Path(override).resolve())
     if quick:  # the same pipeline with a tiny budget: the schedule shrinks with it
         t = cfg.train
@@ -112,14 +118,16 @@ def _fmt(x) -> str:
 
 
 def _samples(run_dir: Path, n: int = 10) -> list[str]:
-    """What `dlf sample RUN -n n --seed 0` prints (text: one 400-character sample)."""
+    """What `dlf sample RUN -n n --seed 0` prints (text: one sample of about 400
+    characters: 400 tokens, or 200 BPE tokens)."""
     from dlf.api import generate
     from dlf.engine.rundir import open_run
 
     run = open_run(run_dir, device="cpu")
     if run.tokenizer.boundary is not None:
         return generate(run, n=n, seed=0)
-    return generate(run, seed=0, max_new_tokens=400)
+    return generate(run, seed=0, max_new_tokens=400 if run.config.data.tokenizer == "char"
+                    else 200)
 
 
 def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
@@ -133,7 +141,7 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
     mach = machine()  # before any run changes torch's thread count
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     progress = sys.stderr.isatty() if progress is None else progress
-    total = len(STAGES) + len(EXPERIMENTS)
+    total = len(STAGES) + len(EXPERIMENTS) + 1
     rows, run_dirs = [], {}
     for i, stage in enumerate(STAGES, 1):
         cfg = stage_config(stage, quick, names, text)
@@ -151,17 +159,66 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
                                         progress)
         log(f"[{j}/{total}] experiment {name}: {how} ({res.get('wall_seconds', 0):.0f} s)")
         experiments[name] = res
+    log(f"[{total}/{total}] dlf.micro: scalar-autograd MLP on moons ...")
+    micro = run_micro(quick)
+    log(f"[{total}/{total}] dlf.micro: train accuracy {micro.accuracy:.0%} after "
+        f"{micro.steps} steps ({micro.seconds:.0f} s)")
 
     names_runs = {s.label: MetricsLog(run_dirs[s.preset] / "metrics.jsonl").read()
                   for s, cfg, _ in rows if s.preset.startswith("names-")}
     plot_names_curves(names_runs, out / "names_loss.png")
-    md = _markdown(out, rows, run_dirs, experiments, quick, mach)
+    md = _markdown(out, rows, run_dirs, experiments, quick, mach, micro)
     atomic_write_text(out / "REPORT.md", md)
     log(f"report written: {out / 'REPORT.md'}")
     return out / "REPORT.md"
 
 
-def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict) -> str:
+def _tokenizer_rows(rows) -> list[str]:
+    """The character and the BPE Shakespeare models side by side, in nats per character."""
+    pair = {stage.preset: (cfg, r) for stage, cfg, r in rows if stage.preset in TOKENIZER_PAIR}
+    if len(pair) < 2:
+        return []
+    lines = ["## Characters or BPE tokens", "",
+             ("The same Transformer on Shakespeare, trained for about the same time on "
+              "characters and on byte-level BPE tokens (vocabulary learned from the train "
+              "split). Loss per token does not compare across tokenizers; nats per "
+              "character does: the summed loss of the evaluated tokens over the characters "
+              "they decode to."), "",
+             ("| tokens | vocabulary | context | steps | train time | val nats/token | "
+              "val nats/char | val bits/char |"),
+             "|---|---|---|---|---|---|---|---|"]
+    for preset in TOKENIZER_PAIR:
+        cfg, r = pair[preset]
+        ratio = r["val_loss"] / r["val_nats_per_char"]  # characters per token (val)
+        lines.append(f"| {cfg.data.tokenizer} (`{preset}`) | {r['vocab_size']:,} | "
+                     f"{cfg.model.block_size} tokens, ~{cfg.model.block_size * ratio:.0f} chars | "
+                     f"{r['steps']:,} | {r['train_seconds']:.0f} s | {_fmt(r['val_loss'])} | "
+                     f"{_fmt(r['val_nats_per_char'])} | {_fmt(r['val_bits_per_char'])} |")
+    return [*lines, ""]
+
+
+def run_micro(quick: bool):
+    """Lesson 0's scalar-autograd MLP on the moons, the lecture's 100 steps (quick: fewer).
+    Trained afresh by every report: it takes well under a minute."""
+    from dlf.micro import train_moons
+
+    return train_moons(MICRO_QUICK_STEPS) if quick else train_moons()
+
+
+def micro_table(r) -> list[str]:
+    """The markdown table of run_micro's result (a dlf.micro.MoonsResult)."""
+    first = "-" if r.first_perfect_step is None else f"{r.first_perfect_step:,}"
+    header = ("| model | dataset | parameters | train accuracy | reference | steps | "
+              "first step at 100% | wall |")
+    row = (f"| MLP 2-16-16-1 on scalar Values, hinge loss + L2 | moons ({len(r.y)} points) | "
+           f"{len(r.model.parameters()):,} | {r.accuracy:.1%} | 100% (micrograd demo) | "
+           f"{r.steps:,} | {first} | {r.seconds:.0f} s |")
+    return ["## Scalar autograd (`dlf.micro`, lesson 0)", "", header,
+            "|---|---|---|---|---|---|---|---|", row, ""]
+
+
+def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict,
+              micro) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# dlf results" + (" (quick: tiny budgets, not the real figures)" if quick else ""),
@@ -170,17 +227,22 @@ def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict) -
         f"({mach['cores']} cores, {mach['threads']} torch threads), torch {mach['torch']}"
         + (f", GPU {mach['cuda']}" if mach.get("cuda") else "") + ".",
         "",
-        "| model | dataset | parameters | train | val | test | reference | steps | wall |",
-        "|---|---|---|---|---|---|---|---|---|",
+        ("| model | dataset | parameters | train | val | test | val nats/char | reference | "
+         "steps | wall |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stage, cfg, r in rows:
         ds = Path(cfg.data.dataset).name if "/" in cfg.data.dataset else cfg.data.dataset
         lines.append(f"| {stage.label} (`{stage.preset}`) | {ds} | {r['num_parameters']:,} | "
                      f"{_fmt(r['train_loss'])} | {_fmt(r['val_loss'])} | {_fmt(r['test_loss'])} | "
-                     f"{stage.reference} | {r['steps']:,} | {r['wall_seconds']:.0f} s |")
-    lines += ["", ("Losses are mean cross-entropy in nats per character of each run's best-"
-                   "validation weights; names splits are exact, Shakespeare uses "
-                   "`train.eval_iters` fixed batches."), "",
+                     f"{_fmt(r.get('val_nats_per_char'))} | {stage.reference} | "
+                     f"{r['steps']:,} | {r['wall_seconds']:.0f} s |")
+    lines += ["", ("Losses are mean cross-entropy in nats per token of each run's best-"
+                   "validation weights (a token is a character, except for the BPE model); "
+                   "val nats/char puts every model on one scale. Names splits are exact, "
+                   "Shakespeare uses `train.eval_iters` fixed batches."), "",
+              *_tokenizer_rows(rows),
+              *micro_table(micro),
               "## Names models", "", "![names loss curves](names_loss.png)", ""]
     sh = [s for s, _, _ in rows if not s.preset.startswith("names-")]
     for s in sh:

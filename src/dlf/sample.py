@@ -16,10 +16,11 @@ How a model is fed depends on the data it was trained on (the run's data.layout)
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
-from dlf.errors import DlfError
+from dlf.errors import DlfError, out_of_memory_means
 from dlf.models.protocol import slide_window
 from dlf.nn import Linear, Module
 
@@ -34,7 +35,9 @@ def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: i
                         num: int = 1) -> None:
     if num < 1:
         raise DlfError(f"-n/--num must be >= 1, got {num}")
-    if not temperature >= 0:
+    if not math.isfinite(temperature):
+        raise DlfError(f"--temperature must be a finite number, got {temperature}")
+    if temperature < 0:
         raise DlfError(f"--temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise DlfError(f"--top-k must be >= 1, got {top_k}")
@@ -136,6 +139,8 @@ def _device_of(model) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
+@out_of_memory_means("sampling: draw fewer samples at once (-n, or train.num_samples for a "
+                     "run's samples.txt) or use a model with a smaller model.block_size")
 def sample(model, tokenizer, *, layout: str = "windows", n: int | None = None, seed: int = 0,
            temperature: float = 1.0, top_k: int | None = None, prompt: str = "",
            max_new_tokens: int | None = None, use_cache: bool = True,
@@ -147,8 +152,9 @@ def sample(model, tokenizer, *, layout: str = "windows", n: int | None = None, s
     each started from the boundary and the prompt and ended by the boundary token or
     max_new_tokens (default 50), drawn together from one generator seeded `seed`.
     `layout` is the run's data.layout (see the module docstring).
-    Text data: n continuations of `prompt` (default 1) of max_new_tokens characters
-    (default 500), sample i seeded seed + i; `stream(text)` gets each piece as it is made."""
+    Text data: n continuations of `prompt` (default 1) of max_new_tokens tokens (default
+    500), sample i seeded seed + i; `stream(text)` gets each piece of text as it is made,
+    the pieces of a sample adding up to its text after the prompt."""
     lines = tokenizer.boundary is not None
     if n is None:
         n = LINE_SAMPLES if lines else 1
@@ -172,13 +178,26 @@ def sample(model, tokenizer, *, layout: str = "windows", n: int | None = None, s
                            stop_token=tokenizer.boundary)
         return [prompt + tokenizer.decode(row) for row in ids]
     if not prompt_ids:  # start from a newline where the text has one
-        prompt_ids = tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
+        prompt_ids = start_ids(tokenizer)
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T0)
-    emit = None if stream is None else (lambda token: stream(tokenizer.decode([token])))
+    # BPE: a character whose bytes are split over two tokens is streamed once, whole
+    decoder = tokenizer.incremental_decoder()
+    emit = None if stream is None else (lambda token: stream(decoder.decode([token])))
     texts = []
     for i in range(n):
         g = torch.Generator().manual_seed(seed + i)
         (ids,) = generate_ids(model, idx, max_new_tokens, picker(g), use_cache=use_cache,
                               stream=emit)
+        if stream is not None and (rest := decoder.decode([], final=True)):
+            stream(rest)  # an unfinished last character, as U+FFFD; the decoder starts afresh
         texts.append(prompt + tokenizer.decode(ids))
     return texts
+
+
+def start_ids(tokenizer) -> list[int]:
+    """What a text sample without a prompt starts from: a newline, or token 0 when the
+    tokenizer cannot encode one (a character tokenizer of text without newlines)."""
+    try:
+        return tokenizer.encode("\n")
+    except DlfError:
+        return [0]

@@ -1,4 +1,8 @@
-"""Data: dataset registry and loading, the character tokenizer, splits and datasets."""
+"""Data: dataset registry and loading, the tokenizers, splits and datasets.
+
+The byte-level BPE tokenizer is the submodule ``dlf.data.bpe``; it needs the ``regex``
+package, so it is not imported here (``load_tokenizer`` imports it for a BPE file).
+"""
 
 from dlf.data.datasets import TextDataset, WordDataset, split_lines, split_text
 from dlf.data.sources import (
@@ -15,7 +19,7 @@ from dlf.data.sources import (
     resolve,
     sha256_file,
 )
-from dlf.data.tokenizer import CharTokenizer
+from dlf.data.tokenizer import CharTokenizer, load_tokenizer
 
 __all__ = [
     "DATASETS",
@@ -29,6 +33,7 @@ __all__ = [
     "download",
     "load_corpus",
     "load_lines",
+    "load_tokenizer",
     "packaged_file",
     "read_text",
     "resolve",

@@ -276,6 +276,8 @@ class BPETokenizer:
     ``i``'s bytes. ``incremental_decoder()`` turns a stream of ids into text.
     """
 
+    boundary = None  # no boundary token: BPE tokenizes text streams, not lines
+
     def __init__(self, merges: Iterable[Sequence[int]], pattern: str = "gpt4",
                  special_tokens: Sequence[str] = ()):
         self.split = split_pattern(pattern)
@@ -419,6 +421,13 @@ class BPETokenizer:
 
     def incremental_decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self)
+
+    def token_chars(self) -> list[int]:
+        """Characters each id adds to decoded text: its UTF-8 lead bytes (every byte but
+        the continuation bytes 0b10xxxxxx). Every character has one lead byte, so over ids
+        whose bytes are valid UTF-8 the sum is exactly ``len(decode(ids))``, also when a
+        character is split between two tokens."""
+        return [sum(b & 0xC0 != 0x80 for b in token) for token in self.vocab]
 
     # -- inspection
 

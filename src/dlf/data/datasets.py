@@ -152,15 +152,16 @@ class SequenceDataset:
 
 
 class TextDataset:
-    """One token stream; ``batch`` draws random blocks and their one-step-shifted targets."""
+    """One token stream; ``batch`` draws random blocks and their one-step-shifted targets.
+    Any tokenizer with ``encode`` (characters or BPE)."""
 
-    def __init__(self, text: str, tokenizer: CharTokenizer, block_size: int):
+    def __init__(self, text: str, tokenizer, block_size: int):
         _check_positive("block size", block_size)
         self.block_size = block_size
         self.data = torch.tensor(tokenizer.encode(text), dtype=torch.long)  # (M,)
         if len(self.data) <= block_size:
             raise DlfError(
-                f"block size {block_size} is longer than the data ({len(self.data)} characters)"
+                f"block size {block_size} is longer than the data ({len(self.data)} tokens)"
             )
         self.targets_per_row = float(block_size)
 

@@ -1,8 +1,13 @@
-"""Character-level tokenizer.
+"""Character-level tokenizer, and reading any saved tokenizer (``load_tokenizer``).
 
 For a ``lines`` dataset index 0 is the boundary token (start and end of a word,
 as in makemore) and the data characters follow, sorted, at 1..V-1. For a
 ``text`` dataset there is no boundary token: the sorted characters are 0..V-1.
+
+Both tokenizers (this one and ``dlf.data.bpe.BPETokenizer``) offer ``encode``,
+``decode``, ``vocab_size``, ``boundary`` (None for text), ``token_chars()`` and
+``incremental_decoder()``. The BPE module needs the ``regex`` package, so it is imported
+only where a BPE tokenizer is made or read.
 """
 
 from __future__ import annotations
@@ -46,6 +51,20 @@ def load_json(path: str | os.PathLike, from_json):
         return from_json(obj)
     except DlfError as e:
         raise DlfError(f"tokenizer file {path}: {e}") from None
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The tokenizer saved in ``path``, of the class its JSON names: a BPE file has
+    ``"format": "dlf-bpe"``, a character tokenizer's has ``"kind"``."""
+    return load_json(path, tokenizer_from_json)
+
+
+def tokenizer_from_json(obj: object):
+    if isinstance(obj, dict) and "format" in obj:
+        from dlf.data import bpe  # needs regex: only a BPE run imports it
+
+        return bpe.BPETokenizer.from_json(obj)
+    return CharTokenizer.from_json(obj)
 
 
 class CharTokenizer:
@@ -129,6 +148,13 @@ class CharTokenizer:
             out.append(itos[i])
         return "".join(out)
 
+    def token_chars(self) -> list[int]:
+        """Characters each id stands for: one (the boundary stands for a line's end)."""
+        return [1] * self.vocab_size
+
+    def incremental_decoder(self) -> PlainDecoder:
+        return PlainDecoder(self)
+
     def to_json(self) -> dict:
         return {
             "kind": self.kind,
@@ -166,3 +192,14 @@ class CharTokenizer:
 
     def __repr__(self) -> str:
         return f"CharTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+class PlainDecoder:
+    """Text from a stream of ids of a tokenizer whose every token is whole characters;
+    the same interface as ``dlf.data.bpe.IncrementalDecoder``."""
+
+    def __init__(self, tokenizer: CharTokenizer):
+        self.tokenizer = tokenizer
+
+    def decode(self, ids: Iterable[int], final: bool = False) -> str:
+        return self.tokenizer.decode(ids)

@@ -31,7 +31,7 @@ class Clock:
             self.train_seconds += self.now() - t
 
     def wall(self) -> float:
-        """Wall-clock seconds of the run, earlier sessions of a resumed run included."""
+        """Wall-clock seconds of the run, the time before a resume included."""
         return self.wall_before + self.now() - self.t0
 
     def out_of_time(self) -> bool:

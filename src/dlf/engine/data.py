@@ -22,7 +22,7 @@ class RunData:
     """Tokenizer and split datasets. `test` is None for text data (90/10 split)."""
 
     format: str  # "lines" | "text"
-    tokenizer: CharTokenizer
+    tokenizer: object  # CharTokenizer, or dlf.data.bpe.BPETokenizer (data.tokenizer = bpe)
     train: WordDataset | SequenceDataset | TextDataset
     val: WordDataset | SequenceDataset | TextDataset
     test: WordDataset | SequenceDataset | TextDataset | None
@@ -30,11 +30,15 @@ class RunData:
     layout: str = "windows"  # lines data: "windows" | "sequences" (data.layout)
 
 
-def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> RunData:
+def prepare_data(cfg: C.RunConfig, tokenizer=None) -> RunData:
     """Read, split, tokenize. A given tokenizer (from a run directory) is reused."""
     items, fmt = load_corpus(cfg.data.dataset, format=cfg.data.format or None)
     block_size = cfg.model.block_size
     if fmt == "lines":
+        if cfg.data.tokenizer != "char":
+            raise DlfError(f"data.tokenizer = {cfg.data.tokenizer} is for text data (format = "
+                           "text); line data is tokenized by character, with a boundary token "
+                           "that ends each line")
         train, val, test = split_lines(items)
         tok = tokenizer or CharTokenizer.from_lines(train + val + test)
         if cfg.data.layout == "sequences":
@@ -47,10 +51,20 @@ def prepare_data(cfg: C.RunConfig, tokenizer: CharTokenizer | None = None) -> Ru
         raise DlfError("data.layout = sequences is for line data (format = lines); a text "
                        "stream is already trained at every position")
     train, val = split_text(items)
-    tok = tokenizer or CharTokenizer.from_text(items)
+    tok = tokenizer or text_tokenizer(cfg.data, items, train)
     for name, part in (("train", train), ("val", val)):
         if len(part) <= block_size:
             raise DlfError(f"block size {block_size} is longer than the {name} split "
                            f"({len(part)} characters) of {cfg.data.dataset}")
     return RunData(fmt, tok, TextDataset(train, tok, block_size), TextDataset(val, tok, block_size),
                    None, train)
+
+
+def text_tokenizer(d: C.DataConfig, text: str, train: str):
+    """The tokenizer data config `d` asks for: the characters of the whole `text`, or BPE
+    merges learned from the `train` split alone (the validation text stays unseen)."""
+    if d.tokenizer == "bpe":
+        from dlf.data import bpe  # needs regex: only a BPE run imports it
+
+        return bpe.train(train, d.vocab_size, d.bpe_pattern)
+    return CharTokenizer.from_text(text)

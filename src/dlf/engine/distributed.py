@@ -1,6 +1,6 @@
 """Data-parallel training on torch.distributed: N processes, one model replica each.
 
-How a step stays equal to the 1-process step (see README, "Several processes"):
+How a step stays equal to the 1-process step (see docs/distributed.md):
 - every rank draws the same GLOBAL batch from the shared batch generator and trains on
   its slice (`Group.shard`): equal slices, so the mean loss over the global batch is the
   mean of the ranks' slice means, and its gradient the mean of their gradients;
@@ -27,6 +27,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from dlf.engine import elastic
 from dlf.errors import DlfError
 
 # Seconds a collective may wait for the other ranks before the job fails. A rank that
@@ -112,8 +113,7 @@ class Group:
         """The mean of a per-rank loss over the ranks (the global batch's loss)."""
         if not self.active:
             return loss
-        loss_t = loss.detach().float().reshape(1) if torch.is_tensor(loss) else \
-            torch.tensor([float(loss)])
+        loss_t = torch.as_tensor(loss, dtype=torch.float32).detach().reshape(1)  # (1,)
         return self.all_reduce(loss_t.to(self.device) / self.world_size)[0]
 
     def any(self, flag: bool) -> bool:
@@ -174,14 +174,14 @@ def join(world: World, device: torch.device) -> Group:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kw = {"device_id": device} if device.type == "cuda" else {}
-        try:
+        try:  # a job restarted by torchrun: this attempt's own keys in the agent's store
+            kw.update(elastic.attempt_store(world.size, world.rank, timeout))
             dist.init_process_group(backend, timeout=timeout, **kw)
         except (RuntimeError, ValueError, dist.DistError) as e:
             raise DlfError(f"rank {world.rank}: cannot join the {world.size}-process job: "
                            f"{e}") from None
         atexit.register(shutdown)
-    cpu_group = dist.new_group(backend="gloo", timeout=timeout) if device.type == "cuda" \
-        else None
+    cpu_group = dist.new_group(backend="gloo", timeout=timeout) if device.type == "cuda" else None
     return Group(world.rank, world.size, world.local_rank, world.local_size, device, cpu_group)
 
 

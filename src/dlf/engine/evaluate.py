@@ -3,9 +3,11 @@ dropout off), without gradients."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from dlf.data.datasets import SequenceDataset, WordDataset, count_targets
+from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset, count_targets
 from dlf.engine import distributed
 from dlf.engine.device import autocast
 
@@ -16,48 +18,74 @@ EVAL_CHUNK = 8192
 SEQUENCE_EVAL_CHUNK = 512
 
 
+class Nats(NamedTuple):
+    """A split's mean cross-entropy on two scales."""
+
+    per_token: float  # nats per predicted token
+    per_char: float  # nats per character of the predicted tokens' text
+
+
 @torch.no_grad()
-def evaluate(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
-             group: distributed.Group = distributed.SINGLE) -> float:
-    """Mean cross-entropy in nats per predicted character. Line data (windows or
-    sequences): exact over the whole split, every target weighted equally (a chunk's
-    mean loss times its number of non-padding targets). Text data: mean over `iters`
-    random batches drawn with a fixed seed, so the same batches are used at every
+def measure(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
+            group: distributed.Group = distributed.SINGLE,
+            token_chars: torch.Tensor | None = None) -> Nats:
+    """Mean cross-entropy of `model` on `ds` per token and per character. Line data
+    (windows or sequences): exact over the whole split, every target weighted equally (a
+    chunk's mean loss times its number of non-padding targets). Text data: mean over
+    `iters` random batches drawn with a fixed seed, so the same batches are used at every
     evaluation.
 
-    In a data-parallel job (`group`) each rank evaluates a shard (word data: a contiguous share of
-    the rows; text data: every world_size-th batch, all ranks drawing every batch so the
-    generator stays in step) and the sums are all-reduced: the figure equals the
-    1-process one up to the order of the float64 additions."""
+    Per character: the summed loss of the evaluated targets divided by the characters
+    they decode to, `token_chars[id]` for each target id ((V,) tensor; None: one
+    character per token, and per_char is per_token). A character split between two tokens
+    counts once, with the token that holds its first byte.
+
+    In a data-parallel job (`group`) each rank evaluates a shard (word data: a contiguous
+    share of the rows; text data: every world_size-th batch, all ranks drawing every batch
+    so the generator stays in step) and the sums are all-reduced: the figures equal the
+    1-process ones up to the order of the float64 additions."""
     was_training = model.training
     model.eval()
+    chars_of = None if token_chars is None else token_chars.to(device=device, dtype=torch.float64)
+    total, nats, chars = 0.0, 0.0, 0.0  # loss of each pass; loss summed over targets; chars
+
+    def add(x, y) -> int:
+        nonlocal total, nats, chars
+        with autocast(device, dtype):
+            _, loss = model(x, y)
+        count = count_targets(y)
+        total += loss.item()
+        nats += loss.item() * count
+        if chars_of is not None:
+            chars += chars_of[y[y != IGNORE_INDEX]].sum().item()
+        return count
+
     try:
         if isinstance(ds, (WordDataset, SequenceDataset)):
             chunk = EVAL_CHUNK if isinstance(ds, WordDataset) else SEQUENCE_EVAL_CHUNK
-            total, n = 0.0, 0
+            n = 0
             lo, hi = group.span(len(ds))
             for i in range(lo, hi, chunk):
-                x = ds.X[i : min(i + chunk, hi)].to(device)
-                y = ds.Y[i : min(i + chunk, hi)].to(device)
-                with autocast(device, dtype):
-                    _, loss = model(x, y)
-                count = count_targets(y)
-                total += loss.item() * count
-                n += count
-            total, n = group.sum_floats(total, float(n))
-            return total / n
-        g = torch.Generator().manual_seed(seed)
-        total = 0.0
-        for i in range(iters):
-            x, y = ds.batch(batch_size, g)
-            if i % group.world_size != group.rank:
-                continue
-            with autocast(device, dtype):
-                _, loss = model(x.to(device), y.to(device))
-            total += loss.item()
-        return group.sum_floats(total)[0] / iters
+                n += add(ds.X[i : min(i + chunk, hi)].to(device),
+                         ds.Y[i : min(i + chunk, hi)].to(device))
+            nats, n, chars = group.sum_floats(nats, float(n), chars)
+            per_token = nats / n
+        else:
+            g = torch.Generator().manual_seed(seed)
+            for i in range(iters):
+                x, y = ds.batch(batch_size, g)
+                if i % group.world_size == group.rank:
+                    add(x.to(device), y.to(device))
+            total, nats, chars = group.sum_floats(total, nats, chars)
+            per_token = total / iters  # every batch has batch_size x block_size targets
+        return Nats(per_token, per_token if chars_of is None else nats / chars)
     finally:
         model.train(was_training)
+
+
+def evaluate(model, ds, **kw) -> float:
+    """Mean cross-entropy in nats per predicted token (`measure`'s per_token)."""
+    return measure(model, ds, **kw).per_token
 
 
 # Evaluation batches of text data come from their own generator, seeded train.seed + 2,
@@ -67,11 +95,17 @@ EVAL_SEED_OFFSET = 2
 FULL_BATCH_EVAL_BATCH = 32
 
 
+def measure_split(model, ds, t, device, group: distributed.Group = distributed.SINGLE,
+                  token_chars: torch.Tensor | None = None) -> Nats:
+    """measure() with a run's train settings (dtype, batch size, eval_iters, seed)."""
+    return measure(model, ds, device=device, dtype=t.dtype,
+                   batch_size=t.batch_size or FULL_BATCH_EVAL_BATCH, iters=t.eval_iters,
+                   seed=t.seed + EVAL_SEED_OFFSET, group=group, token_chars=token_chars)
+
+
 def evaluate_split(model, ds, t, device, group: distributed.Group = distributed.SINGLE) -> float:
-    """evaluate() with a run's train settings (dtype, batch size, eval_iters, seed)."""
-    return evaluate(model, ds, device=device, dtype=t.dtype,
-                    batch_size=t.batch_size or FULL_BATCH_EVAL_BATCH, iters=t.eval_iters,
-                    seed=t.seed + EVAL_SEED_OFFSET, group=group)
+    """Nats per token with a run's train settings (`measure_split`'s per_token)."""
+    return measure_split(model, ds, t, device, group).per_token
 
 
 def evaluate_losses(model, data, t, device,

@@ -1,4 +1,4 @@
-"""The training loop: batches, step, log, evaluate, stop.
+"""The training loop: batches, step, log, evaluate, checkpoint, stop.
 
 Everything else a run needs is a small collaborator, built from the plan by
 `dlf.engine.trainer` and called here by name, so the loop shows what happens when:
@@ -10,7 +10,8 @@ Everything else a run needs is a small collaborator, built from the plan by
     sinks         where logged records go: metrics.jsonl, loss.png (metrics.py, lossplot.py)
     progress      the progress bar (progress.py)
     best          the best validation loss and its weights (resume.py)
-    checkpoints   state.safetensors, to resume from (resume.py)
+    checkpoints   state.safetensors, to resume from, every train.checkpoint_interval steps,
+                  at the end and at a stop (resume.py)
     signals       a stop requested by SIGINT or SIGTERM (signals.py)
 """
 
@@ -41,7 +42,8 @@ class Parts:
 
 
 def train_loop(p: Parts, step: int) -> tuple[int, bool]:
-    """Train from `step` (0, or a checkpoint's) to train.max_steps or the time budget.
+    """Train from `step` (0, or a checkpoint's) to train.max_steps or the time budget,
+    checkpointing every train.checkpoint_interval steps, at the end and at a stop.
     Returns the last step and whether a stop request ended the run before its end."""
     t = p.plan.cfg.train
     p.model.train()
@@ -71,6 +73,7 @@ def train_loop(p: Parts, step: int) -> tuple[int, bool]:
             log(p.sinks, {"step": step, **losses})
             p.progress.evaluated(step, losses)
             p.best.update(losses, p.model)
+        if step % t.checkpoint_interval == 0 or last:  # a kill loses the steps since
             p.checkpoints.save(step)
 
         if p.on_step is not None:

@@ -21,21 +21,19 @@ import torch
 
 from dlf import config as C
 from dlf import optim
-from dlf.data.tokenizer import CharTokenizer
 from dlf.engine.data import RunData, prepare_data
 from dlf.engine.device import pick_device
 from dlf.engine.distributed import World
-from dlf.errors import DlfError
+from dlf.errors import DlfError, out_of_memory_means
 from dlf.models import model_class
 from dlf.models.protocol import Capabilities, capabilities
 from dlf.models.transformer import pick_attention
 
 # Train settings that only the autograd regime reads; the others would silently ignore
 # them, so a value other than the default is refused.
+_MUON_FIELDS = ("muon_lr", "muon_ns_dtype")  # read by train.optimizer = "muon" only
 _OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "weight_decay", "grad_accum",
-                     "grad_clip", "dtype", "compile", "muon_lr", "muon_ns_dtype")
-# Train settings that only train.optimizer = "muon" reads.
-_MUON_FIELDS = ("muon_lr", "muon_ns_dtype")
+                     "grad_clip", "dtype", "compile", *_MUON_FIELDS)
 _IGNORED = {
     "autograd": (),
     "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
@@ -48,11 +46,14 @@ SHORT_RUN_WARMUP = 0.1
 
 @dataclass(frozen=True)
 class Resumed:
-    """The run a resumed run continues: its directory, config.toml and tokenizer."""
+    """The run a resumed run continues: its directory, config.toml and tokenizer.
+    `checkpoint` False: a run of the same config stopped before its first checkpoint,
+    which starts over (`--resume auto`); its tokenizer is learned again."""
 
     path: Path
     config: C.RunConfig
-    tokenizer: CharTokenizer
+    tokenizer: object  # CharTokenizer or BPETokenizer, as tokenizer.json holds; or None
+    checkpoint: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,22 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     cfg = copy.deepcopy(cfg)  # the caller's config is never changed
     world = world or World()
     C.validate(cfg)
+    check_tokenizer(cfg.data)
     caps = capabilities(model_class(cfg.model.type))
     check_regime(cfg.train, cfg.model.type, caps.regime)
     check_optimizer(cfg.train, cfg.model.type, caps)
     check_world(cfg, world, caps.regime)
-    data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
+    with out_of_memory_means(f"reading the data with model.block_size = "
+                             f"{cfg.model.block_size}: lower model.block_size"):
+        data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.check()
     check_model_fits_data(cfg, caps, data)
     device = _device(cfg.train.device, world)
     notes = adapt(cfg.train)
+    if data.tokenizer.vocab_size < cfg.data.vocab_size:
+        notes.append(f"data.vocab_size {cfg.data.vocab_size} -> {data.tokenizer.vocab_size}: "
+                     "BPE found no more pairs to merge in the train split")
     resolve_auto(cfg, device)
     if resume is not None:
         check_same_run(cfg, resume)
@@ -124,20 +131,30 @@ def check_regime(t: C.TrainConfig, model_type: str, regime: str) -> None:
 
 def check_optimizer(t: C.TrainConfig, model_type: str, caps: Capabilities) -> None:
     """Refuse Muon's settings without Muon, and Muon where it cannot split the model."""
-    default = C.TrainConfig()
-    if t.optimizer != "muon":
-        for name in _MUON_FIELDS:
-            if getattr(t, name) != getattr(default, name):
-                raise DlfError(f"train.{name} = {getattr(t, name)!r} has no effect: "
-                               f"train.optimizer is {t.optimizer}, not muon; remove the setting")
+    for name in _MUON_FIELDS if t.optimizer != "muon" else ():
+        if getattr(t, name) != getattr(C.TrainConfig, name):
+            raise DlfError(f"train.{name} = {getattr(t, name)!r} has no effect: "
+                           f"train.optimizer is {t.optimizer}, not muon; remove the setting")
+    if t.optimizer == "muon" and not caps.output_weights:
+        raise DlfError(f"train.optimizer = muon keeps the output layer on AdamW, and a "
+                       f"{model_type} model does not name its output layer: use adamw")
+
+
+def check_tokenizer(d: C.DataConfig) -> None:
+    """Refuse tokenizer settings that cannot apply (prepare_data refuses BPE on line data)."""
+    if d.tokenizer == "char":
+        for name, value in (("vocab_size", d.vocab_size), ("bpe_pattern", d.bpe_pattern)):
+            if value != getattr(C.DataConfig, name):
+                raise DlfError(f"data.{name} = {value!r} is for data.tokenizer = bpe; a "
+                               "character tokenizer's vocabulary is the data's characters")
         return
-    if not caps.output_weights:
-        raise DlfError(f"train.optimizer = muon keeps a model's output layer on AdamW, and a "
-                       f"{model_type} model does not name its output layer: use the "
-                       "transformer, or adamw")
-    if t.lr <= 0:
-        raise DlfError("train.optimizer = muon scales train.muon_lr by the schedule's share "
-                       f"of train.lr: train.lr must be > 0, got {t.lr}")
+    from dlf.data.bpe import PATTERNS  # needs regex: only a BPE run imports it
+
+    if d.vocab_size < 256:
+        raise DlfError(f"data.vocab_size = {d.vocab_size}: a byte-level BPE vocabulary is the "
+                       "256 bytes and the merges learned on top; set at least 256 (e.g. 512)")
+    if d.bpe_pattern not in PATTERNS:
+        raise DlfError(f"data.bpe_pattern must be {', '.join(PATTERNS)}, got {d.bpe_pattern!r}")
 
 
 def check_world(cfg: C.RunConfig, world: World, regime: str) -> None:
@@ -235,10 +252,7 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
       autocast too), fit in the last-level cache; past that, the scores of one pass
       spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
       attention, full-batch training) 0: the whole batch in one pass;
-    - train.muon_ns_dtype (train.optimizer = "muon"): "bf16" on CUDA (the reference's
-      choice, for tensor cores), "fp32" elsewhere: bf16 products of matrices this small are
-      not reliably faster on a CPU, and fp32 follows the iteration to fp32 rounding
-      (`benchmarks/recipe_step.py` times both).
+    - train.muon_ns_dtype (muon): "bf16" on CUDA, "fp32" elsewhere (benchmarks/recipe_step.py).
 
     Micro-batching leaves the gradient unchanged (each pass's mean loss is weighted by its
     share of the batch's targets), so only speed depends on it."""
@@ -251,9 +265,8 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
         t.micro_batch = 0
         n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)
         if device.type == "cpu" and n_head and t.batch_size > 0:
-            budget = last_level_cache_bytes()
-            fits = [d for d in range(1, t.batch_size + 1)
-                    if t.batch_size % d == 0 and d * n_head * T * T * 4 <= budget]
+            most = last_level_cache_bytes() // (n_head * T * T * 4)  # rows whose scores fit
+            fits = [d for d in range(1, min(t.batch_size, most) + 1) if t.batch_size % d == 0]
             t.micro_batch = max(fits, default=1)
 
 

@@ -3,12 +3,13 @@ tables, all for the model in its final (best-validation) weights."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from dlf.engine.checkpoint import write_json
-from dlf.engine.evaluate import evaluate_split
+from dlf.engine.evaluate import measure_split
 from dlf.fileio import atomic_write_text
 from dlf.models.bigram import CountBigram, CountBigramConfig, kl_divergence_rows
 from dlf.plots import plot_counts, plot_prob_tables
@@ -17,17 +18,24 @@ from dlf.sample import sample
 
 def base_result(plan, model, data, losses: dict, steps: int, wall: float,
                 train_seconds: float, tokens_per_step: int | None, group) -> dict:
-    """result.json's figures: the losses, the test loss, the time and throughput."""
+    """result.json's figures: the losses (nats per token), val and test also in nats and
+    bits per character (one scale for every tokenizer), the time and throughput."""
     t = plan.cfg.train
-    test = evaluate_split(model, data.test, t, plan.device, group) \
+    chars = torch.tensor(data.tokenizer.token_chars())  # (V,) characters of each token id
+    val = measure_split(model, data.val, t, plan.device, group, chars)
+    test = measure_split(model, data.test, t, plan.device, group, chars) \
         if data.test is not None else None
     return {
         "name": plan.cfg.name,
         "model_type": plan.cfg.model.type,
         "dataset": plan.cfg.data.dataset,
+        "tokenizer": plan.cfg.data.tokenizer,
+        "vocab_size": plan.cfg.model.vocab_size,
         "train_loss": losses["train_loss"],
         "val_loss": losses["val_loss"],
-        "test_loss": test,
+        "test_loss": None if test is None else test.per_token,
+        **per_char("val", val.per_char),
+        **per_char("test", None if test is None else test.per_char),
         "steps": steps,
         "wall_seconds": round(wall, 2),
         "train_seconds": round(train_seconds, 2),
@@ -39,6 +47,12 @@ def base_result(plan, model, data, losses: dict, steps: int, wall: float,
         "dtype": t.dtype,
         "torch": torch.__version__,
     }
+
+
+def per_char(split: str, nats: float | None) -> dict:
+    """`{split}_nats_per_char` and `{split}_bits_per_char` (None where there is no split)."""
+    return {f"{split}_nats_per_char": nats,
+            f"{split}_bits_per_char": None if nats is None else nats / math.log(2)}
 
 
 def write_results(out: Path, plan, model, data, result: dict) -> dict:

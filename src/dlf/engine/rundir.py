@@ -29,7 +29,7 @@ import torch
 
 from dlf import config as C
 from dlf import presets
-from dlf.data.tokenizer import CharTokenizer
+from dlf.data.tokenizer import load_tokenizer
 from dlf.engine.checkpoint import load_tensors, save_tensors, section
 from dlf.engine.device import pick_device
 from dlf.engine.plan import Resumed
@@ -52,19 +52,20 @@ class RunDir:
         self.path = Path(path)
         self._lock = None  # the open DIR/.lock while this process holds the directory
 
-    def claim(self, force: bool, *, resume: bool = False, lock: bool = True) -> None:
+    def claim(self, force: bool, *, resume: bool = False, lock: bool = True,
+              why: str = "--force") -> None:
         """Make the directory ours for this process's lifetime (see `lock`), then refuse an
         existing run unless `resume` continues it or `force` replaces it. The lock comes
         first, so two runs started at once on one directory give one run and one refusal.
         `lock=False`: only check (the other ranks of a data-parallel job, which never
-        write)."""
+        write). `why` names what replaces a run in the line that lists its files."""
         if self.path.exists() and not self.path.is_dir():
             raise DlfError(f"--out {self.path} exists and is not a directory")
         if lock:
             self.lock()
         if resume:
             return
-        existing = [f for f in RUN_FILES if (self.path / f).exists()]
+        existing = self.existing()
         if existing and not force:
             self.release()
             raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
@@ -72,10 +73,14 @@ class RunDir:
         if not lock:
             return
         if existing:
-            print(f"dlf: --force: replacing the run in {self.path}: {', '.join(existing)}",
+            print(f"dlf: {why}: replacing the run in {self.path}: {', '.join(existing)}",
                   file=sys.stderr)
         for f in existing:
             (self.path / f).unlink(missing_ok=True)
+
+    def existing(self) -> list[str]:
+        """The run files the directory holds."""
+        return [f for f in RUN_FILES if (self.path / f).exists()]
 
     def lock(self) -> None:
         """Take DIR/.lock with flock (exclusive, non-blocking) and keep it until `release`
@@ -83,8 +88,21 @@ class RunDir:
         never blocks; its text (pid and host) only serves the refusal message."""
         if self._lock is not None:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path / LOCK_FILE
+        f = None
+        try:  # the lock file is also the proof that the directory can be written
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = self._flock(self.path / LOCK_FILE)
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+        except OSError as e:
+            if f is not None:
+                f.close()
+            raise DlfError(f"--out {self.path} cannot be written: {e.strerror}") from None
+        self._lock = f
+
+    def _flock(self, lock_path: Path):
+        """lock_path opened and flocked, or the refusal naming its holder."""
         while True:
             f = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
             try:
@@ -102,12 +120,8 @@ class RunDir:
             except FileNotFoundError:
                 same = False
             if same:
-                break
+                return f
             f.close()
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        self._lock = f
 
     def release(self) -> None:
         """Give the directory back (the lock file goes; a finished run leaves no trace)."""
@@ -117,17 +131,30 @@ class RunDir:
         self._lock.close()  # closing drops the flock
         self._lock = None
 
-    def begin(self, cfg: C.RunConfig, tokenizer: CharTokenizer) -> None:
+    def begin(self, cfg: C.RunConfig, tokenizer) -> None:
         """config.toml and tokenizer.json: what sample, eval and resume read back."""
         atomic_write_text(self.path / "config.toml", C.to_toml(cfg))
         tokenizer.save(self.path / "tokenizer.json")
 
-    def resumable(self) -> Resumed:
-        """The run to continue: its config and tokenizer (refused without a checkpoint)."""
+    def resumable(self, auto: bool = False) -> Resumed | None:
+        """The run to continue: its config and tokenizer (refused without a checkpoint).
+        `auto` (--resume auto): None, to start afresh, when the directory holds no run; a
+        run stopped before its first checkpoint (config.toml, no result) starts over once
+        the plan has checked that it is a run of the same config."""
         if not (self.path / "state.safetensors").exists():
+            existing = self.existing()
+            if auto and not existing:
+                return None
+            if auto and "config.toml" in existing and "result.json" not in existing:
+                return Resumed(self.path, presets.load_toml(self.path / "config.toml"), None,
+                               checkpoint=False)
+            if auto:
+                raise DlfError(f"--resume auto: {self.path} holds a run ({existing[0]}) but no "
+                               "checkpoint (state.safetensors) to continue; use --force to "
+                               "replace it, or another --out")
             raise DlfError(f"cannot resume: {self.path}/state.safetensors not found")
         return Resumed(self.path, presets.load_toml(self.path / "config.toml"),
-                       CharTokenizer.load(self.path / "tokenizer.json"))
+                       load_tokenizer(self.path / "tokenizer.json"))
 
     # ------------------------------------------------------------------- checkpoints
 
@@ -163,7 +190,7 @@ class Run:
 
     path: Path
     config: C.RunConfig
-    tokenizer: CharTokenizer
+    tokenizer: object  # CharTokenizer or BPETokenizer (dlf.data.load_tokenizer)
     model: object
     device: torch.device
 
@@ -176,7 +203,7 @@ def open_run(run_dir: str | Path, device: str = "auto", weights: str = "model") 
     if not (path / "config.toml").exists():
         raise DlfError(f"{path} is not a run directory (no config.toml)")
     cfg = presets.load_toml(path / "config.toml")
-    tok = CharTokenizer.load(path / "tokenizer.json")
+    tok = load_tokenizer(path / "tokenizer.json")
     dev = pick_device(device)
     tensors, meta = load_tensors(path / f"{weights}.safetensors")
     if weights == "state":

@@ -35,21 +35,25 @@ from dlf.engine.resume import Best, Checkpointer, Counters, restore
 from dlf.engine.rundir import RunDir
 from dlf.engine.signals import StopSignals
 from dlf.engine.steps import STEPS
-from dlf.errors import DlfError
+from dlf.errors import DlfError, is_out_of_memory, out_of_memory_means
 from dlf.models import build_model
 
 
 class Trainer:
     """A run made ready from its plan: data read, model built, run directory claimed.
     Nothing is written until all of that has succeeded; an existing run directory is only
-    continued with resume=True or replaced with force=True. `fit()` trains;
+    continued with resume=True or replaced with force=True; resume="auto" continues the
+    run there if there is one and starts one otherwise. `fit()` trains;
     `callback(trainer, step)` runs after every step (it may call `request_stop`)."""
 
-    def __init__(self, cfg: C.RunConfig, out_dir: str | Path, *, resume: bool = False,
+    def __init__(self, cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = False,
                  force: bool = False, progress: bool | None = None, callback=None):
         self.run_dir = RunDir(out_dir)
-        self.out, self.resume, self.callback = self.run_dir.path, resume, callback
-        saved = self.run_dir.resumable() if resume else None
+        self.out, self.callback = self.run_dir.path, callback
+        self.checkpoints = None  # fit's Checkpointer: what a failure message says is kept
+        saved = self.run_dir.resumable(auto=resume == "auto") if resume else None
+        self.resume, self.auto = saved is not None and saved.checkpoint, resume == "auto"
+        restart = saved is not None and not saved.checkpoint  # no checkpoint yet: start over
         self.plan, self.data = plan_run(cfg, distributed.World.from_env(), resume=saved)
         self.cfg = self.plan.cfg
         if self.plan.regime not in STEPS:
@@ -62,9 +66,13 @@ class Trainer:
         self.show_progress = (progress if progress is not None else _tty()) and self.group.is_main
         self.signals = StopSignals(self.say, grace=self.group.active)
         torch.manual_seed(self.cfg.train.seed)
-        self.model = build_model(self.cfg.model).to(self.plan.device)
+        with out_of_memory_means(f"building the {self.cfg.model.type} model: make it smaller "
+                                 "(its model.* sizes)"):
+            self.model = build_model(self.cfg.model).to(self.plan.device)
         self.group.barrier()  # every rank checks the directory before rank 0 changes it
-        self.run_dir.claim(force, resume=resume, lock=self.group.is_main)
+        self.run_dir.claim(force or restart, resume=self.resume, lock=self.group.is_main,
+                           why="--resume auto: no checkpoint to continue, starting over"
+                           if restart else "--force")
         self.group.barrier()
 
     def request_stop(self) -> None:
@@ -80,6 +88,11 @@ class Trainer:
         torch.set_num_threads(self.plan.threads)
         try:
             return self._fit()
+        except (OSError, MemoryError, RuntimeError) as e:
+            fault = _fault(e, self.cfg.train, self.plan.regime, self.out, self.checkpoints)
+            if fault is None:
+                raise
+            raise fault from None
         finally:
             torch.set_num_threads(threads)
             self.run_dir.release()
@@ -93,6 +106,8 @@ class Trainer:
         distributed.seed_rank_rng(group, t.seed, 0)  # dropout: a stream per rank
         if self.resume:
             c = restore(self.run_dir, kind, model, step_fn, batches, group, t.seed, plan.device)
+            if self.auto:  # say what --resume auto found
+                self.say(f"dlf: resuming {self.out} from step {c.step}")
         else:
             c = Counters()
             if writer:
@@ -101,9 +116,9 @@ class Trainer:
                            c.train_seconds, c.wall_seconds, c.step)
         best = Best(files, kind, c.best_val)
         divergence = Divergence(lambda: checkpoints.kept(), c.initial_loss)
-        checkpoints = Checkpointer(files, self.out, kind, model, step_fn, batches, self.clock,
-                                   divergence, best, plan.device,
-                                   saved_step=c.step if self.resume else None)
+        self.checkpoints = checkpoints = Checkpointer(
+            files, self.out, kind, model, step_fn, batches, self.clock, divergence, best,
+            plan.device, saved_step=c.step if self.resume else None)
         sinks = []
         if writer:  # the metrics sinks: one line each
             metrics = MetricsFile(self.out / "metrics.jsonl", c.step if self.resume else None)
@@ -132,18 +147,18 @@ class Trainer:
         return write_results(self.out, plan, model, self.data, result) if writer else result
 
 
-def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool = False,
+def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = False,
                 force: bool = False) -> dict:
     """Fit a counted model (the count bigram) on the train split and write its run.
     Counting is deterministic, so --resume simply counts again."""
     t0 = time.perf_counter()
     run_dir = RunDir(out_dir)
-    saved = run_dir.resumable() if resume else None
+    saved = run_dir.resumable(auto=resume == "auto") if resume else None
     plan, data = plan_run(cfg, distributed.World.from_env(), resume=saved)
     if plan.regime != "fitted":
         raise DlfError(f"a {plan.cfg.model.type} model is trained, not fitted: use train()")
     model = build_model(plan.cfg.model).to(plan.device)
-    run_dir.claim(force, resume=resume)
+    run_dir.claim(force, resume=saved is not None)
     try:
         run_dir.begin(plan.cfg, data.tokenizer)
         model.fit(data.train.X, data.train.Y)
@@ -161,6 +176,11 @@ def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool = False,
         result = base_result(plan, model, data, losses, 0, time.perf_counter() - t0, 0.0, None,
                              distributed.SINGLE)
         return write_results(run_dir.path, plan, model, data, result)
+    except OSError as e:
+        fault = _fault(e, plan.cfg.train, plan.regime, run_dir.path, None)
+        if fault is None:
+            raise
+        raise fault from None
     finally:
         run_dir.release()
 
@@ -174,6 +194,26 @@ def train(cfg: C.RunConfig, out_dir: str | Path, **kw) -> dict:
         kw.pop("progress", None)
         return fit_counted(cfg, out_dir, **kw)
     return Trainer(cfg, out_dir, **kw).fit()
+
+
+def _fault(e: BaseException, t: C.TrainConfig, regime: str, out: Path,
+           checkpoints) -> DlfError | None:
+    """The line for what stopped a run from outside the code: memory, or a file that could
+    not be written (a full disk, a file size limit); None for anything else."""
+    kept = checkpoints.kept() if checkpoints is not None else "no checkpoint had been written"
+    if isinstance(e, OSError) and e.errno is not None and not isinstance(e, BrokenPipeError):
+        return DlfError(f"cannot write {e.filename or out}: {e.strerror}; {kept}; continue "
+                        "with --resume once it can be written")
+    if not is_out_of_memory(e):
+        return None
+    rows = f"{t.batch_size} rows" if t.batch_size else "0 (the whole train split)"
+    if regime == "manual":  # one pass over the whole batch, always
+        return DlfError(f"out of memory training train.batch_size = {rows}: lower "
+                        f"train.batch_size; {kept}")
+    passes = f"in passes of {t.micro_batch} rows" if t.micro_batch else "in one pass"
+    return DlfError(f"out of memory training train.batch_size = {rows} {passes} "
+                    f"(train.micro_batch = {t.micro_batch}): lower train.micro_batch (smaller "
+                    f"passes over the same batch) or train.batch_size; {kept}")
 
 
 def _sayer(group: distributed.Group):
