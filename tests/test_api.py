@@ -153,9 +153,12 @@ def test_attention_maps_are_causal_distributions(kernel):
         assert torch.all(att[..., upper] == 0)
 
 
-def test_attention_maps_equal_what_the_manual_path_uses(monkeypatch):
-    """The maps equal the probabilities the manual kernel computes in its forward pass."""
-    model = _tiny_transformer(attention="manual")
+@pytest.mark.parametrize("switches", [{}, {"position": "rope", "qk_norm": True}],
+                         ids=["learned", "rope-qk-norm"])
+def test_attention_maps_equal_what_the_manual_path_uses(monkeypatch, switches):
+    """The maps equal the probabilities the manual kernel computes in its forward pass,
+    also where RoPE and QK-norm change the queries and keys."""
+    model = _tiny_transformer(attention="manual", **switches)
     model.eval()
     idx = torch.randint(0, 11, (2, 7), generator=torch.Generator().manual_seed(2))
     seen = []

@@ -150,7 +150,7 @@ def test_every_registered_model_declares_a_valid_regime():
 def test_declared_abilities_exist():
     """A declared capability is backed by the method it promises."""
     needs = {"sequence_targets": ("prefill", "advance"), "flop_count": ("flops_per_token",),
-             "bigram_tables": ("probability_table",)}
+             "output_weights": ("output_weights",), "bigram_tables": ("probability_table",)}
     for type_ in model_types():
         cls = model_class(type_)
         caps = capabilities(cls)

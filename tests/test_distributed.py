@@ -243,6 +243,17 @@ def tiny_transformer(text_file):
                  "train.sample_tokens=10"])
 
 
+def tiny_modern(text_file):
+    # every Transformer switch, an untied head on AdamW and the hidden matrices on Muon
+    # (Newton-Schulz in fp32, the plan's choice on a CPU): each rank orthogonalises the same
+    # all-reduced gradient
+    cfg = tiny_transformer(text_file)
+    return C.apply_overrides(cfg, ["model.position=rope", "model.norm=rms",
+                                   "model.qk_norm=true", "model.mlp_activation=relu2",
+                                   "train.optimizer=muon", "train.momentum=0.95",
+                                   "train.schedule=wsd"])
+
+
 def tiny_bn_mlp(names_file):
     return tiny("names-mlp", names_file,
                 ["model.block_size=3", "model.n_embd=4", "model.n_hidden=16",
@@ -288,6 +299,7 @@ def two_process_runs():
         (d / "text.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(8))
                                               for _ in range(300)), encoding="utf-8")
         cfgs = {"transformer": tiny_transformer(d / "text.txt"),
+                "modern": tiny_modern(d / "text.txt"),
                 "mlp": tiny_bn_mlp(d / "names.txt"), "gru": tiny_gru(d / "names.txt")}
         for name, cfg in cfgs.items():
             (d / f"{name}.toml").write_text(C.to_toml(cfg), encoding="utf-8")
@@ -298,7 +310,7 @@ def two_process_runs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["transformer", "mlp", "gru"])
+@pytest.mark.parametrize("name", ["transformer", "modern", "mlp", "gru"])
 def test_two_processes_equal_one(two_process_runs, name, tmp_path):
     d, cfgs = two_process_runs
     one = tmp_path / "one"

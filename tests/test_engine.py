@@ -139,7 +139,7 @@ def test_toml_round_trip():
 @pytest.mark.parametrize("bad,message", [
     ("train.lr=-1", "train.lr must be >= 0"),
     ("train.batch_size=-2", "train.batch_size must be >= 0"),
-    ("train.optimizer=adam", "train.optimizer must be sgd or adamw"),
+    ("train.optimizer=adam", "train.optimizer must be sgd, adamw or muon"),
     ("model.n_hidden=0", "n_hidden"),
     ("train.dtype=fp8", "train.dtype must be fp32 or bf16"),
 ])

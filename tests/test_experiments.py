@@ -112,3 +112,34 @@ def test_names_zoo_trains_every_model_and_draws_both_panels(tmp_path, names_file
     table = (out / "results.md").read_text()
     assert all(f"`names-{k}`" in table for k in ("rnn", "gru", "bow", "transformer"))
     assert result["interpretation"] in table
+
+
+@pytest.mark.slow
+def test_gpt_recipe_trains_every_variant_and_reports_time_to_target(tmp_path, text_file):
+    """Quick mode on a tiny text: one seed, every variant a run directory, the table and
+    the figure of val against seconds; the figures in the table are the runs' own."""
+    from dlf.experiments import RECIPE_TARGET, recipe_variants
+
+    out = tmp_path / "recipe"
+    result = run_experiment("gpt-recipe", out, data=text_file, quick=True, steps=8)
+    assert (out / "val_seconds.png").stat().st_size > 0 and result["files"][3] == \
+        "val_seconds.png"
+    assert [r["variant"] for r in result["variants"]] == list(recipe_variants())
+    table = (out / "results.md").read_text()
+    for r in result["variants"]:
+        (run,) = r["runs"]  # one seed in quick mode
+        saved = json.loads((out / r["variant"] / f"seed-{run['seed']}" / "result.json")
+                           .read_text())
+        assert run["steps"] == saved["steps"] <= 8
+        assert run["train_seconds"] == saved["train_seconds"]
+        # evaluations every 2 steps (a quarter of the cap) and at the last step
+        assert [s for s, _, _ in run["curve"]][:2] == [2, 4]
+        seconds = [s for _, s, _ in run["curve"]]  # increasing, ending with the run's
+        assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(
+            run["train_seconds"], abs=0.006)  # result.json rounds to 0.01 s
+        assert r["val_loss"]["mean"] == run["val_loss"]
+        assert f"`{r['variant']}`" in table and f"{run['val_loss']:.4f}" in table
+        assert (run["seconds_to_target"] is None) == (min(v for *_, v in run["curve"])
+                                                     > RECIPE_TARGET)
+    assert result["settings"]["seeds"] == [1337]
+    assert result["interpretation"] in table

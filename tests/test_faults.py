@@ -426,7 +426,7 @@ def bad_inputs(tmp, names, text):
         ([*train, "--set", "train.eval_interval=0"], "eval_interval must be >= 1"),
         ([*train, "--set", "train.micro_batch=-2"], "micro_batch must be >= 0"),
         ([*train, "--set", "train.nope=1"], "unknown config key"),
-        ([*train, "--set", "train.optimizer=adam"], "must be sgd or adamw"),
+        ([*train, "--set", "train.optimizer=adam"], "must be sgd, adamw or muon"),
         ([*train, "--resume"], "state.safetensors not found"),
         ([*train, "--resume", "auto", "--force"], "give one"),
         ([*train, "--nproc", "0"], "--nproc must be >= 1"),

@@ -7,7 +7,7 @@ import pytest
 
 from dlf import presets as P
 from dlf.cli import main
-from dlf.report import STAGES, TOKENIZER_PAIR, _tokenizer_rows
+from dlf.report import EXPERIMENTS, STAGES, TOKENIZER_PAIR, _tokenizer_rows
 
 
 @pytest.mark.slow
@@ -25,14 +25,16 @@ def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
         assert f"{result['val_loss']:.4f}" in md  # the table shows the run's own figure
     for image in ("names_loss.png", "runs/shakespeare-transformer-cpu/loss.png",
                   "experiments/mlp-init/loss_curves.png",
-                  "experiments/wavenet-vs-flat/loss_curves.png", "experiments/names-zoo/zoo.png"):
+                  "experiments/wavenet-vs-flat/loss_curves.png", "experiments/names-zoo/zoo.png",
+                  "experiments/gpt-recipe/val_seconds.png"):
         assert f"]({image})" in md and (out / image).stat().st_size > 0
     assert "Experiment: mlp-init" in md and "Samples (seed 0)" in md and "torch" in md
     assert "## Characters or BPE tokens" in md
     for preset in TOKENIZER_PAIR:  # nats per character side by side
         result = json.loads((out / "runs" / preset / "result.json").read_text())
         assert f"| {result['val_nats_per_char']:.4f} | {result['val_bits_per_char']:.4f} |" in md
-    for model in ("names-rnn", "names-gru", "names-bow", "Experiment: names-zoo"):
+    for model in ("names-rnn", "names-gru", "names-bow", "Experiment: names-zoo",
+                  "Experiment: gpt-recipe"):
         assert model in md
 
     # an interrupted report: one stage lost its result, one never finished
@@ -41,7 +43,8 @@ def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "names-mlp: resumed" in err
-    assert err.count("reused") == len(STAGES) - 1 + 3  # every other stage and the experiments
+    # every other stage and the experiments
+    assert err.count("reused") == len(STAGES) - 1 + len(EXPERIMENTS)
     assert (out / "runs" / "names-bigram" / "model.safetensors").read_bytes() == before
 
 

@@ -18,6 +18,9 @@ from dlf.optim import AdamW
 from dlf.sample import generate_ids
 from tolerances import assert_close_to_scale, fp32_tol, network_terms
 
+# every later design choice switched on (each is off by default)
+MODERN = {"position": "rope", "norm": "rms", "qk_norm": True, "mlp_activation": "relu2"}
+
 
 def tiny(**kw) -> TransformerConfig:
     base = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16,
@@ -46,10 +49,10 @@ def test_registry_and_config_type():
     assert model.block_size == 8 and capabilities(model).sequence_targets
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_manual_and_sdpa_attention_agree(tie):
-    a = make(tie_weights=tie)
-    b = Transformer(tiny(tie_weights=tie, attention="sdpa"))
+@pytest.mark.parametrize(("tie", "switches"), [(False, {}), (True, {}), (False, MODERN)])
+def test_manual_and_sdpa_attention_agree(tie, switches):
+    a = make(tie_weights=tie, **switches)
+    b = Transformer(tiny(tie_weights=tie, attention="sdpa", **switches))
     b.load_state_dict(a.state_dict())
     torch.manual_seed(1)
     idx = torch.randint(0, 11, (3, 8))
@@ -80,8 +83,21 @@ def test_manual_and_sdpa_agree_in_eval_with_dropout():
     assert not torch.equal(a(idx)[0], a(idx)[0])
 
 
-def reference_block(block, x: torch.Tensor, n_head: int) -> torch.Tensor:
-    """One pre-norm block written the slow way: each head and each query position alone."""
+def rotate(v: torch.Tensor, p: int) -> torch.Tensor:
+    """RoPE as complex multiplication: v (..., hs) at position p, its pair j = (v[j],
+    v[j + hs/2]) read as v[j] + i v[j + hs/2] and multiplied by exp(i p theta_j),
+    theta_j = 10000 ** (-2j / hs)."""
+    hs = v.shape[-1]
+    theta = 10000.0 ** (-2.0 * torch.arange(hs // 2, dtype=torch.float64) / hs)
+    z = torch.complex(v[..., : hs // 2].double(), v[..., hs // 2 :].double())
+    z = z * torch.polar(torch.ones_like(theta), p * theta)
+    return torch.cat([z.real, z.imag], dim=-1).to(v.dtype)
+
+
+def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None) -> torch.Tensor:
+    """One pre-norm block written the slow way: each head and each query position alone,
+    torch's own layer_norm / rms_norm, gelu / relu, and RoPE as complex rotations."""
+    cfg = cfg or {}
     B, T, C = x.shape
     hs = C // n_head
     attn, mlp = block.attn, block.mlp
@@ -89,33 +105,79 @@ def reference_block(block, x: torch.Tensor, n_head: int) -> torch.Tensor:
     def lin(layer, h):  # our Linear stores weight as (fan_in, fan_out)
         return F.linear(h, layer.weight.T, layer.bias)
 
-    h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
+    def norm(layer, h):
+        if cfg.get("norm") == "rms":
+            return F.rms_norm(h, (h.shape[-1],), layer.weight, eps=1e-5)
+        return F.layer_norm(h, (C,), layer.weight, layer.bias)
+
+    def act(h):
+        return F.relu(h) ** 2 if cfg.get("mlp_activation") == "relu2" else F.gelu(h)
+
+    def position(v, t):  # v (B, hs) at position t, as the scores see it
+        return rotate(v, t) if cfg.get("position") == "rope" else v
+
+    h = norm(block.ln1, x)
     qkv = lin(attn.c_attn, h)
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
     heads = []
     for head in range(n_head):
         cols = slice(head * hs, (head + 1) * hs)
+        qh, kh = q[..., cols], k[..., cols]  # (B, T, hs)
+        if cfg.get("qk_norm"):
+            qh, kh = norm(attn.q_norm, qh), norm(attn.k_norm, kh)
         out = torch.zeros(B, T, hs)
         for t in range(T):
-            scores = q[:, t, cols].unsqueeze(1) @ k[:, : t + 1, cols].transpose(1, 2)  # (B,1,t+1)
+            keys = torch.stack([position(kh[:, s], s) for s in range(t + 1)], dim=1)
+            scores = position(qh[:, t], t).unsqueeze(1) @ keys.transpose(1, 2)  # (B,1,t+1)
             weights = torch.softmax(scores / math.sqrt(hs), dim=-1)
             out[:, t] = (weights @ v[:, : t + 1, cols]).squeeze(1)
         heads.append(out)
     x = x + lin(attn.c_proj, torch.cat(heads, dim=-1))
-    h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
-    return x + lin(mlp.c_proj, F.gelu(lin(mlp.c_fc, h)))
+    h = norm(block.ln2, x)
+    return x + lin(mlp.c_proj, act(lin(mlp.c_fc, h)))
 
 
+@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
-def test_block_matches_per_head_loop(attention):
-    model = make(attention=attention, n_head=4, n_embd=32)
+def test_block_matches_per_head_loop(attention, switches):
+    model = make(attention=attention, n_head=4, n_embd=32, **switches)
     with torch.no_grad():  # nonzero biases so they are checked too
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, 6, 32)
     block = model.blocks[0]
     tol = fp32_tol(network_terms(0, 1, 4 * 32 + 6))  # one block, C = 32, T = 6
-    assert_close_to_scale(block(x), reference_block(block, x, 4), tol)
+    assert_close_to_scale(block(x), reference_block(block, x, 4, switches), tol)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_rope_attention_scores_depend_only_on_relative_positions(qk_norm):
+    """RoPE in the model: in the first layer (whose input is the token embedding alone) the
+    score of query token a at position m for key token b at position n depends on a, b and
+    m - n only. A sequence of period P puts the same tokens at (m, n) and (m + P, n + P):
+    their scores agree to fp32 rounding, and differ with learned positions."""
+    P, T = 5, 16
+    idx = torch.randint(0, 11, (1, P), generator=torch.Generator().manual_seed(4))
+    idx = idx.repeat(1, T // P + 1)[:, :T]  # (1, T), idx[t] = idx[t + P]
+
+    def scores(model):
+        block = model.blocks[0]
+        with torch.no_grad():
+            q, k, _ = block.attn.qkv(block.ln1(model.embed(idx)))
+            return block.attn.scores(q, k, causal=False)[0]  # (nh, T, T)
+
+    def shift_gap(s):  # largest |score(m, n) - score(m + P, n + P)|, relative to the scores
+        return ((s[:, P:, P:] - s[:, :-P, :-P]).abs().max() / s.abs().max()).item()
+
+    rope = make(block_size=T, position="rope", qk_norm=qk_norm)
+    learned = make(block_size=T, qk_norm=qk_norm)
+    with torch.no_grad():  # large weights: position-dependent scores far from zero
+        for model in (rope, learned):
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+    tol = fp32_tol(network_terms(0, 1, 16))  # one layer's dot products over C = 16
+    assert shift_gap(scores(rope)) <= tol
+    assert shift_gap(scores(learned)) > 100 * tol
 
 
 def test_causal_future_tokens_do_not_change_the_past():
@@ -131,18 +193,23 @@ def test_causal_future_tokens_do_not_change_the_past():
     assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
-def closed_form_params(V, T, L, C, bias, tie) -> int:
-    ln = 2 * C if bias else C
+def closed_form_params(V, T, L, C, bias, tie, switches=None) -> int:
+    sw = switches or {}
+    ln = 2 * C if bias and sw.get("norm") != "rms" else C  # RMSNorm: a gain, no bias
     linear_bias = (3 * C + C + 4 * C + C) if bias else 0
-    per_layer = 2 * ln + 12 * C * C + linear_bias
-    return V * C + T * C + L * per_layer + ln + (0 if tie else C * V)
+    qk_norm = 2 * (C // 3) if sw.get("qk_norm") else 0  # a gain of head size for q and k
+    per_layer = 2 * ln + 12 * C * C + linear_bias + qk_norm
+    positions = 0 if sw.get("position") == "rope" else T * C
+    return V * C + positions + L * per_layer + ln + (0 if tie else C * V)
 
 
+@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("tie", [False, True])
-def test_parameter_count_closed_form(bias, tie):
-    model = make(bias=bias, tie_weights=tie, n_layer=3, n_embd=24, n_head=3)
-    assert model.num_parameters() == closed_form_params(11, 8, 3, 24, bias, tie)
+def test_parameter_count_closed_form(bias, tie, switches):
+    model = make(bias=bias, tie_weights=tie, n_layer=3, n_embd=24, n_head=3, **switches)
+    assert model.num_parameters() == closed_form_params(11, 8, 3, 24, bias, tie, switches)
+    assert model.output_weights() == ([] if tie else [model.lm_head.weight])
     params = model.parameters()
     assert len({id(p) for p in params}) == len(params)
     keys = set(model.state_dict())
@@ -213,6 +280,10 @@ def test_last_position_targets():
         ({"block_size": 0}, "block_size"),
         ({"vocab_size": 1}, "vocab_size"),
         ({"attention": "flash"}, "attention"),
+        ({"position": "alibi"}, "unknown model.position 'alibi'; known: learned, rope"),
+        ({"norm": "batch"}, "unknown model.norm 'batch'; known: layer, rms"),
+        ({"mlp_activation": "swiglu"}, "unknown model.mlp_activation 'swiglu'"),
+        ({"position": "rope", "n_embd": 18, "n_head": 2}, "n_embd / n_head = 9 must be even"),
     ],
 )
 def test_config_errors(kw, match):
@@ -248,13 +319,20 @@ def greedy(logits):
     return logits.argmax(dim=-1, keepdim=True)
 
 
+@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 @pytest.mark.parametrize("prompt_len", [1, 3, 8, 12])
-def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len):
-    model = make(attention=attention, dropout=0.1, tie_weights=prompt_len == 3)
-    with torch.no_grad():  # large random weights: sharp logits that depend on everything
+def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len, switches):
+    """With RoPE the cache rotates each new key at its position after the cached ones; a
+    re-prefill restarts at position 0, as the uncached loop's window does."""
+    model = make(seed=1 if switches else 0, attention=attention, dropout=0.1,
+                 tie_weights=prompt_len == 3, **switches)
+    # large random weights: sharp logits that depend on everything (squared ReLU makes
+    # unit-scale weights a few dominant units that repeat one token: smaller ones there)
+    scale = 0.3 if switches else 1.0
+    with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p))
+            p.add_(scale * torch.randn_like(p))
     model.eval()
     prompt = torch.randint(0, 11, (1, prompt_len))
     with torch.no_grad():
@@ -267,11 +345,13 @@ def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len):
             assert len(set(ref)) > 1, name  # a non-trivial sequence
 
 
-def test_flops_per_token_matches_counted_matmuls():
-    """Count the matmul FLOPs of one training step at full context with torch's counter."""
+@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+def test_flops_per_token_matches_counted_matmuls(switches):
+    """Count the matmul FLOPs of one training step at full context with torch's counter.
+    RoPE, RMSNorm, QK-norm and squared ReLU add none; the head counts tied or not."""
     for tie in (False, True):
         model = make(tie_weights=tie, n_layer=2, n_head=2, n_embd=16, block_size=8,
-                     attention="manual")  # the closed form counts the full (T, T) matmuls
+                     attention="manual", **switches)  # the full (T, T) matmuls
         B, T = 3, 8
         idx = torch.randint(0, 11, (B, T))
         counter = FlopCounterMode(display=False)
@@ -306,12 +386,14 @@ def test_to_float64_keeps_the_mask_and_runs():
     assert model.blocks[0].attn.mask.dtype == torch.bool
 
 
+@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
-def test_fused_and_written_out_kernels_give_the_same_model(attention):
-    """Fused: LayerNorm, GELU, addmm, dropout + residual, and (manual attention) the scores
-    as one baddbmm with an additive mask. Same logits, loss and gradients as written out."""
-    a = make(fused=True, attention=attention)
-    b = make(fused=False, attention=attention)
+def test_fused_and_written_out_kernels_give_the_same_model(attention, switches):
+    """Fused: LayerNorm or RMSNorm, GELU, addmm, dropout + residual, and (manual attention)
+    the scores as one baddbmm with an additive mask. Same logits, loss and gradients as
+    written out."""
+    a = make(fused=True, attention=attention, **switches)
+    b = make(fused=False, attention=attention, **switches)
     b.load_state_dict(a.state_dict())
     idx = torch.randint(0, 11, (2, 8))
     la, loss_a = a(idx, idx)

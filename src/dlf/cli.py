@@ -209,8 +209,10 @@ def _add_experiment(sub):
         + "; ".join(f"{k}: {v.description}" for k, v in EXPERIMENTS.items()))
     p.add_argument("name", choices=list(EXPERIMENTS))
     p.add_argument("--out", metavar="DIR", help="default: runs/experiments/<name>")
-    p.add_argument("--data", metavar="PATH", help="a lines file instead of the names dataset")
-    p.add_argument("--quick", action="store_true", help="about 100 steps per variant")
+    p.add_argument("--data", metavar="PATH", help="a data file instead of the experiment's "
+                   "dataset (names; tinyshakespeare for gpt-recipe)")
+    p.add_argument("--quick", action="store_true", help="about 100 steps per variant (a smoke "
+                   "run, not the figures)")
     p.add_argument("--steps", type=int, help="steps per variant (overrides --quick)")
     p.add_argument("--force", action="store_true", help="replace existing variant runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -48,19 +48,25 @@ class TrainConfig:
     # rows per forward/backward pass: a batch runs as batch_size / micro_batch passes
     # with the same gradient; 0 = the whole batch; "auto" = resolve_auto's rule
     micro_batch: int | str = "auto"
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
+    optimizer: str = "sgd"  # sgd | adamw | muon: Muon (dlf.optim.Muon) for the hidden
+    # matrices, AdamW (beta1, beta2, eps 1e-8) for embeddings, head, gains and biases
+    lr: float = 0.1  # muon: the AdamW part's lr
+    muon_lr: float = 0.02  # muon: the hidden matrices' lr; the schedule scales both alike
+    # (at each step muon_lr * scheduled lr / lr)
+    muon_ns_dtype: str = "auto"  # muon: the Newton-Schulz iteration's dtype, fp32 | bf16 |
+    # "auto" = the plan's choice by device (resolve_auto)
     schedule: str = "constant"  # constant | step | cosine | wsd
     milestones: list[int] = field(default_factory=list)  # step schedule: lr *= gamma at each
     gamma: float = 0.1
-    warmup_steps: int = 0  # cosine schedule
-    min_lr: float = 0.0  # cosine schedule
+    warmup_steps: int = 0  # cosine and wsd schedules
+    min_lr: float = 0.0  # cosine and wsd schedules
     decay_fraction: float = 0.2  # wsd schedule: the last fraction of max_steps decays to min_lr
-    momentum: float = 0.0  # sgd
+    momentum: float = 0.0  # sgd; muon (Nesterov; the reference uses 0.95)
     beta1: float = 0.9  # adamw
     beta2: float = 0.999  # adamw
-    weight_decay: float = 0.0  # adamw: decoupled; sgd: L2; matrices only, never biases,
-    # norm gains or embedding tables (optim.param_groups_for_decay)
+    weight_decay: float = 0.0  # adamw, muon: decoupled (p *= 1 - lr * weight_decay, with
+    # each group's own lr); sgd: L2; matrices only, never biases, norm gains or embedding
+    # tables (optim.param_groups_for_decay)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     eval_interval: int = 1000
     # steps between checkpoints (state.safetensors), besides those at the end and at a stop:
@@ -251,7 +257,14 @@ def validate(cfg: RunConfig) -> None:
         (t.micro_batch == "auto" or t.micro_batch >= 0,
          "train.micro_batch must be >= 0 (0 = the whole batch) or \"auto\""),
         (t.lr >= 0, "train.lr must be >= 0"),
-        (t.optimizer in ("sgd", "adamw"), f"train.optimizer must be sgd or adamw, got {t.optimizer!r}"),
+        (t.optimizer in ("sgd", "adamw", "muon"),
+         f"train.optimizer must be sgd, adamw or muon, got {t.optimizer!r}"),
+        (t.muon_lr >= 0, "train.muon_lr must be >= 0"),
+        (t.optimizer != "muon" or t.lr > 0, ("train.optimizer = muon scales train.muon_lr by "
+                                             "the schedule's share of train.lr: train.lr must "
+                                             f"be > 0, got {t.lr}")),
+        (t.muon_ns_dtype in ("auto", "fp32", "bf16"),
+         f"train.muon_ns_dtype must be auto, fp32 or bf16, got {t.muon_ns_dtype!r}"),
         (t.schedule in ("constant", "step", "cosine", "wsd"),
          f"train.schedule must be constant, step, cosine or wsd, got {t.schedule!r}"),
         (t.eval_interval >= 1, "train.eval_interval must be >= 1"),

@@ -18,6 +18,10 @@ Experiments:
   Transformer) from its preset, each trained for the same wall-clock budget on one
   thread; ``zoo.png`` plots test loss against parameter count and the training loss
   against training time.
+- ``gpt-recipe``: the ``shakespeare-transformer-cpu`` Transformer on Shakespeare as it is,
+  with each later design choice alone (RoPE, RMSNorm, QK-norm, squared ReLU, a tied head,
+  Muon, the WSD schedule) and with all of them, each for the same training seconds and
+  several seeds; ``val_seconds.png`` plots validation loss against training seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dlf import config as C
 from dlf import presets
 from dlf.diagnostics import fixed_batch, measure
 from dlf.engine.checkpoint import atomic_write_text, write_json
+from dlf.engine.evaluate import evaluate
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.plan import regime_of
 from dlf.engine.trainer import Trainer, train
@@ -39,7 +44,7 @@ from dlf.errors import DlfError
 from dlf.models import build_model
 from dlf.models.mlp import MLPConfig
 from dlf.models.wavenet import WaveNetConfig
-from dlf.plots import plot_loss_curves, plot_zoo
+from dlf.plots import plot_loss_curves, plot_val_vs_seconds, plot_zoo
 
 __all__ = ["EXPERIMENTS", "Experiment", "flat_mlp_matching", "run_experiment"]
 
@@ -56,6 +61,7 @@ class Experiment:
     run: Callable[..., tuple[list[dict], str, list[list[str]], dict]]
     log_loss_axis: bool = False  # for losses that span an order of magnitude
     figure: str = "loss_curves.png"  # the figure a report shows
+    dataset: str = "names"  # what it trains on unless given other data
 
 
 def _train_cfg(steps: int, *, log_every: int = 1, **kw) -> C.TrainConfig:
@@ -321,6 +327,183 @@ def _names_zoo(name, out_dir, data, steps, quick, progress, force):
     return rows, text, [header, *table], settings
 
 
+# ------------------------------------------------------------------------------ gpt-recipe
+
+RECIPE_PRESET = "shakespeare-transformer-cpu"
+RECIPE_TARGET = 1.88  # the val loss the preset reaches at the end of its schedule
+RECIPE_SECONDS = 60.0  # training seconds (optimizer steps) per run in a full run
+RECIPE_QUICK_SECONDS = 3.0  # quick runs: the step cap usually ends them first
+RECIPE_SEEDS = (1337, 1338, 1339)
+RECIPE_EVAL_EVERY = 20  # steps between evaluations: often enough to find the target's crossing
+RECIPE_EVAL_ITERS = 10  # val batches per evaluation during training
+RECIPE_FINAL_ITERS = 100  # val batches of the final figure, the same for every run
+RECIPE_VAL_SEED = 0  # ... drawn with this seed
+MUON = ["train.optimizer=muon", "train.momentum=0.95", "train.muon_lr=0.02",
+        "train.weight_decay=0.0"]
+RECIPE_CHANGES = {  # variant -> (label, overrides of the preset), one design choice each
+    "rope": ("RoPE (no position table)", ["model.position=rope"]),
+    "rmsnorm": ("RMSNorm", ["model.norm=rms"]),
+    "qk-norm": ("QK-norm", ["model.qk_norm=true"]),
+    "relu2": ("squared ReLU", ["model.mlp_activation=relu2"]),
+    "tied-head": ("tied head", ["model.tie_weights=true"]),
+    "muon": ("Muon (hidden matrices)", MUON),
+    "wsd": ("WSD schedule", ["train.schedule=wsd"]),
+}
+
+
+def recipe_variants() -> dict[str, tuple[str, list[str]]]:
+    """The baseline (the preset as it is), each change alone, and all changes together."""
+    everything = [o for _, overrides in RECIPE_CHANGES.values() for o in overrides]
+    return {"baseline": ("the preset as it is", []), **RECIPE_CHANGES,
+            "all": ("all changes", everything)}
+
+
+def _recipe_cfg(variant: str, overrides: list[str], data: str, seed: int, seconds: float,
+                steps: int, quick: bool) -> C.RunConfig:
+    """The preset with `overrides`, trained for `seconds` of optimizer steps (at most
+    `steps`): the lr schedule runs on the share of the budget spent, its warm-up keeping
+    its share of the preset's steps, so every variant ends its schedule with the budget."""
+    cfg = presets.load_preset(RECIPE_PRESET)
+    cfg.name, cfg.description = f"gpt-recipe/{variant}", f"experiment gpt-recipe: {variant}"
+    cfg.data = C.DataConfig(dataset=data, format="text")
+    C.apply_overrides(cfg, overrides)
+    t = cfg.train
+    t.warmup_steps = t.warmup_steps * steps // t.max_steps
+    t.max_steps, t.max_seconds, t.seed = steps, seconds, seed
+    t.eval_interval = min(RECIPE_EVAL_EVERY, max(1, steps // 4))
+    t.log_interval = 1 if quick else 5
+    t.num_samples, t.sample_tokens = 1, 200
+    if quick:  # a smoke run: the same files, little compute
+        t.eval_iters, t.sample_tokens, t.threads = 2, 50, 1
+    return cfg
+
+
+class _Seconds:
+    """Trainer callback: the training seconds (optimizer steps) after every step."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def __call__(self, trainer, step: int) -> None:
+        self.at[step] = trainer.clock.train_seconds
+
+
+def crossing(curve: list[tuple[int, float, float]], target: float):
+    """(step, seconds) where val first reaches `target`, linear between the two evaluations
+    around it; curve: (step, seconds, val) per evaluation. None if it never does."""
+    for i, (step, sec, val) in enumerate(curve):
+        if val <= target:
+            if i == 0:
+                return float(step), sec
+            s0, t0, v0 = curve[i - 1]
+            f = (v0 - target) / (v0 - val)
+            return s0 + f * (step - s0), t0 + f * (sec - t0)
+    return None
+
+
+def _stats(values: list[float]) -> dict | None:
+    """Mean and sample standard deviation (0 for one value); None for no values."""
+    if not values:
+        return None
+    m = _mean(values)
+    var = sum((v - m) ** 2 for v in values) / max(1, len(values) - 1)
+    return {"mean": m, "std": math.sqrt(var), "n": len(values)}
+
+
+def _pm(stats: dict | None, digits: int) -> str:
+    if stats is None:
+        return "-"
+    m, s = stats["mean"], stats["std"]
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if stats["n"] > 1 else f"{m:.{digits}f}"
+
+
+def _recipe_run(cfg: C.RunConfig, out: Path, progress: bool, force: bool, quick: bool) -> dict:
+    seconds = _Seconds()
+    trainer = Trainer(cfg, out, progress=progress, force=force, callback=seconds)
+    result = trainer.fit()
+    t = trainer.cfg.train
+    # the run's best-validation weights (model.safetensors), on the same batches for every run
+    val = evaluate(trainer.model, trainer.data.val, device=trainer.plan.device, dtype=t.dtype,
+                   batch_size=t.batch_size, iters=t.eval_iters if quick else RECIPE_FINAL_ITERS,
+                   seed=RECIPE_VAL_SEED)
+    curve = [(r["step"], round(seconds.at[r["step"]], 3), r["val_loss"])
+             for r in MetricsLog(out / "metrics.jsonl").read() if "val_loss" in r]
+    hit = crossing(curve, RECIPE_TARGET)
+    return {"seed": t.seed, "steps": result["steps"], "train_seconds": result["train_seconds"],
+            "val_loss": val, "steps_to_target": None if hit is None else round(hit[0], 1),
+            "seconds_to_target": None if hit is None else round(hit[1], 2),
+            "num_parameters": result["num_parameters"], "curve": curve}
+
+
+def _gpt_recipe(name, out_dir, data, steps, quick, progress, force):
+    seconds = RECIPE_QUICK_SECONDS if quick else RECIPE_SECONDS
+    seeds = RECIPE_SEEDS[:1] if quick else RECIPE_SEEDS
+    rows = []
+    for variant, (label, overrides) in recipe_variants().items():
+        runs = [_recipe_run(_recipe_cfg(variant, overrides, data, seed, seconds, steps, quick),
+                            out_dir / variant / f"seed-{seed}", progress, force, quick)
+                for seed in seeds]
+        hits = [r for r in runs if r["seconds_to_target"] is not None]
+        rows.append({"variant": variant, "label": label, "overrides": overrides,
+                     "curve_run": f"{variant}/seed-{seeds[0]}",
+                     "num_parameters": runs[0]["num_parameters"],
+                     "val_loss": _stats([r["val_loss"] for r in runs]),
+                     "steps": _stats([r["steps"] for r in runs]),
+                     "seconds_to_target": _stats([r["seconds_to_target"] for r in hits]),
+                     "steps_to_target": _stats([r["steps_to_target"] for r in hits]),
+                     "reached": len(hits), "runs": runs})
+    base = rows[0]["val_loss"]["mean"]
+    header = ["variant", "params", f"val after {seconds:g} s", "vs baseline", "steps",
+              f"seconds to val {RECIPE_TARGET}", f"steps to val {RECIPE_TARGET}", "reached"]
+    table = [[f"{r['label']} (`{r['variant']}`)", f"{r['num_parameters']:,}",
+              _pm(r["val_loss"], 4), f"{r['val_loss']['mean'] - base:+.4f}",
+              _pm(r["steps"], 0), _pm(r["seconds_to_target"], 1),
+              _pm(r["steps_to_target"], 0), f"{r['reached']}/{len(r['runs'])}"]
+             for r in rows]
+    text = _recipe_text(rows, seconds, len(seeds))
+    plot_val_vs_seconds({r["label"]: [[(s, v) for _, s, v in x["curve"]] for x in r["runs"]]
+                         for r in rows}, out_dir / "val_seconds.png", RECIPE_TARGET,
+                        f"gpt-recipe: val loss vs training seconds ({len(seeds)} seed(s) each)")
+    budget = f"{seconds:g} s of training (optimizer steps) per run"
+    t = _recipe_cfg("baseline", [], data, seeds[0], seconds, steps, quick).train
+    final_iters = t.eval_iters if quick else RECIPE_FINAL_ITERS
+    settings = {"preset": RECIPE_PRESET, "budget_seconds": seconds, "seeds": list(seeds),
+                "target_val": RECIPE_TARGET,
+                "steps_note": f"{budget}, seeds {', '.join(map(str, seeds))}",
+                "train": f"the {RECIPE_PRESET} preset with each variant's overrides; the lr "
+                         f"schedule runs on the share of the budget spent; val every "
+                         f"{t.eval_interval} steps on {t.eval_iters} batches (the crossing "
+                         "of the target interpolated between two evaluations), the final "
+                         f"val of the best weights on {final_iters} fixed batches; mean ± "
+                         "std over seeds",
+                "variants": {r["variant"]: r["overrides"] for r in rows}}
+    return rows, text, [header, *table], settings
+
+
+def _recipe_text(rows: list[dict], seconds: float, n_seeds: int) -> str:
+    by = {r["variant"]: r for r in rows}
+    base, full = by["baseline"]["val_loss"]["mean"], by["all"]["val_loss"]["mean"]
+    singles = sorted((r for r in rows if r["variant"] in RECIPE_CHANGES),
+                     key=lambda r: r["val_loss"]["mean"])
+    text = (f"After {seconds:g} s of training each ({n_seeds} seed(s)), the baseline reaches "
+            f"val {base:.4f} and all changes together {full:.4f} ({full - base:+.4f}). "
+            "Each change alone, best first: "
+            + ", ".join(f"{r['label']} {r['val_loss']['mean'] - base:+.3f}" for r in singles)
+            + ".")
+    b, f = by["baseline"]["seconds_to_target"], by["all"]["seconds_to_target"]
+    if b and f:
+        b, f = b["mean"], f["mean"]
+        text += (f" Time to val {RECIPE_TARGET}: baseline {b:.1f} s, all changes {f:.1f} s "
+                 f"({b / f:.2f}x as fast).")
+    missed = [r["label"] for r in rows if r["reached"] < len(r["runs"])]
+    if len(missed) == len(rows):
+        text += f" No run reached val {RECIPE_TARGET} within the budget."
+    elif missed:
+        text += (f" Not every seed reached val {RECIPE_TARGET} within the budget: "
+                 + ", ".join(missed) + ".")
+    return text
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "mlp-init": Experiment(
         "mlp-init", "how initialisation and BatchNorm change the start of training of a "
@@ -331,6 +514,11 @@ EXPERIMENTS: dict[str, Experiment] = {
     "names-zoo": Experiment(
         "names-zoo", "every names model, each trained for the same wall-clock budget",
         full_steps=1_000_000, run=_names_zoo, figure="zoo.png"),
+    "gpt-recipe": Experiment(
+        "gpt-recipe", "later Transformer design choices (RoPE, RMSNorm, QK-norm, squared "
+        "ReLU, tied head, Muon, WSD), alone and together, at equal training time",
+        full_steps=1_000_000, run=_gpt_recipe, figure="val_seconds.png",
+        dataset="shakespeare"),
 }
 
 
@@ -350,8 +538,10 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
                    force: bool = False) -> dict:
     """Run experiment ``name`` into ``out_dir``; returns what results.json holds.
 
-    ``data``: a lines file, or None for the names dataset. ``quick``: ~100 steps per
-    variant; ``steps`` overrides both budgets. ``force`` replaces existing variant runs."""
+    ``data``: a data file, or None for the experiment's dataset (names; Shakespeare for
+    gpt-recipe). ``quick``: ~100 steps per variant (and a budget of seconds where there
+    is one); ``steps`` overrides both step counts. ``force`` replaces existing variant
+    runs."""
     if name not in EXPERIMENTS:
         raise DlfError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
@@ -362,14 +552,14 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
     if out.exists() and not out.is_dir():
         raise DlfError(f"experiment output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    dataset = "names" if data is None else str(data)
+    dataset = exp.dataset if data is None else str(data)
     t0 = time.perf_counter()
     rows, text, table, settings = exp.run(name, out, dataset, n_steps, quick, progress, force)
     wall = time.perf_counter() - t0
 
     curves = {}
     for r in rows:
-        records = MetricsLog(out / r["variant"] / "metrics.jsonl").read()
+        records = MetricsLog(out / r.get("curve_run", r["variant"]) / "metrics.jsonl").read()
         curves[r["label"]] = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
     k = plot_loss_curves(curves, out / "loss_curves.png", name, exp.log_loss_axis)
     steps_note = settings.get("steps_note", f"{n_steps} steps per variant")

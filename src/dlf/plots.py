@@ -312,3 +312,30 @@ def plot_zoo(rows: list[dict], curves: dict[str, list[dict]], path: Path,
     ax2.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_val_vs_seconds(curves: dict[str, list[list[tuple[float, float]]]], path: Path,
+                        target: float, title: str) -> None:
+    """Validation loss against training seconds: one colour per variant, one line per
+    seed, and the target as a dashed line. curves: label -> per seed, (seconds, val)."""
+    import matplotlib
+
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = subplots(figsize=(9, 5), dpi=100)
+    for i, (label, runs) in enumerate(curves.items()):
+        style = {"color": colors[i % len(colors)], "ls": "-" if i < len(colors) else "--"}
+        for j, pts in enumerate(runs):
+            ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1.0, alpha=0.8,
+                    label=label if j == 0 else None, **style)
+    ax.axhline(target, color="0.3", ls=":", lw=1.0, label=f"val {target:g}")
+    vals = [v for runs in curves.values() for pts in runs for _, v in pts]
+    ends = [pts[-1][1] for runs in curves.values() for pts in runs if pts]
+    if vals:  # from the best value to a little above the target or every run's end
+        ax.set_ylim(min(*vals, target) - 0.05, max(target + 0.6, *(e + 0.1 for e in ends)))
+    ax.set_xlabel("training time (s, optimizer steps only)")
+    ax.set_ylabel("val loss (nats/char)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -49,7 +49,7 @@ STAGES = [
 ]
 # The character and the BPE model: one model, about equal training time, two tokenizers.
 TOKENIZER_PAIR = ("shakespeare-transformer-cpu", "shakespeare-transformer-cpu-bpe")
-EXPERIMENTS = ["mlp-init", "wavenet-vs-flat", "names-zoo"]
+EXPERIMENTS = ["mlp-init", "wavenet-vs-flat", "names-zoo", "gpt-recipe"]
 QUICK_EXPERIMENT_STEPS = 40
 MICRO_QUICK_STEPS = 20  # dlf.micro's moons MLP; the full report trains the lecture's 100
 
@@ -96,17 +96,20 @@ def run_stage(cfg: C.RunConfig, run_dir: Path, progress: bool) -> tuple[dict, st
 
 
 def run_experiment_stage(name: str, out: Path, quick: bool, names: str | None,
-                         progress: bool) -> tuple[dict, str]:
+                         text: str | None, progress: bool) -> tuple[dict, str]:
+    from dlf.experiments import EXPERIMENTS as REGISTRY
     from dlf.experiments import run_experiment
 
     steps = QUICK_EXPERIMENT_STEPS if quick else None
+    dataset = REGISTRY[name].dataset
+    data = {"names": names, "shakespeare": text}.get(dataset)
     done = out / "results.json"
     if done.exists():
         prev = read_json(done)
-        if prev.get("quick") == quick and prev.get("data") == (names or "names") and \
+        if prev.get("quick") == quick and prev.get("data") == (data or dataset) and \
                 (steps is None or prev.get("steps") == steps):
             return prev, "reused"
-    return run_experiment(name, out, data=names, quick=quick, steps=steps, progress=progress,
+    return run_experiment(name, out, data=data, quick=quick, steps=steps, progress=progress,
                           force=True), "ran"
 
 
@@ -152,7 +155,8 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
     experiments = {}
     for j, name in enumerate(EXPERIMENTS, len(STAGES) + 1):
         log(f"[{j}/{total}] experiment {name} ...")
-        res, how = run_experiment_stage(name, out / "experiments" / name, quick, names, progress)
+        res, how = run_experiment_stage(name, out / "experiments" / name, quick, names, text,
+                                        progress)
         log(f"[{j}/{total}] experiment {name}: {how} ({res.get('wall_seconds', 0):.0f} s)")
         experiments[name] = res
     log(f"[{total}/{total}] dlf.micro: scalar-autograd MLP on moons ...")

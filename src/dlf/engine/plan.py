@@ -31,8 +31,9 @@ from dlf.models.transformer import pick_attention
 
 # Train settings that only the autograd regime reads; the others would silently ignore
 # them, so a value other than the default is refused.
+_MUON_FIELDS = ("muon_lr", "muon_ns_dtype")  # read by train.optimizer = "muon" only
 _OPTIMIZER_FIELDS = ("optimizer", "momentum", "beta1", "beta2", "weight_decay", "grad_accum",
-                     "grad_clip", "dtype", "compile")
+                     "grad_clip", "dtype", "compile", *_MUON_FIELDS)
 _IGNORED = {
     "autograd": (),
     "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
@@ -83,6 +84,7 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     check_tokenizer(cfg.data)
     caps = capabilities(model_class(cfg.model.type))
     check_regime(cfg.train, cfg.model.type, caps.regime)
+    check_optimizer(cfg.train, cfg.model.type, caps)
     check_world(cfg, world, caps.regime)
     with out_of_memory_means(f"reading the data with model.block_size = "
                              f"{cfg.model.block_size}: lower model.block_size"):
@@ -125,6 +127,17 @@ def check_regime(t: C.TrainConfig, model_type: str, regime: str) -> None:
     if regime == "fitted" and t.max_steps != 0:
         raise DlfError(f"a {model_type} model is fitted in one counting pass: "
                        f"set train.max_steps = 0 (got {t.max_steps})")
+
+
+def check_optimizer(t: C.TrainConfig, model_type: str, caps: Capabilities) -> None:
+    """Refuse Muon's settings without Muon, and Muon where it cannot split the model."""
+    for name in _MUON_FIELDS if t.optimizer != "muon" else ():
+        if getattr(t, name) != getattr(C.TrainConfig, name):
+            raise DlfError(f"train.{name} = {getattr(t, name)!r} has no effect: "
+                           f"train.optimizer is {t.optimizer}, not muon; remove the setting")
+    if t.optimizer == "muon" and not caps.output_weights:
+        raise DlfError(f"train.optimizer = muon keeps the output layer on AdamW, and a "
+                       f"{model_type} model does not name its output layer: use adamw")
 
 
 def check_tokenizer(d: C.DataConfig) -> None:
@@ -238,13 +251,16 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
       scores, m * n_head * block_size**2 float32 values (softmax output in fp32 under bf16
       autocast too), fit in the last-level cache; past that, the scores of one pass
       spill to memory and throughput roughly halves. Elsewhere (CUDA, models without
-      attention, full-batch training) 0: the whole batch in one pass.
+      attention, full-batch training) 0: the whole batch in one pass;
+    - train.muon_ns_dtype (muon): "bf16" on CUDA, "fp32" elsewhere (benchmarks/recipe_step.py).
 
     Micro-batching leaves the gradient unchanged (each pass's mean loss is weighted by its
     share of the batch's targets), so only speed depends on it."""
     m, t = cfg.model, cfg.train
     if getattr(m, "attention", None) == "auto":
         m.attention = pick_attention(device.type, t.dtype, m.dropout)
+    if t.optimizer == "muon" and t.muon_ns_dtype == "auto":
+        t.muon_ns_dtype = "bf16" if device.type == "cuda" else "fp32"
     if t.micro_batch == "auto":
         t.micro_batch = 0
         n_head, T = getattr(m, "n_head", 0), getattr(m, "block_size", 0)

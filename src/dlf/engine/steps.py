@@ -17,10 +17,23 @@ from dlf.data.datasets import IGNORE_INDEX
 from dlf.engine import distributed
 from dlf.engine.device import autocast
 
+NS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 def make_optimizer(model, t: C.TrainConfig):
-    """AdamW (decoupled decay) or SGD (L2 penalty); either way only matrices are decayed,
-    by the rule of optim.param_groups_for_decay."""
+    """AdamW (decoupled decay), SGD (L2 penalty) or Muon; only matrices are decayed, by the
+    rule of optim.param_groups_for_decay. Muon (optim.param_groups_for_muon) orthogonalises
+    the hidden matrices at train.muon_lr and leaves the embeddings, the model's
+    output_weights(), gains and biases to AdamW at train.lr; the plan has checked the model
+    and resolved train.muon_ns_dtype."""
+    if t.optimizer == "muon":
+        groups = optim.param_groups_for_muon(model, t.weight_decay, lr_scale=t.muon_lr / t.lr,
+                                             adamw_params=model.output_weights())
+        # AdamW's own eps (not the Muon reference's 1e-10): switching from adamw to muon
+        # changes the hidden matrices' update only
+        return optim.Muon(groups, lr=t.lr, momentum=t.momentum,
+                          ns_dtype=NS_DTYPES[t.muon_ns_dtype], betas=(t.beta1, t.beta2),
+                          eps=1e-8, weight_decay=t.weight_decay)
     groups = optim.param_groups_for_decay(model, t.weight_decay)
     if t.optimizer == "adamw":
         return optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)

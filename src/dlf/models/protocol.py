@@ -19,6 +19,9 @@ Every model offers `logits, loss = model(idx, targets=None)`, `parameters()`,
                            next position. The cache is the model's own: keys and values
                            (Transformer), the hidden state (RNN), a running sum (BoW).
     flop_count         `flops_per_token()`: forward + backward matmul FLOPs per token.
+    output_weights     `output_weights() -> list of tensors`: the output layer's weight
+                       matrices (none when the head is tied to the token embedding), which
+                       train.optimizer = "muon" keeps on AdamW with the embeddings.
     bigram_tables      `probability_table() -> (V, V)` (rows: previous character),
                        so the run writer can draw it and compare models.
 """
@@ -35,6 +38,7 @@ class Capabilities:
     regime: str = "autograd"
     sequence_targets: bool = False
     flop_count: bool = False
+    output_weights: bool = False
     bigram_tables: bool = False
 
     def __post_init__(self) -> None:

@@ -5,6 +5,15 @@ and an MLP, a final LayerNorm and a linear head over the vocabulary. Attention i
 explicit masked softmax ("manual") or PyTorch's fused kernel ("sdpa"), one switch,
 same weights. `prefill` and `advance` are the key/value-cache primitives that dlf.sample's
 generation loop uses.
+
+Later designs are switches on the same model, each off by default (GPT-2's choice):
+
+    position        "learned" (a table wpe added to the token embedding) | "rope" (the
+                    queries and keys rotated by their position, dlf.nn.rope; no table)
+    norm            "layer" (LayerNorm) | "rms" (RMSNorm: no mean, no bias)
+    qk_norm         each head's queries and keys RMS-normalised before the scores
+    mlp_activation  "gelu" | "relu2" (squared ReLU)
+    tie_weights     the head reuses the token embedding
 """
 
 from __future__ import annotations
@@ -19,9 +28,24 @@ import torch.nn.functional as F
 from dlf.errors import DlfError
 from dlf.models.protocol import Capabilities
 from dlf.models.sequence import sequence_loss
-from dlf.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+from dlf.nn import (
+    GELU,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    ReLU2,
+    RMSNorm,
+    apply_rope,
+    rope_tables,
+)
 
 ATTENTION_KINDS = ("auto", "manual", "sdpa")
+POSITIONS = ("learned", "rope")
+NORMS = ("layer", "rms")
+MLP_ACTIVATIONS = ("gelu", "relu2")
 
 
 def pick_attention(device_type: str, dtype: str, dropout: float) -> str:
@@ -58,6 +82,13 @@ class TransformerConfig:
     # | "auto" (the run's plan picks by device, dtype and dropout: pick_attention)
     fused: bool = True  # LayerNorm, GELU, Linear (addmm), dropout + residual as torch's
     # one-pass kernels (same maths, tested); false = the written-out formulas
+    position: str = "learned"  # "learned": a table of block_size position vectors added to
+    # the token embedding | "rope": queries and keys rotated by position (dlf.nn.rope_tables,
+    # base 10000), so attention scores see relative positions; no table (needs an even head size)
+    norm: str = "layer"  # "layer": LayerNorm | "rms": RMSNorm (no mean subtracted, no bias)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys (a gain of head size
+    # each) before the scores, bounding the softmax's input
+    mlp_activation: str = "gelu"  # "gelu" | "relu2": squared ReLU, max(x, 0) ** 2
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
@@ -70,9 +101,14 @@ class TransformerConfig:
             raise DlfError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise DlfError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.attention not in ATTENTION_KINDS:
-            raise DlfError(f"unknown model.attention {self.attention!r}; "
-                           f"known: {', '.join(ATTENTION_KINDS)}")
+        for name, known in (("attention", ATTENTION_KINDS), ("position", POSITIONS),
+                            ("norm", NORMS), ("mlp_activation", MLP_ACTIVATIONS)):
+            if getattr(self, name) not in known:
+                raise DlfError(f"unknown model.{name} {getattr(self, name)!r}; "
+                               f"known: {', '.join(known)}")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise DlfError(f"model.position = \"rope\" rotates pairs of channels: the head "
+                           f"size n_embd / n_head = {self.n_embd // self.n_head} must be even")
 
 
 class KVCache:
@@ -111,12 +147,21 @@ class KVCache:
         return self.k[:, :, :L], self.v[:, :, :L]
 
 
+def make_norm(config: TransformerConfig, dim: int) -> LayerNorm | RMSNorm:
+    """The normalisation that config.norm names, over the last dimension of size dim."""
+    if config.norm == "rms":
+        return RMSNorm(dim, fused=config.fused)
+    return LayerNorm(dim, bias=config.bias, fused=config.fused)
+
+
 class CausalSelfAttention(Module):
     """Multi-head self-attention where position t sees positions <= t.
 
     x (B, T, C) -> (B, T, C). With a `cache`, the new keys and values are appended to it
     and the queries attend over everything cached; after the first call a cache takes
-    one token at a time."""
+    one token at a time. With qk_norm the queries and keys are RMS-normalised per head,
+    and with RoPE then rotated by their positions (a cache's new token sits after the
+    cached ones); the cache holds the keys as the scores see them."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -136,13 +181,33 @@ class CausalSelfAttention(Module):
         bias = torch.zeros(T, T).masked_fill(~mask, float("-inf"))  # (T, T) 0 or -inf
         self.register_buffer("bias", bias, persistent=False)
         self.fused = fused
+        hs = c.n_embd // c.n_head
+        self.q_norm = RMSNorm(hs, fused=fused) if c.qk_norm else None
+        self.k_norm = RMSNorm(hs, fused=fused) if c.qk_norm else None
+        self.rope = c.position == "rope"
+        if self.rope:  # the angles of positions 0 .. block_size - 1, rebuilt on construction
+            cos, sin = rope_tables(hs, T)  # 2 x (T, hs/2)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
+
+    def qkv(self, x: torch.Tensor, start: int = 0):
+        """x (B, T, C) at positions start .. start + T - 1 -> q, k, v, each (B, nh, T, hs),
+        q and k as the scores use them (normalised with qk_norm, rotated with RoPE)."""
+        B, T, C = x.shape
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        qk, v = qkv[:2], qkv[2]  # (2, B, nh, T, hs), (B, nh, T, hs)
+        if self.q_norm is not None:
+            qk = torch.stack((self.q_norm(qk[0]), self.k_norm(qk[1])))  # (2, B, nh, T, hs)
+        if self.rope:  # q and k in one pass: half the kernel launches
+            qk = apply_rope(qk, self.cos, self.sin, start)
+        q, k = qk.unbind(0)  # 2 x (B, nh, T, hs)
+        return q, k, v
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The projected attention output before the residual dropout, (B, T, C)."""
         B, T, C = x.shape
-        hs = C // self.n_head
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)  # (B, T, 3, nh, hs)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
+        q, k, v = self.qkv(x, 0 if cache is None else len(cache))  # 3 x (B, nh, T, hs)
         causal = True
         if cache is not None:
             if len(cache) > 0:
@@ -179,33 +244,34 @@ class CausalSelfAttention(Module):
 
 
 class MLP(Module):
-    """Position-wise feed-forward: (B, T, C) -> (B, T, 4C) -> (B, T, C)."""
+    """Position-wise feed-forward: (B, T, C) -> (B, T, 4C) -> (B, T, C), GELU or squared
+    ReLU between."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
         c, fused = config, config.fused
         self.c_fc = Linear(c.n_embd, 4 * c.n_embd, bias=c.bias, fused=fused)
-        self.gelu = GELU(fused=fused)
+        self.act = GELU(fused=fused) if c.mlp_activation == "gelu" else ReLU2()
         self.c_proj = Linear(4 * c.n_embd, c.n_embd, bias=c.bias, fused=fused)
         self.dropout = Dropout(c.dropout, fused=fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Before the residual dropout (applied by Block with the residual add)."""
         x = self.c_fc(x)  # (B, T, 4C)
-        x = self.gelu(x)
+        x = self.act(x)
         return self.c_proj(x)  # (B, T, C)
 
 
 class Block(Module):
     """Pre-norm residual block: x + dropout(attn(ln1(x))), then + dropout(mlp(ln2(x))).
-    (B, T, C) -> same. Each dropout and its residual add are one `Dropout.residual` call
-    (one pass when fused)."""
+    (B, T, C) -> same. ln1 and ln2 are LayerNorm or RMSNorm (config.norm). Each dropout and
+    its residual add are one `Dropout.residual` call (one pass when fused)."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.ln1 = LayerNorm(config.n_embd, bias=config.bias, fused=config.fused)
+        self.ln1 = make_norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln2 = LayerNorm(config.n_embd, bias=config.bias, fused=config.fused)
+        self.ln2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -222,7 +288,7 @@ class Transformer(Module):
     the last position only (line data: fixed windows of the previous block_size
     characters, one target each). See dlf.models.sequence."""
 
-    capabilities = Capabilities(sequence_targets=True, flop_count=True)
+    capabilities = Capabilities(sequence_targets=True, flop_count=True, output_weights=True)
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -231,19 +297,20 @@ class Transformer(Module):
         self.block_size = config.block_size
         c = config
         self.wte = Embedding(c.vocab_size, c.n_embd)
-        self.wpe = Embedding(c.block_size, c.n_embd)
+        # RoPE: positions enter through the rotation of q and k, no table
+        self.wpe = Embedding(c.block_size, c.n_embd) if c.position == "learned" else None
         self.drop = Dropout(c.dropout, fused=c.fused)
         self.blocks = ModuleList(Block(c) for _ in range(c.n_layer))
-        self.ln_f = LayerNorm(c.n_embd, bias=c.bias, fused=c.fused)
+        self.ln_f = make_norm(c, c.n_embd)
         # tied: no weight of its own (see head()), so the tensor is listed once, as wte.weight
         self.lm_head = None if c.tie_weights else Linear(c.n_embd, c.vocab_size, bias=False)
         self._init_weights()
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        """GPT-2: weights N(0, 0.02), biases 0, LayerNorm 1/0; the projections that write
-        into the residual stream get std 0.02 / sqrt(2 * n_layer), since 2 * n_layer of
-        them add up there."""
+        """GPT-2: weights N(0, 0.02), biases 0, LayerNorm 1/0 (RMSNorm gains 1); the
+        projections that write into the residual stream get std 0.02 / sqrt(2 * n_layer),
+        since 2 * n_layer of them add up there."""
         resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, mod in self.named_modules():
             if isinstance(mod, Linear):
@@ -252,9 +319,9 @@ class Transformer(Module):
                     mod.bias.zero_()
             elif isinstance(mod, Embedding):
                 mod.weight.normal_(0.0, 0.02)
-            elif isinstance(mod, LayerNorm):
+            elif isinstance(mod, (LayerNorm, RMSNorm)):
                 mod.weight.fill_(1.0)
-                if mod.bias is not None:
+                if getattr(mod, "bias", None) is not None:
                     mod.bias.zero_()
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,12 +330,22 @@ class Transformer(Module):
             return x @ self.wte.weight.T  # (..., V); wte.weight is (V, C)
         return self.lm_head(x)
 
+    def output_weights(self) -> list[torch.Tensor]:
+        """The head's weight (C, V); none when tied (it is the embedding table)."""
+        return [] if self.lm_head is None else [self.lm_head.weight]
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """idx (B, T) at positions start .. start + T - 1 -> the residual stream's input
+        (B, T, C): the token embedding, plus the learned position's (RoPE adds none)."""
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is None:
+            return x
+        return x + self.wpe.weight[start : start + idx.shape[1]]  # wpe(arange(start, start+T))
+
     def logits(self, idx: torch.Tensor, start: int = 0,
                caches: list[KVCache] | None = None) -> torch.Tensor:
         """idx (B, T) at positions start .. start + T - 1 -> logits (B, T, V)."""
-        T = idx.shape[1]
-        pos_emb = self.wpe.weight[start : start + T]  # (T, C): wpe(arange(start, start + T))
-        x = self.drop(self.wte(idx) + pos_emb)  # (B, T, C)
+        x = self.drop(self.embed(idx, start))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])  # (B, T, C)
         x = self.ln_f(x)
@@ -302,10 +379,11 @@ class Transformer(Module):
             6 * N + 12 * n_layer * n_embd * block_size
 
         N counts the weights used in matmuls: every Linear weight in the blocks (12 *
-        n_embd**2 per layer) plus the head (n_embd * vocab_size, also when tied). Each
+        n_embd**2 per layer) plus the head (n_embd * vocab_size, tied or not). Each
         weight costs 2 FLOPs forward and 4 backward. The second term is attention's
         q @ k^T and att @ v (2 * 2 * n_embd * block_size forward per layer, counted
-        without the causal saving), times 3 for the backward (PaLM appendix B)."""
+        without the causal saving), times 3 for the backward (PaLM appendix B). RoPE,
+        RMSNorm, qk_norm and the activation are elementwise: no matmul FLOPs."""
         c = self.config
         N = sum(blk.attn.c_attn.weight.numel() + blk.attn.c_proj.weight.numel()
                 + blk.mlp.c_fc.weight.numel() + blk.mlp.c_proj.weight.numel()
@@ -316,7 +394,9 @@ class Transformer(Module):
     def extra_repr(self) -> str:
         c = self.config
         return (f"vocab_size={c.vocab_size}, block_size={c.block_size}, n_layer={c.n_layer}, "
-                f"n_head={c.n_head}, n_embd={c.n_embd}, attention={c.attention!r}")
+                f"n_head={c.n_head}, n_embd={c.n_embd}, attention={c.attention!r}, "
+                f"position={c.position!r}, norm={c.norm!r}, qk_norm={c.qk_norm}, "
+                f"mlp_activation={c.mlp_activation!r}")
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
@@ -324,25 +404,21 @@ class Transformer(Module):
 
         Row t of a head's map is softmax(q_t . k_s / sqrt(hs)) over positions s <= t (the
         masked softmax of the "manual" kernel, `CausalSelfAttention.scores`, whichever
-        kernel the config picks), so it sums to 1 and is 0 above the diagonal. Computed
-        as in eval mode: no dropout, and the model is left in the mode it was in."""
-        B, T = idx.shape
+        kernel the config picks), with q and k as attention uses them (`qkv`: normalised
+        with qk_norm, rotated with RoPE), so it sums to 1 and is 0 above the diagonal.
+        Computed as in eval mode: no dropout, and the model is left in the mode it was in."""
+        T = idx.shape[1]
         if T > self.block_size:
             raise DlfError(f"sequence length {T} is longer than the model's "
                            f"block_size {self.block_size}")
-        C, nh = self.config.n_embd, self.config.n_head
-        hs = C // nh
         was_training = self.training
         self.eval()
         try:
-            pos = torch.arange(T, device=idx.device)  # (T,)
-            x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+            x = self.embed(idx)  # (B, T, C)
             maps = []
             for block in self.blocks:
                 attn = block.attn
-                q, k, _ = attn.c_attn(block.ln1(x)).split(C, dim=2)  # 2 x (B, T, C)
-                q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-                k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+                q, k, _ = attn.qkv(block.ln1(x))  # 2 x (B, nh, T, hs)
                 maps.append(torch.softmax(attn.scores(q, k, causal=True), dim=-1))
                 x = block(x)  # (B, T, C): the next layer's input
         finally:
