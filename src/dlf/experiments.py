@@ -265,7 +265,7 @@ ZOO = [  # (preset, label)
     ("names-transformer", "Transformer"),
 ]
 ZOO_SECONDS = 60.0  # training budget per model in a full run (optimizer steps only)
-ZOO_QUICK_SECONDS = 5.0  # quick runs: the step cap usually ends them first
+ZOO_QUICK_SECONDS = 1.0  # quick runs: the step cap usually ends them first
 
 
 def _zoo_cfg(preset: str, data: str, steps: int, quick: bool, seconds: float) -> C.RunConfig:
@@ -332,7 +332,7 @@ def _names_zoo(name, out_dir, data, steps, quick, progress, force):
 RECIPE_PRESET = "shakespeare-transformer-cpu"
 RECIPE_TARGET = 1.88  # the val loss the preset reaches at the end of its schedule
 RECIPE_SECONDS = 60.0  # training seconds (optimizer steps) per run in a full run
-RECIPE_QUICK_SECONDS = 3.0  # quick runs: the step cap usually ends them first
+RECIPE_QUICK_SECONDS = 1.0  # quick runs: the step cap usually ends them first
 RECIPE_SEEDS = (1337, 1338, 1339)
 RECIPE_EVAL_EVERY = 20  # steps between evaluations: often enough to find the target's crossing
 RECIPE_EVAL_ITERS = 10  # val batches per evaluation during training

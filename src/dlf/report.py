@@ -51,7 +51,7 @@ STAGES = [
 TOKENIZER_PAIR = ("shakespeare-transformer-cpu", "shakespeare-transformer-cpu-bpe")
 EXPERIMENTS = ["mlp-init", "wavenet-vs-flat", "names-zoo", "gpt-recipe"]
 QUICK_EXPERIMENT_STEPS = 40
-MICRO_QUICK_STEPS = 20  # dlf.micro's moons MLP; the full report trains the lecture's 100
+MICRO_QUICK_STEPS = 5  # dlf.micro's moons MLP; the full report trains the lecture's 100
 
 
 def stage_config(stage: Stage, quick: bool, names: str | None, text: str | None) -> C.RunConfig:
