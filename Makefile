@@ -10,7 +10,7 @@ DLF    := $(VENV)/bin/dlf
 # Use the shared copies of the data sets when they sit beside the checkout.
 export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test test-fast lint notebooks notebooks-env mutation pack-data clean gpu-check gpu-check-dry
+.PHONY: demo test test-fast lint notebooks notebooks-env mutation pack-data results clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ gpu-check:
 # The same pipeline on the CPU: tiny model, 2 processes (gloo), a few steps.
 gpu-check-dry:
 	PYTHONPATH=src $(GPU_PYTHON) tools/gpu_check.py --dry-run $(GPU_CHECK_ARGS)
+
+# A full `dlf report` (about an hour and a half on 2 cores), published into docs/results.md,
+# the package's measured figures (dlf presets) and README.md's results table.
+results: $(VENV)/.installed
+	$(DLF) report --out report
+	$(PY) tools/publish_results.py report
 
 clean:
 	rm -rf $(VENV) runs

@@ -303,12 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_presets(args) -> int:
-    from dlf.presets import list_presets
+    from dlf import presets
 
-    rows = list_presets()
-    width = max(len(n) for n, _ in rows)
-    for name, desc in rows:
-        print(f"{name:<{width}}  {desc}")
+    def seconds(s):
+        return "-" if s is None else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+
+    rows = [[r["name"], r["model"], f"{r['parameters']:,}", r["data"], f"{r['steps']:,}",
+             "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
+             seconds(r["train_seconds"])] for r in presets.table()]
+    header = ["preset", "model", "params", "data", "steps", "val", "train time"]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(x.ljust(w) if i in (0, 1, 3) else x.rjust(w)
+                        for i, (x, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    m = presets.measured()
+    if m["runs"]:
+        print(f"\nval (nats per token) and train time: `{m['command']}` on {m['machine']}, "
+              f"{m['date']} (docs/results.md); - : not part of it.")
+    print("Old names still work: " + ", ".join(sorted(presets.ALIASES)) + ".")
     return 0
 
 

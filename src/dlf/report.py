@@ -16,7 +16,7 @@ from pathlib import Path
 from dlf import config as C
 from dlf import presets
 from dlf.data.sources import DATASETS
-from dlf.engine.checkpoint import atomic_write_text, read_json
+from dlf.engine.checkpoint import atomic_write_text, read_json, write_json
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.plan import plan_run
 from dlf.engine.trainer import train
@@ -169,8 +169,29 @@ def generate_report(out_dir: str | Path = "report", *, quick: bool = False,
     plot_names_curves(names_runs, out / "names_loss.png")
     md = _markdown(out, rows, run_dirs, experiments, quick, mach, micro)
     atomic_write_text(out / "REPORT.md", md)
+    write_json(out / "results.json", _summary(rows, quick, mach))
     log(f"report written: {out / 'REPORT.md'}")
     return out / "REPORT.md"
+
+
+def _summary(rows, quick: bool, mach: dict) -> dict:
+    """results.json: each stage's figures, and where and when they were measured (what
+    tools/publish_results.py turns into docs/results.md's companions)."""
+    return {"command": "dlf report" + (" --quick" if quick else ""), "quick": quick,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+            "machine": _machine_line(mach),
+            "runs": {stage.preset: {"label": stage.label, "reference": stage.reference,
+                                    "num_parameters": r["num_parameters"],
+                                    "val_loss": r["val_loss"], "test_loss": r["test_loss"],
+                                    "val_nats_per_char": r.get("val_nats_per_char"),
+                                    "steps": r["steps"], "train_seconds": r["train_seconds"],
+                                    "wall_seconds": r["wall_seconds"]}
+                     for stage, _, r in rows}}
+
+
+def _machine_line(mach: dict) -> str:
+    return (f"{mach['cpu']} ({mach['cores']} cores, {mach['threads']} torch threads), "
+            f"torch {mach['torch']}" + (f", GPU {mach['cuda']}" if mach.get("cuda") else ""))
 
 
 def _tokenizer_rows(rows) -> list[str]:
@@ -223,9 +244,8 @@ def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict,
     lines = [
         "# dlf results" + (" (quick: tiny budgets, not the real figures)" if quick else ""),
         "",
-        f"Generated {now} by `dlf report{' --quick' if quick else ''}` on {mach['cpu']} "
-        f"({mach['cores']} cores, {mach['threads']} torch threads), torch {mach['torch']}"
-        + (f", GPU {mach['cuda']}" if mach.get("cuda") else "") + ".",
+        (f"Generated {now} by `dlf report{' --quick' if quick else ''}` on "
+         f"{_machine_line(mach)}."),
         "",
         ("| model | dataset | parameters | train | val | test | val nats/char | reference | "
          "steps | wall |"),
