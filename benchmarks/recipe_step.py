@@ -3,7 +3,7 @@
     python benchmarks/recipe_step.py [--json] [--preset NAME] [--rounds 8] [--steps 5]
                                      [--threads N]
 
-For the preset (shakespeare-transformer-cpu unless --preset) and every variant of the
+For the preset (shakespeare-transformer-cpu-gpt2 unless --preset) and every variant of the
 gpt-recipe experiment (dlf.experiments.recipe_variants: the baseline, each change alone,
 all together), the trainer's own step (dlf.engine.steps.AutogradStep: forward, backward,
 clip, the optimizer) on random tokens, with each variant's plan as `dlf train` makes it.
@@ -94,7 +94,7 @@ def optimizer_times(preset: str, rounds: int, steps: int, threads: int) -> list[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="shakespeare-transformer-cpu")
+    ap.add_argument("--preset", default="shakespeare-transformer-cpu-gpt2")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="0: torch's default")

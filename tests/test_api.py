@@ -82,7 +82,7 @@ def test_documented_calls_on_tiny_data(tmp_path, names_file, text_file):
     png = dlf.show(dlf.plots.plot_loss, records, title="tiny")
     assert png._repr_png_().startswith(b"\x89PNG")
 
-    cfg = dlf.load_preset("shakespeare-transformer-cpu")
+    cfg = dlf.load_preset("shakespeare-transformer-cpu-gpt2")
     cfg.data.dataset = str(text_file)
     dlf.apply_overrides(cfg, ["max_steps=5", "eval_interval=5", "eval_iters=2", "num_samples=0",
                               "n_layer=1", "n_embd=16", "n_head=2", "block_size=8", "dtype=fp32", "format=text",
@@ -101,7 +101,7 @@ TINY = {  # one run of each kind of sampling: fixed windows, whole-line sequence
     "window": ("names-mlp", "names", ["model.n_hidden=16", "train.max_steps=3"]),
     "sequence": ("names-gru", "names", ["model.n_hidden=8", "model.n_embd=8",
                                         "train.max_steps=3"]),
-    "text": ("shakespeare-transformer-cpu", "text", TINY_TEXT),
+    "text": ("shakespeare-transformer-cpu-gpt2", "text", TINY_TEXT),
     "bpe": ("shakespeare-transformer-cpu-bpe", "text", [*TINY_TEXT, "data.vocab_size=300"]),
 }
 
@@ -206,7 +206,7 @@ def test_attention_maps_leave_the_mode_alone():
 @pytest.fixture
 def gpt_run(tmp_path, text_file):
     out = tmp_path / "gpt"
-    assert main(["train", "shakespeare-transformer-cpu", "--data", str(text_file), "--out",
+    assert main(["train", "shakespeare-transformer-cpu-gpt2", "--data", str(text_file), "--out",
                  str(out), "--quiet", "--max-steps", "3", "--set", "eval_interval=3",
                  "--set", "eval_iters=1", "--set", "num_samples=0", "--set", "n_layer=2",
                  "--set", "n_embd=16", "--set", "n_head=2", "--set", "block_size=16",

@@ -62,7 +62,7 @@ ALLOWED = {
     "data": {"errors", "fileio"},
     "manual": {"errors"},
     "models": {"errors", "nn", "data", "manual", "config"},
-    "presets": {"errors", "config", "models"},
+    "presets": {"errors", "config", "models", "data"},
     "sample": {"errors", "fileio", "models", "nn"},
 }
 
@@ -256,7 +256,7 @@ def test_bench_rejects_a_zero_batch(capsys):
     from dlf.bench import bench_train
 
     with pytest.raises(DlfError, match="batch size >= 1"):
-        bench_train("shakespeare-transformer-cpu", batch_size=0, steps=1)
+        bench_train("shakespeare-transformer-cpu-gpt2", batch_size=0, steps=1)
 
 
 # --------------------------------------------------------------------------- kill -9 and resume

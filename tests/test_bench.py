@@ -17,7 +17,7 @@ from tolerances import fp64_tol
 
 
 def test_bench_train_reports_mfu(capsys):
-    assert main(["bench", "train", "--preset", "shakespeare-transformer-cpu", "--steps", "1",
+    assert main(["bench", "train", "--preset", "shakespeare-transformer-cpu-gpt2", "--steps", "1",
                  "--batch-size", "2", "--set", "model.n_layer=1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     for key in ("tokens_per_second", "gflops", "peak_gflops", "mfu"):
@@ -28,7 +28,7 @@ def test_bench_train_reports_mfu(capsys):
 
 
 def test_bench_sample_cached_equals_uncached(capsys):
-    assert main(["bench", "sample", "--preset", "shakespeare-transformer-cpu",
+    assert main(["bench", "sample", "--preset", "shakespeare-transformer-cpu-gpt2",
                  "--new-tokens", "70", "--json"]) == 0  # past block 32: the window slides
     r = json.loads(capsys.readouterr().out)
     assert r["identical_tokens"] is True
@@ -55,7 +55,7 @@ def test_bench_times_the_trainers_own_step(monkeypatch):
 
     assert STEPS["autograd"] is AutogradStep
     monkeypatch.setattr(bench, "AutogradStep", Recording)
-    bench.bench_train("shakespeare-transformer-cpu", steps=2, batch_size=3,
+    bench.bench_train("shakespeare-transformer-cpu-gpt2", steps=2, batch_size=3,
                       overrides=["model.n_layer=1"])
     assert len(batches) == 3  # a warm-up and two timed steps
     x, y, n = batches[0]

@@ -85,7 +85,7 @@ def test_data_and_the_char_path_do_not_import_regex(tmp_path):
         "import dlf.data, dlf.cli, dlf.report, dlf.engine.trainer, dlf.api\n"
         "from dlf import presets\n"
         "from dlf.engine.plan import plan_run\n"
-        "cfg = presets.load_preset('shakespeare-transformer-cpu')\n"
+        "cfg = presets.load_preset('shakespeare-transformer-cpu-gpt2')\n"
         f"cfg.data.dataset = {str(text)!r}\n"
         "cfg.data.format = 'text'\n"
         "plan, data = plan_run(cfg)\n"
@@ -107,11 +107,11 @@ def test_data_and_the_char_path_do_not_import_regex(tmp_path):
     ("shakespeare-transformer-cpu-bpe", ["data.vocab_size=0"], "at least 256"),
     ("shakespeare-transformer-cpu-bpe", ["data.bpe_pattern=gpt5"],
      "data.bpe_pattern must be gpt4, gpt2, none"),
-    ("shakespeare-transformer-cpu", ["data.vocab_size=512"],
+    ("shakespeare-transformer-cpu-gpt2", ["data.vocab_size=512"],
      "data.vocab_size = 512 is for data.tokenizer = bpe"),
-    ("shakespeare-transformer-cpu", ["data.bpe_pattern=gpt2"],
+    ("shakespeare-transformer-cpu-gpt2", ["data.bpe_pattern=gpt2"],
      "data.bpe_pattern = 'gpt2' is for data.tokenizer = bpe"),
-    ("shakespeare-transformer-cpu", ["data.tokenizer=wordpiece"],
+    ("shakespeare-transformer-cpu-gpt2", ["data.tokenizer=wordpiece"],
      "data.tokenizer must be char or bpe"),
 ])
 def test_impossible_tokenizer_settings_are_one_line_errors(tmp_path, names_file, text_file,

@@ -236,7 +236,7 @@ def tiny_transformer(text_file):
     # bias = false: the attention's key bias has a zero gradient in exact arithmetic (the
     # softmax ignores a shift shared by all keys), so AdamW divides round-off by round-off
     # there and two runs differing only in summation order drift apart in that one vector
-    return tiny("shakespeare-transformer-cpu", text_file,
+    return tiny("shakespeare-transformer-cpu-gpt2", text_file,
                 ["model.block_size=8", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
                  "model.dropout=0.0", "model.bias=false", "train.dtype=fp32",
                  "train.batch_size=8", "train.warmup_steps=0", "train.eval_iters=3",

@@ -195,7 +195,7 @@ def test_clip_grad_norm_matches_torch():
 
 
 def tiny_transformer(text_file, model=(), **train):
-    cfg = P.load_preset("shakespeare-transformer-cpu")
+    cfg = P.load_preset("shakespeare-transformer-cpu-gpt2")
     cfg.data.dataset = str(text_file)
     C.apply_overrides(cfg, ["model.block_size=16", "model.n_layer=1", "model.n_embd=16",
                             "model.n_head=2", "model.attention=manual", "train.dtype=fp32",

@@ -235,7 +235,7 @@ def test_out_of_memory_in_a_step_keeps_the_checkpoint_and_resumes(tmp_path, name
 
 def test_a_batch_too_large_for_memory_is_one_line(tmp_path, names_file, text_file, capsys):
     for data, extra in ((names_file, []), (text_file, ["--set", "data.format=text"])):
-        preset = "names-mlp" if data == names_file else "shakespeare-transformer-cpu"
+        preset = "names-mlp" if data == names_file else "shakespeare-transformer-cpu-gpt2"
         code, err = cli(["train", preset, "--data", data, "--out", tmp_path / preset,
                          "--quiet", "--set", f"train.batch_size={2**45}", *extra], capsys)
         assert_one_line(code, err)
@@ -408,7 +408,7 @@ def test_nan_in_a_toml_file_is_refused(tmp_path):
 def bad_inputs(tmp, names, text):
     """(argv, what the line says): one per way an operator gets a setting wrong."""
     train = ["train", "names-mlp", "--data", names, "--out", tmp / "run", "--quiet"]
-    transformer = ["train", "shakespeare-transformer-cpu", "--data", text, "--out",
+    transformer = ["train", "shakespeare-transformer-cpu-gpt2", "--data", text, "--out",
                    tmp / "t", "--quiet", "--set", "data.format=text"]
     cases = [([*train, "--set", f"{k}={v}"], "must be a finite number")
              for k, v in NON_FINITE]

@@ -191,7 +191,7 @@ def test_recipe_variants_are_the_baseline_each_change_and_all(text_file):
     assert list(variants) == ["baseline", *RECIPE_CHANGES, "all"]
     assert variants["baseline"][1] == []
     # every change is a valid override of the preset, and all of them together plan
-    cfg = P.load_preset("shakespeare-transformer-cpu")
+    cfg = P.load_preset(RECIPE_PRESET)
     cfg.data.dataset, cfg.data.format = str(text_file), "text"
     C.apply_overrides(cfg, variants["all"][1])
     plan, _ = plan_run(cfg)

@@ -69,7 +69,7 @@ def test_evaluation_leaves_batchnorm_statistics_unchanged(names_file):
 
 
 def test_evaluation_is_deterministic_with_dropout(text_file):
-    cfg = P.load_preset("shakespeare-transformer-cpu")
+    cfg = P.load_preset("shakespeare-transformer-cpu-gpt2")
     cfg.data.dataset, cfg.data.format = str(text_file), "text"
     C.apply_overrides(cfg, ["model.block_size=8", "model.n_embd=16", "model.n_head=2",
                             "model.n_layer=1", "model.dropout=0.5"])

@@ -198,7 +198,7 @@ def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
             "model.n_layer=1", "train.max_steps=2", "train.eval_interval=2",
             "train.eval_iters=1", "train.batch_size=4", "train.sample_tokens=5",
             "train.threads=1", "train.warmup_steps=0", "train.dtype=fp32"]
-    assert main(["train", "shakespeare-transformer-cpu", "--data", str(text_file), "--out", str(out),
+    assert main(["train", "shakespeare-transformer-cpu-gpt2", "--data", str(text_file), "--out", str(out),
                  "--quiet", *[a for kv in tiny for a in ("--set", kv)]]) == 0
     capsys.readouterr()
     run = open_run(out, device="cpu")

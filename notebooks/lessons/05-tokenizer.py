@@ -192,7 +192,7 @@ dlf.show(plot_compression)
 #
 # ## The same Transformer on characters and on BPE tokens
 #
-# `shakespeare-transformer-cpu` is lesson 4's character model. Its BPE twin,
+# `shakespeare-transformer-cpu-gpt2` is lesson 4's character model. Its BPE twin,
 # `shakespeare-transformer-cpu-bpe`, is the same network (3 blocks, 4 heads, width 128) on
 # a 512-token vocabulary learned from the train split only (`data.tokenizer = "bpe"`,
 # `data.vocab_size = 512`; the run saves it as `tokenizer.json`). Its context is 16 tokens,
@@ -207,7 +207,7 @@ dlf.show(plot_compression)
 
 # %%
 results = {}
-for preset in ("shakespeare-transformer-cpu", "shakespeare-transformer-cpu-bpe"):
+for preset in ("shakespeare-transformer-cpu-gpt2", "shakespeare-transformer-cpu-bpe"):
     cfg = dlf.load_preset(preset)
     cfg.train.threads = 1  # as in lesson 4: steadier on a busy machine
     if QUICK:
@@ -244,7 +244,7 @@ print(f"{nats:,.0f} nats over {targets:,} tokens = {nats / targets:.4f} nats/tok
       f"{chars:,} characters = {nats / chars:.4f} nats/char ({chars / targets:.2f} characters "
       "a token)")
 assert abs(nats / chars - bpe_result["val_nats_per_char"]) < 1e-3
-char_result = results["shakespeare-transformer-cpu"]
+char_result = results["shakespeare-transformer-cpu-gpt2"]
 assert abs(char_result["val_nats_per_char"] - char_result["val_loss"]) < 1e-9  # one scale
 
 # %% [markdown]

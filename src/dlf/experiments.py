@@ -18,7 +18,7 @@ Experiments:
   Transformer) from its preset, each trained for the same wall-clock budget on one
   thread; ``zoo.png`` plots test loss against parameter count and the training loss
   against training time.
-- ``gpt-recipe``: the ``shakespeare-transformer-cpu`` Transformer on Shakespeare as it is,
+- ``gpt-recipe``: the ``shakespeare-transformer-cpu-gpt2`` Transformer on Shakespeare as it is,
   with each later design choice alone (RoPE, RMSNorm, QK-norm, squared ReLU, a tied head,
   Muon, the WSD schedule) and with all of them, each for the same training seconds and
   several seeds; ``val_seconds.png`` plots validation loss against training seconds.
@@ -329,7 +329,7 @@ def _names_zoo(name, out_dir, data, steps, quick, progress, force):
 
 # ------------------------------------------------------------------------------ gpt-recipe
 
-RECIPE_PRESET = "shakespeare-transformer-cpu"
+RECIPE_PRESET = "shakespeare-transformer-cpu-gpt2"
 RECIPE_TARGET = 1.88  # the val loss the preset reaches at the end of its schedule
 RECIPE_SECONDS = 60.0  # training seconds (optimizer steps) per run in a full run
 RECIPE_QUICK_SECONDS = 1.0  # quick runs: the step cap usually ends them first

@@ -59,6 +59,7 @@ def load_toml(path: str | Path) -> C.RunConfig:
 # Names presets had before, still accepted: old name -> (preset, the --set overrides that
 # give the old preset). Loading one says what it became, in one line on stderr.
 ALIASES = {
+    "shakespeare-transformer-cpu-modern": ("shakespeare-transformer-cpu", ()),
     "shakespeare-transformer-cpu-5min": ("shakespeare-transformer-4x192", ()),
     "shakespeare-transformer-cpu-1h": ("shakespeare-transformer-6x256", ()),
     "shakespeare-transformer-cpu-15min": ("shakespeare-transformer-6x256",
