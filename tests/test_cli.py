@@ -46,11 +46,47 @@ def test_help(cmd, capsys):
     assert "usage: dlf" in out and len(out.splitlines()) > 8
 
 
-def test_presets(capsys):
+def test_presets_prints_one_row_per_preset_with_its_size_and_measured_figures(capsys):
+    from dlf import presets
+    from dlf.engine.plan import plan_run
+    from dlf.models import build_model
+
     code, out, _ = run(["presets"], capsys)
     assert code == 0
-    for name in ("names-bigram", "names-bigram-neural", "names-mlp", "names-wavenet"):
-        assert name in out
+    lines = out.splitlines()
+    assert lines[0].split() == ["preset", "model", "params", "data", "steps", "val", "train",
+                                "time"]
+    rows = {line.split()[0]: line for line in lines[1:len(presets.preset_names()) + 1]}
+    assert sorted(rows) == presets.preset_names()
+    measured = presets.measured()["runs"]
+    for name in ("names-mlp", "shakespeare-transformer-cpu", "shakespeare-transformer-cpu-bpe"):
+        plan, _ = plan_run(presets.load_preset(name))  # the real model, vocabulary and all
+        params = build_model(plan.cfg.model).num_parameters()
+        assert f" {params:,} " in rows[name]
+        if name in measured:
+            assert f" {measured[name]['val_loss']:.3f} " in rows[name]
+    assert "names-mlp" in measured  # the table shows the reference machine's figures
+    assert "shakespeare-transformer-cpu-1h" in lines[-1]  # the old names, still accepted
+
+
+def test_old_preset_names_load_what_they_became_and_say_so(capsys):
+    from dlf import config as C
+    from dlf import presets
+
+    cfg = presets.load_preset("shakespeare-transformer-cpu-1h")
+    err = capsys.readouterr().err
+    assert err == "dlf: preset shakespeare-transformer-cpu-1h is now shakespeare-transformer-6x256\n"
+    assert cfg == presets.load_preset("shakespeare-transformer-6x256")
+    short = presets.load_preset("shakespeare-transformer-cpu-15min")  # the 1900-step schedule
+    assert "--set train.max_steps=1900" in capsys.readouterr().err
+    want = presets.load_preset("shakespeare-transformer-6x256")
+    C.apply_overrides(want, ["train.max_steps=1900", "train.warmup_steps=100",
+                             "train.eval_interval=475"])
+    assert (short.model, short.data, short.train) == (want.model, want.data, want.train)
+    assert short.name == "shakespeare-transformer-6x256-1900-steps"  # a run directory of its own
+    code, _, err = run(["train", "shakespeare-transformer-cpu-5min", "--set", "lr=-1"], capsys)
+    assert code == 2 and err.startswith("dlf: preset shakespeare-transformer-cpu-5min is now "
+                                        "shakespeare-transformer-4x192\n")
 
 
 def test_sample_is_reproducible(trained, capsys):

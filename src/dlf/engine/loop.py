@@ -80,7 +80,8 @@ def train_loop(p: Parts, step: int) -> tuple[int, bool]:
             p.on_step(step)
         stop = p.group.any(p.signals.requested) and not last  # any rank's Ctrl-C or SIGTERM
         if stop:
-            p.checkpoints.save(step)
+            if p.checkpoints.saved_step != step:
+                p.checkpoints.save(step)
             p.group.barrier()  # no rank exits before the checkpoint is written
         if last or stop:
             return step, stop

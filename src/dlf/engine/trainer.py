@@ -112,8 +112,9 @@ class Trainer:
             c = Counters()
             if writer:
                 self.run_dir.begin(self.cfg, self.data.tokenizer)
-        self.clock = Clock(t.max_steps, t.max_seconds, batches.tokens_per_batch() * t.grad_accum,
-                           c.train_seconds, c.wall_seconds, c.step)
+        tokens_per_step = batches.tokens_per_batch() * t.grad_accum
+        self.clock = Clock(t.max_steps, t.max_seconds, tokens_per_step, c.train_seconds,
+                           c.wall_seconds, c.step)
         best = Best(files, kind, c.best_val)
         divergence = Divergence(lambda: checkpoints.kept(), c.initial_loss)
         self.checkpoints = checkpoints = Checkpointer(
@@ -141,8 +142,7 @@ class Trainer:
         model.eval()
         losses = best.losses or evaluate_losses(model, self.data, t, plan.device, group)
         result = base_result(plan, model, self.data, losses, step, self.clock.wall(),
-                             self.clock.train_seconds, batches.tokens_per_batch() * t.grad_accum,
-                             group)
+                             self.clock.train_seconds, tokens_per_step, group)
         result["warnings"] = divergence.warnings(result["train_loss"], step)
         return write_results(self.out, plan, model, self.data, result) if writer else result
 
