@@ -26,7 +26,7 @@ demo: runs/names-mlp/result.json
 # Tests run on every core (pytest-xdist); each test is independent of the others.
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"

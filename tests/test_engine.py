@@ -399,6 +399,28 @@ def by_hand_bigram_nll(words, k=1.0):
     return sum(nll) / len(nll)
 
 
+def test_loss_plot_redraws_after_evaluations_at_most_every_few_seconds(tmp_path, monkeypatch):
+    drawn, clock = [], [100.0]
+    monkeypatch.setattr(lossplot, "plot_loss",
+                        lambda records, path, title="": drawn.append(len(records)))
+    plot = lossplot.LossPlot(tmp_path / "loss.png", "run", records=[{"step": 0, "loss": 3.0}],
+                             every=10.0, now=lambda: clock[0])
+    plot.write({"step": 1, "loss": 2.9})  # no evaluation: nothing drawn
+    assert drawn == []
+    plot.write({"step": 2, "val_loss": 2.8})  # the first evaluation draws at once
+    assert drawn == [3]
+    clock[0] = 109.9
+    plot.write({"step": 3, "val_loss": 2.7})  # 9.9 s later: waits
+    assert drawn == [3]
+    clock[0] = 110.0
+    plot.write({"step": 4, "val_loss": 2.6})  # 10 s later: draws every record so far
+    assert drawn == [3, 5]
+    plot.write({"step": 5, "loss": 2.5})
+    plot.close()  # the end draws what came since
+    plot.close()  # ... once
+    assert drawn == [3, 5, 6]
+
+
 def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file, monkeypatch):
     """train() on a fitted model: one counting pass, logged as step 0, its loss the
     closed-form count-bigram NLL of the train split; a refit (resume) replaces the log."""

@@ -44,9 +44,9 @@ STAGES = [
     Stage("names-gru", "GRU", "-", 60),
     Stage("names-transformer", "Transformer on names (whole names)", "makemore ~1.92", 60),
     Stage("shakespeare-transformer-cpu", "Transformer on Shakespeare (RoPE, ReLU², Muon, WSD)",
-          "val <= 1.88 (the gpt-recipe target)", 30),
+          "val ≤ 1.88 (the gpt-recipe target)", 30),
     Stage("shakespeare-transformer-cpu-gpt2", "the same shape in the GPT-2 design",
-          "val <= 1.88 (the gpt-recipe target)", 30),
+          "val ≤ 1.88 (the gpt-recipe target)", 30),
     Stage("shakespeare-transformer-cpu-bpe", "the GPT-2 design on BPE tokens", "-", 30),
 ]
 # The character and the BPE model: one model, about equal training time, two tokenizers.
@@ -192,7 +192,8 @@ def _summary(rows, quick: bool, mach: dict) -> dict:
 
 
 def _machine_line(mach: dict) -> str:
-    return (f"{mach['cpu']} ({mach['cores']} cores, {mach['threads']} torch threads), "
+    threads = f"{mach['threads']} torch thread" + ("s" if mach["threads"] != 1 else "")
+    return (f"{mach['cpu']} ({mach['cores']} cores, {threads}), "
             f"torch {mach['torch']}" + (f", GPU {mach['cuda']}" if mach.get("cuda") else ""))
 
 
