@@ -9,6 +9,8 @@ keeps its results in that folder, so a second run only tests mutants whose code 
     python tools/mutation.py optim nn     some groups
     python tools/mutation.py --list       the groups, their modules and tests
     python tools/mutation.py --retest data  only the mutants data's last run left undetected
+    python tools/mutation.py --sample 300 engine   a random 300 of the group's mutants: an
+                                          estimate of its score, with a 95% interval
 
 Surviving mutants: `cd build/mutation/GROUP && mutmut results` lists them and
 `mutmut show NAME` shows one. docs/testing.md records the scores and why each
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -104,6 +108,38 @@ def refresh_mutants_copy(work: Path, modules: list[str]) -> None:
 UNDETECTED = (0, 5, 33, 35)
 
 
+def all_mutants(work: Path, modules: list[str]) -> list[str]:
+    """Every mutant mutmut generated for the group's modules (from its .meta files)."""
+    names = []
+    for module in sorted(p for m in modules for p in work.glob(m) if p.suffix == ".py"):
+        meta = work / "mutants" / (str(module.relative_to(work)) + ".meta")
+        if meta.is_file():
+            names += sorted(json.loads(meta.read_text())["exit_code_by_key"])
+    return names
+
+
+def sampled(work: Path, modules: list[str], n: int, seed: int, env: dict) -> list[str]:
+    """`n` of the group's mutants drawn at random (seeded). mutmut generates the mutants and
+    measures which tests cover which function before it filters by name: a filter that
+    matches nothing does just that (and then stops with an assertion, which is expected)."""
+    subprocess.run([*MUTMUT, "run", "--max-children", "1", "no-such-mutant"], cwd=work,
+                   env=env, check=False, stdout=subprocess.DEVNULL)
+    names = all_mutants(work, modules)
+    if not names:
+        raise SystemExit(f"mutmut generated no mutants in {work}")
+    return sorted(random.Random(seed).sample(names, min(n, len(names))))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def undetected(work: Path, modules: list[str]) -> list[str]:
     """The mutants of the group's modules that the last run left undetected (mutmut's .meta
     files; a module that left the group keeps its old one, which is skipped)."""
@@ -134,7 +170,13 @@ def main(argv=None) -> int:
                     help="test only the mutants that the last run left undetected (survived, "
                          "not covered, suspicious), e.g. after adding tests: mutmut never "
                          "retests a result it has unless its function changed")
+    ap.add_argument("--sample", type=int, metavar="N",
+                    help="test a random N of each group's mutants (an estimate of the score, "
+                         "printed with its 95%% interval)")
+    ap.add_argument("--seed", type=int, default=0, help="the draw of --sample (default 0)")
     args = ap.parse_args(argv)
+    if args.sample is not None and (args.sample < 1 or args.retest):
+        ap.error("--sample needs N >= 1 and cannot be combined with --retest")
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         ap.error(f"unknown group {unknown[0]!r}; groups: {', '.join(GROUPS)}")
@@ -151,6 +193,10 @@ def main(argv=None) -> int:
     for group in args.groups or list(GROUPS):
         work = prepare(group)
         names = undetected(work, GROUPS[group][0]) if args.retest else []
+        if args.sample:
+            names = sampled(work, GROUPS[group][0], args.sample, args.seed, env)
+            print(f"== {group}: {len(names)} of {len(all_mutants(work, GROUPS[group][0]))} "
+                  f"mutants drawn (seed {args.seed})", flush=True)
         if args.retest and not names:
             print(f"== {group}: no undetected mutants to retest", flush=True)
         print(f"== {group}: mutmut run in {work.relative_to(ROOT)}"
@@ -167,6 +213,10 @@ def main(argv=None) -> int:
         # a mutant that no selected test runs is a survivor too
         tested = killed + s["survived"] + s["suspicious"] + s["no_tests"]
         pct = 100 * killed / tested if tested else 0.0
+        if args.sample:  # only the drawn mutants have verdicts
+            lo, hi = wilson(killed, tested)
+            print(f"== {group}: sample estimate {pct:.1f}% (95% interval {100 * lo:.1f}% "
+                  f"to {100 * hi:.1f}%)", flush=True)
         print(f"== {group}: {killed}/{tested} killed ({pct:.1f}%); "
               f"survived {s['survived']}, suspicious {s['suspicious']}, "
               f"not covered by the tests {s['no_tests']}", flush=True)
