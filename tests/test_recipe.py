@@ -17,7 +17,7 @@ from dlf.engine.plan import plan_run, resolve_auto
 from dlf.engine.steps import make_optimizer
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
-from dlf.experiments import RECIPE_CHANGES, crossing, recipe_variants
+from dlf.experiments import RECIPE_CHANGES, RECIPE_PRESET, crossing, recipe_variants
 from dlf.models import build_model
 
 SWITCHES = ["model.position=rope", "model.norm=rms", "model.qk_norm=true",
@@ -199,3 +199,18 @@ def test_recipe_variants_are_the_baseline_each_change_and_all(text_file):
     assert (m.position, m.norm, m.qk_norm, m.mlp_activation, m.tie_weights) == \
         ("rope", "rms", True, "relu2", True)
     assert (t.optimizer, t.schedule) == ("muon", "wsd")
+
+
+def test_a_recipe_run_evaluates_as_documented(text_file):
+    """Every RECIPE_EVAL_EVERY steps on RECIPE_EVAL_ITERS batches, for the budget in seconds,
+    the warm-up keeping its share of the preset's schedule."""
+    from dlf.experiments import RECIPE_EVAL_EVERY, RECIPE_EVAL_ITERS, _recipe_cfg
+
+    preset = P.load_preset(RECIPE_PRESET).train
+    cfg = _recipe_cfg("rope", ["model.position=rope"], str(text_file), 7, 60.0, 100_000, False)
+    t = cfg.train
+    assert (t.eval_interval, t.eval_iters) == (RECIPE_EVAL_EVERY, RECIPE_EVAL_ITERS)
+    assert (t.eval_iters, t.eval_interval) != (preset.eval_iters, preset.eval_interval)
+    assert (t.max_seconds, t.max_steps, t.seed) == (60.0, 100_000, 7)
+    assert t.warmup_steps == preset.warmup_steps * 100_000 // preset.max_steps
+    assert cfg.model.position == "rope" and cfg.name == "gpt-recipe/rope"

@@ -35,8 +35,8 @@ def duration(seconds: float) -> str:
 
 def readme_table(summary: dict) -> str:
     """The README's results table: one row per preset of the report."""
-    lines = [f"Measured by `{summary['command']}` on {summary['machine']}, {summary['date']} "
-             "([docs/results.md](docs/results.md) has every figure).", "",
+    lines = [(f"Measured by `{summary['command']}` on {summary['machine']}, {summary['date']} "
+              "([docs/results.md](docs/results.md) has every figure)."), "",
              "| model | preset | parameters | val loss | reference | training time |",
              "|---|---|---|---|---|---|"]
     for preset, r in summary["runs"].items():

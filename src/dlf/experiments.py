@@ -371,6 +371,7 @@ def _recipe_cfg(variant: str, overrides: list[str], data: str, seed: int, second
     t.warmup_steps = t.warmup_steps * steps // t.max_steps
     t.max_steps, t.max_seconds, t.seed = steps, seconds, seed
     t.eval_interval = min(RECIPE_EVAL_EVERY, max(1, steps // 4))
+    t.eval_iters = RECIPE_EVAL_ITERS
     t.log_interval = 1 if quick else 5
     t.num_samples, t.sample_tokens = 1, 200
     if quick:  # a smoke run: the same files, little compute
