@@ -59,7 +59,7 @@ def test_the_tokenizer_rows_compare_per_character():
             "val_loss": per_token, "val_nats_per_char": per_char, "vocab_size": vocab,
             "val_bits_per_char": per_char / math.log(2), "steps": 900, "train_seconds": 40.4}))
     md = "\n".join(_tokenizer_rows(rows))
-    assert ("| char (`shakespeare-transformer-cpu`) | 65 | 32 tokens, ~32 chars | 900 | 40 s "
+    assert ("| char (`shakespeare-transformer-cpu-gpt2`) | 65 | 32 tokens, ~32 chars | 900 | 40 s "
             "| 1.8000 | 1.8000 | 2.5969 |") in md
     assert ("| bpe (`shakespeare-transformer-cpu-bpe`) | 512 | 16 tokens, ~32 chars | 900 | "
             "40 s | 3.4000 | 1.7000 | 2.4526 |") in md
