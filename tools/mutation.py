@@ -200,7 +200,8 @@ def main(argv=None) -> int:
         if args.retest and not names:
             print(f"== {group}: no undetected mutants to retest", flush=True)
         print(f"== {group}: mutmut run in {work.relative_to(ROOT)}"
-              + (f" ({len(names)} undetected mutants)" if names else ""), flush=True)
+              + (f" ({len(names)} {'drawn' if args.sample else 'undetected'} mutants)"
+                 if names else ""), flush=True)
         r = subprocess.run([*MUTMUT, "run", "--max-children", str(args.max_children), *names],
                            cwd=work, env=env, check=False)
         if r.returncode != 0:
