@@ -237,3 +237,77 @@ def test_sampling_arguments_out_of_range_are_named(args, message):
     with pytest.raises(DlfError) as e:
         check_sampling_args(*args)
     assert str(e.value) == message
+
+
+class Counting:
+    """A hand-made model over V = 5 tokens whose next token is (last token + 1) mod 5, as
+    logits (n, V), or (n, T, V) with every position's own prediction when `sequence`; it
+    records the contexts it is given. No parameters, no buffers."""
+
+    block_size, V = 3, 5
+
+    def __init__(self, sequence=False):
+        self.sequence, self.seen, self.training = sequence, [], True
+
+    def eval(self):
+        self.training = False
+
+    def train(self, mode=True):
+        self.training = mode
+
+    def __call__(self, idx):
+        self.seen.append(idx.tolist())
+        nxt = torch.nn.functional.one_hot((idx + 1) % self.V, self.V).float()  # (n, T, V)
+        return (nxt if self.sequence else nxt[:, -1, :]), None
+
+    def parameters(self):
+        return []
+
+    def state_dict(self):
+        return {}
+
+
+def greedy(logits):
+    return logits.argmax(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_window_decoding_reads_the_last_block_and_its_last_position(sequence):
+    from dlf.sample import generate_ids
+
+    model = Counting(sequence)
+    out = generate_ids(model, torch.tensor([[0, 1, 2, 3], [4, 0, 1, 2]]), 4, greedy,
+                       fixed_window=True)
+    assert out == [[4, 0, 1, 2], [3, 4, 0, 1]]
+    assert model.seen[0] == [[1, 2, 3], [0, 1, 2]]  # the last block_size tokens
+    assert all(len(row) == 3 for ctx in model.seen for row in ctx)
+
+
+def test_a_row_that_stops_ends_alone_and_the_others_go_on():
+    """Row 0 picks the stop token (4) at its second step; row 1 at its fifth; each row's
+    ids stop before its stop token, and no row loses or gains an id when another stops."""
+    from dlf.sample import generate_ids
+
+    streamed = []
+    out = generate_ids(Counting(), torch.tensor([[2], [0]]), 8, greedy, fixed_window=True,
+                       stop_token=4)
+    assert out == [[3], [1, 2, 3]]
+    one = generate_ids(Counting(), torch.tensor([[0]]), 8, greedy, fixed_window=True,
+                       stop_token=4, stream=streamed.append)
+    assert one == [[1, 2, 3]] and streamed == [1, 2, 3]
+
+
+def test_the_device_of_a_model_is_its_tensors_or_the_cpu():
+    from dlf.nn import Linear
+    from dlf.sample import _device_of
+
+    assert _device_of(Counting()) == torch.device("cpu")  # no tensors at all
+    with torch.device("meta"):
+        layer = Linear(2, 3)
+    assert _device_of(layer) == torch.device("meta")
+
+    class BuffersOnly(Counting):
+        def state_dict(self):
+            return {"counts": torch.zeros(2, device="meta")}
+
+    assert _device_of(BuffersOnly()) == torch.device("meta")

@@ -97,7 +97,8 @@ def generate_ids(model, idx: torch.Tensor, max_new_tokens: int, pick, *,
     out: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
     cached = use_cache and not fixed_window
-    start = 0 if fixed_window else slide_window(0, idx.shape[1], bs)
+    start = slide_window(0, idx.shape[1], bs)  # the context's first position (window
+    # models take the last block_size tokens whatever it is)
     with decoding(model):
         logits, cache = _prefill(model, idx, start, fixed_window, cached)
         for step in range(max_new_tokens):
@@ -114,7 +115,7 @@ def generate_ids(model, idx: torch.Tensor, max_new_tokens: int, pick, *,
             if all(done) or step == max_new_tokens - 1:
                 break  # no logits needed after the last token
             idx = torch.cat([idx, nxt], dim=1)  # (n, L)
-            new_start = start if fixed_window else slide_window(start, idx.shape[1], bs)
+            new_start = slide_window(start, idx.shape[1], bs)
             if cached and new_start == start:
                 logits, cache = model.advance(nxt, cache)  # one position
             else:  # no cache, or the window moved: run the window whole
