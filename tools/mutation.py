@@ -68,6 +68,9 @@ GROUPS = {
 
 PYPROJECT = """\
 [tool.mutmut]
+# mutmut's quiet mode swaps sys.stdout under the tests, and the tests that capture what the
+# progress bar prints then fail the clean run; debug mode leaves output alone
+debug = true
 source_paths = ["src"]
 only_mutate = {modules}
 also_copy = ["benchmarks"]
