@@ -315,6 +315,37 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, names_file, whole
     assert_same_records(out, whole)
 
 
+def test_a_full_disk_while_fitting_a_counted_model_is_one_line(tmp_path, names_file, capsys,
+                                                                monkeypatch):
+    out = tmp_path / "bigram"
+    with monkeypatch.context() as m:
+        disk_full_on("state.safetensors", 0, m)
+        code, err = cli(["train", "names-bigram", "--data", names_file, "--out", out,
+                         "--quiet"], capsys)
+    assert_one_line(code, err)
+    assert err == (f"dlf: error: cannot write {out}/state.safetensors: No space left on "
+                   "device; no checkpoint had been written; run it again with --resume auto "
+                   "once it can be written\n")
+    code, err = cli(["train", "names-bigram", "--data", names_file, "--out", out, "--quiet",
+                     "--resume", "auto"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("batch_size, micro_batch, regime, rows", [
+    (0, 0, "autograd", "0 (the whole train split) in one pass"),
+    (64, 16, "autograd", "64 rows in passes of 16 rows"),
+    (0, 0, "manual", "0 (the whole train split)")])
+def test_the_out_of_memory_line_names_the_batch_and_what_was_kept(tmp_path, batch_size,
+                                                                 micro_batch, regime, rows):
+    from dlf.engine.trainer import _fault
+
+    t = C.TrainConfig(batch_size=batch_size, micro_batch=micro_batch)
+    line = str(_fault(MemoryError(), t, regime, tmp_path, None))
+    assert line.startswith(f"out of memory training train.batch_size = {rows}")
+    assert line.endswith("; no checkpoint had been written")
+    assert _fault(ValueError("no"), t, regime, tmp_path, None) is None
+
+
 FILE_SIZE_LIMIT = """
 import os, resource, sys
 from dlf.cli import main

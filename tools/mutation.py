@@ -55,7 +55,7 @@ GROUPS = {
                 ("plan", "loop", "trainer", "steps", "batches", "clock", "divergence",
                  "results", "signals", "progress")],
                ["tests/test_engine.py", "tests/test_reliability.py", "tests/test_faults.py",
-                "tests/test_bench.py", "tests/test_cli.py",
+                "tests/test_bench.py", "tests/test_cli.py", "tests/test_bigram.py",
                 # the behaviour tests of test_architecture; its others read the source,
                 # which mutmut's copy holds with every mutant beside each function
                 *(f"tests/test_architecture.py::{t}" for t in ARCHITECTURE_BEHAVIOUR)]),

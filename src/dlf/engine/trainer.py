@@ -201,9 +201,11 @@ def _fault(e: BaseException, t: C.TrainConfig, regime: str, out: Path,
     """The line for what stopped a run from outside the code: memory, or a file that could
     not be written (a full disk, a file size limit); None for anything else."""
     kept = checkpoints.kept() if checkpoints is not None else "no checkpoint had been written"
+    again = ("continue with --resume" if checkpoints is not None and checkpoints.saved_step
+             is not None else "run it again with --resume auto")  # which starts it over
     if isinstance(e, OSError) and e.errno is not None and not isinstance(e, BrokenPipeError):
-        return DlfError(f"cannot write {e.filename or out}: {e.strerror}; {kept}; continue "
-                        "with --resume once it can be written")
+        return DlfError(f"cannot write {e.filename or out}: {e.strerror}; {kept}; {again} "
+                        "once it can be written")
     if not is_out_of_memory(e):
         return None
     rows = f"{t.batch_size} rows" if t.batch_size else "0 (the whole train split)"
