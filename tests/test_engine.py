@@ -716,3 +716,18 @@ def test_a_spent_time_budget_ends_the_run_after_that_step(tmp_path, names_file):
     assert recs[0]["lr"] == schedule(0)  # no time spent before step 1: the schedule's start
     tensors, _ = checkpoint.load_tensors(out / "state.safetensors")
     assert int(tensors["step"]) == 1
+
+
+def test_the_largest_cpu_cache_is_read_from_sysfs_sizes(tmp_path):
+    from dlf.engine.plan import last_level_cache_bytes
+
+    for index, size in enumerate(["48K", "2M", "1G", "junk", "4096", "M", ""]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(caches=tmp_path) == 2**30
+    (tmp_path / "index2" / "size").write_text("3M")
+    assert last_level_cache_bytes(caches=tmp_path) == 3 * 2**20
+    for index in (1, 2):
+        (tmp_path / f"index{index}" / "size").unlink()
+    assert last_level_cache_bytes(caches=tmp_path) == 48 * 2**10  # 48K over 4096 bytes
+    assert last_level_cache_bytes(7, caches=tmp_path / "none") == 7

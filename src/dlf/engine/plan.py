@@ -228,9 +228,6 @@ def make_schedule(t: C.TrainConfig):
                                min_lr=t.min_lr, decay_fraction=t.decay_fraction)
 
 
-# ----------------------------------------------------------------------------- decisions
-
-
 def adapt(t: C.TrainConfig) -> list[str]:
     """What a user expects to adapt rather than be refused, in place; one note each."""
     notes = []
@@ -270,16 +267,17 @@ def resolve_auto(cfg: C.RunConfig, device: torch.device) -> None:
             t.micro_batch = max(fits, default=1)
 
 
-def last_level_cache_bytes(default: int = 32 * 2**20) -> int:
-    """Size of the CPU's largest cache (Linux sysfs), or `default` where unknown."""
+def last_level_cache_bytes(default: int = 32 * 2**20,
+                           caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """Size of the CPU's largest cache (Linux sysfs: index*/size, e.g. "32768K"), or
+    `default` where unknown."""
     sizes = []
-    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+    for entry in caches.glob("index*/size"):
         try:
             text = entry.read_text().strip()
         except OSError:
             continue
-        units = {"K": 2**10, "M": 2**20, "G": 2**30}
-        if text[-1:] in units and text[:-1].isdigit():
+        if text[-1:] in (units := {"K": 2**10, "M": 2**20, "G": 2**30}) and text[:-1].isdigit():
             sizes.append(int(text[:-1]) * units[text[-1]])
         elif text.isdigit():
             sizes.append(int(text))
