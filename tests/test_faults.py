@@ -233,6 +233,17 @@ def test_out_of_memory_in_a_step_keeps_the_checkpoint_and_resumes(tmp_path, name
     assert_same_records(out, whole)
 
 
+def test_out_of_memory_before_the_first_checkpoint_says_none_was_written(tmp_path, names_file):
+    tr = Trainer(tiny_mlp(names_file), tmp_path / "run", progress=False)
+    tr.model.forward = lambda *args, **kw: allocation_failure()
+    with pytest.raises(DlfError) as e:
+        tr.fit()
+    assert str(e.value) == (
+        "out of memory training train.batch_size = 16 rows in one pass (train.micro_batch = 0): "
+        "lower train.micro_batch (smaller passes over the same batch) or train.batch_size; "
+        "no checkpoint had been written")
+
+
 def test_a_batch_too_large_for_memory_is_one_line(tmp_path, names_file, text_file, capsys):
     for data, extra in ((names_file, []), (text_file, ["--set", "data.format=text"])):
         preset = "names-mlp" if data == names_file else "shakespeare-transformer-cpu-gpt2"
