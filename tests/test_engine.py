@@ -597,7 +597,8 @@ def test_records_and_result_of_a_trained_run(tmp_path, names_file):
     for r in steps:
         assert r.keys() == {"step", "loss", "lr", "tokens_per_second", "train_seconds"}
         assert r["lr"] == schedule(r["step"] - 1)  # the lr the logged step trained with
-        assert r["tokens_per_second"] > 0 and r["train_seconds"] > 0  # what Clock measured
+        # what Clock measured: present and not negative (a fast machine may round to 0)
+        assert r["tokens_per_second"] >= 0 and r["train_seconds"] >= 0
     assert [r["step"] for r in evals] == [3, 6] and all(r.keys() == {"step", "train_loss",
                                                                      "val_loss"} for r in evals)
     best = min(evals, key=lambda r: r["val_loss"])
@@ -607,7 +608,7 @@ def test_records_and_result_of_a_trained_run(tmp_path, names_file):
     assert result["test_loss"] == evaluate_split(run.model, data.test, run.config.train,
                                                  torch.device("cpu"))
     assert result["steps"] == 6 and result["num_parameters"] == run.model.num_parameters()
-    assert result["train_seconds"] > 0 and result["wall_seconds"] > 0
+    assert result["train_seconds"] >= 0 and result["wall_seconds"] >= 0
     for key, digits in (("wall_seconds", 2), ("train_seconds", 2), ("steps_per_second", 2),
                         ("tokens_per_second", 1)):
         assert result[key] == round(result[key], digits), key

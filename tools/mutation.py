@@ -143,7 +143,9 @@ def sampled(work: Path, modules: list[str], n: int, seed: int, env: dict) -> lis
     names = all_mutants(work, modules)
     if not names:
         raise SystemExit(f"mutmut generated no mutants in {work}")
-    return sorted(random.Random(seed).sample(names, min(n, len(names))))
+    drawn = sorted(random.Random(seed).sample(names, min(n, len(names))))
+    print(f"== {work.name}: {len(drawn)} of {len(names)} mutants drawn (seed {seed})", flush=True)
+    return drawn
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -211,8 +213,6 @@ def main(argv=None) -> int:
         names = undetected(work, GROUPS[group][0]) if args.retest else []
         if args.sample:
             names = sampled(work, GROUPS[group][0], args.sample, args.seed, env)
-            print(f"== {group}: {len(names)} of {len(all_mutants(work, GROUPS[group][0]))} "
-                  f"mutants drawn (seed {args.seed})", flush=True)
         if args.retest and not names:
             print(f"== {group}: no undetected mutants to retest", flush=True)
         print(f"== {group}: mutmut run in {work.relative_to(ROOT)}"
