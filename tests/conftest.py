@@ -2,6 +2,13 @@ import os
 import random
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning. The suite runs a pytest-xdist worker per
+# core, and dlf processes the tests start run beside them: a thread spinning after its
+# parallel loop takes the core the other worker needs (with DLF_TEST_THREADS=2, spinning
+# made the suite a third slower). Set before torch loads OpenMP, for this process and
+# every process the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

@@ -288,7 +288,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def two_process_runs():
-    """One 2-process job per model, shared by the tests below (each costs seconds)."""
+    """A 2-process run per model, shared by the tests below (each job costs seconds)."""
     from conftest import make_names
 
     with tempfile.TemporaryDirectory() as d:
@@ -303,9 +303,12 @@ def two_process_runs():
                 "mlp": tiny_bn_mlp(d / "names.txt"), "gru": tiny_gru(d / "names.txt")}
         for name, cfg in cfgs.items():
             (d / f"{name}.toml").write_text(C.to_toml(cfg), encoding="utf-8")
-            p = _launch(["train", f"{name}.toml", "--nproc", "2", "--out", f"{name}-2",
-                         "--quiet"], d)
-            assert p.returncode == 0, p.stderr[-3000:]
+        # what `dlf train NAME.toml --nproc 2` has each process run, for the four runs in
+        # turn in one job (the tests below and the restart test start jobs through the CLI)
+        script = Path(__file__).with_name("train_in_turn.py")
+        p = _launch(["--standalone", "--nproc_per_node=2", str(script), *cfgs], d,
+                    module="torch.distributed.run")
+        assert p.returncode == 0, p.stderr[-3000:]
         yield d, cfgs
 
 

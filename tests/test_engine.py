@@ -406,19 +406,37 @@ def test_loss_plot_redraws_after_evaluations_at_most_every_few_seconds(tmp_path,
     plot = lossplot.LossPlot(tmp_path / "loss.png", "run", records=[{"step": 0, "loss": 3.0}],
                              every=10.0, now=lambda: clock[0])
     plot.write({"step": 1, "loss": 2.9})  # no evaluation: nothing drawn
-    assert drawn == []
-    plot.write({"step": 2, "val_loss": 2.8})  # the first evaluation draws at once
-    assert drawn == [3]
     clock[0] = 109.9
-    plot.write({"step": 3, "val_loss": 2.7})  # 9.9 s later: waits
-    assert drawn == [3]
+    plot.write({"step": 2, "val_loss": 2.8})  # an evaluation 9.9 s after the start: waits
+    assert drawn == []
     clock[0] = 110.0
-    plot.write({"step": 4, "val_loss": 2.6})  # 10 s later: draws every record so far
-    assert drawn == [3, 5]
-    plot.write({"step": 5, "loss": 2.5})
+    plot.write({"step": 3, "val_loss": 2.7})  # 10 s after the start: draws every record
+    assert drawn == [4]
+    clock[0] = 119.9
+    plot.write({"step": 4, "val_loss": 2.6})  # 9.9 s after that drawing: waits
+    assert drawn == [4]
+    clock[0] = 120.0
+    plot.write({"step": 5, "loss": 2.5})  # 10 s later, but no evaluation: waits
+    assert drawn == [4]
+    plot.write({"step": 6, "val_loss": 2.4})  # an evaluation 10 s later: draws
+    assert drawn == [4, 7]
+    plot.write({"step": 7, "loss": 2.3})
     plot.close()  # the end draws what came since
     plot.close()  # ... once
-    assert drawn == [3, 5, 6]
+    assert drawn == [4, 7, 8]
+
+
+def test_a_loss_plot_shorter_than_its_interval_draws_once_at_the_end(tmp_path):
+    clock = [0.0]
+    plot = lossplot.LossPlot(tmp_path / "loss.png", "run", every=10.0, now=lambda: clock[0])
+    plot.close()  # nothing logged: no file
+    assert not (tmp_path / "loss.png").exists()
+    for step in range(3):
+        clock[0] = step
+        plot.write({"step": step, "loss": 3.0 - step, "train_loss": 3.0, "val_loss": 3.1})
+    assert not (tmp_path / "loss.png").exists()
+    plot.close()
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file, monkeypatch):

@@ -1,17 +1,45 @@
 """`dlf report --quick` end to end on tiny synthetic data, then again reusing every stage."""
 
+import dataclasses
 import json
 import math
 
 import pytest
 
 from dlf import presets as P
+from dlf import report
 from dlf.cli import main
-from dlf.report import EXPERIMENTS, STAGES, TOKENIZER_PAIR, _tokenizer_rows
+from dlf.report import EXPERIMENTS, STAGES, TOKENIZER_PAIR, _tokenizer_rows, stage_config
+
+
+@pytest.fixture
+def few_steps(monkeypatch):
+    """`--quick` on budgets of a few steps: the end-to-end test checks what the report runs,
+    reuses and writes, not what the models learn in their quick budgets (the test below
+    checks that those budgets are what each stage and experiment gets)."""
+    monkeypatch.setattr(report, "STAGES", [dataclasses.replace(s, quick_steps=min(s.quick_steps, 4))
+                                           for s in STAGES])
+    monkeypatch.setattr(report, "QUICK_EXPERIMENT_STEPS", 3)
+    monkeypatch.setattr(report, "MICRO_QUICK_STEPS", 1)
+
+
+def test_quick_budgets_shorten_each_stage_and_experiment(monkeypatch, names_file, text_file):
+    for stage in STAGES:
+        full = P.load_preset(stage.preset).train
+        t = stage_config(stage, True, str(names_file), str(text_file)).train
+        assert t.max_steps == min(full.max_steps, stage.quick_steps), stage.preset
+        assert t.eval_interval == max(1, t.max_steps) and t.eval_iters <= 4
+        assert stage_config(stage, False, None, None).train.max_steps == full.max_steps
+    calls = []
+    monkeypatch.setattr("dlf.experiments.run_experiment",
+                        lambda name, out, **kw: calls.append((name, kw["steps"])) or {})
+    report.run_experiment_stage("mlp-init", names_file.parent / "x", True, None, None, False)
+    report.run_experiment_stage("mlp-init", names_file.parent / "y", False, None, None, False)
+    assert calls == [("mlp-init", report.QUICK_EXPERIMENT_STEPS), ("mlp-init", None)]
 
 
 @pytest.mark.slow
-def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys):
+def test_quick_report_runs_and_resumes(tmp_path, names_file, text_file, capsys, few_steps):
     out = tmp_path / "report"
     argv = ["report", "--quick", "--out", str(out), "--names", str(names_file),
             "--text", str(text_file), "--quiet"]

@@ -94,7 +94,9 @@ class CountBigram(Module):
 
 
 class NeuralBigram(Module):
-    """logits = onehot(prev) @ W, written as the equivalent row lookup W[prev].
+    """logits = onehot(prev) @ W, written as the equivalent row lookup W[prev]
+    (index_select, whose backward adds rows: on the full names set, a step is about twice
+    as fast on 2 threads as with W[prev], whose backward is a general scatter).
 
     forward: idx (B, 1) -> logits (B, V); loss = cross-entropy (+ l2 * mean(W^2) in
     training mode only, so evaluated losses are plain NLL comparable with counts).
@@ -111,7 +113,7 @@ class NeuralBigram(Module):
         self.W = torch.randn(V, V).requires_grad_()
 
     def forward(self, idx, targets=None):
-        logits = self.W[idx[:, -1]]  # (B, V) == F.one_hot(prev, V).float() @ W
+        logits = self.W.index_select(0, idx[:, -1])  # (B, V) == one_hot(prev) @ W
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits, targets)
