@@ -70,6 +70,14 @@ def pytest_configure(config):
     if not raw.isdigit() or int(raw) < 1:
         raise pytest.UsageError(f"DLF_TEST_THREADS must be a positive integer, got {raw!r}")
     torch.set_num_threads(int(raw))
+    os.environ.setdefault("OMP_NUM_THREADS", raw)  # the processes the tests start, too
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, each group in its usual order: pytest-xdist's workers then
+    share out the quick ones at the end, instead of one worker finishing a long test alone
+    while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_report_header(config):

@@ -70,6 +70,7 @@ def test_committed_notebook(name):
         f"{name}.ipynb is not built from lessons/{name}.py: run `make notebooks`")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LESSONS)
 def test_notebook_executes_with_the_quick_budget(name, tmp_path, monkeypatch):
     """The lesson, built from its source, runs through nbclient without an error, its
