@@ -3,11 +3,13 @@ random expression trees, the MLP and its training step), backward's accumulation
 graphs, domain errors, the moons data against its closed form, and the figures."""
 
 import ast
+import gc
 import io
 import math
 import random
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -539,6 +541,44 @@ def test_train_defaults_are_the_lectures():
     assert (STEPS, SIZES, DATA_SEED, INIT_SEED) == (100, [16, 16, 1], 1337, 1337)
 
 
+class _Cycle:
+    """An object that refers to itself: only the cycle collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_train_pauses_automatic_gc_and_collects_each_steps_cycles():
+    X, y = make_moons(6, seed=1)
+    seen, refs = [], []
+
+    def log(record):  # after each step: is automatic collection on, what survived
+        seen.append((gc.isenabled(), [r() is None for r in refs]))
+        refs.append(weakref.ref(_Cycle()))  # garbage at once, a cycle: freed by a collection
+
+    paused = train(MLP(2, [2, 1], seed=3), X, y, 3, log=log)
+    assert gc.isenabled()  # restored
+    # automatic collection off while training; each step collected the previous cycle
+    assert seen == [(False, []), (False, [True]), (False, [True, True])]
+    assert refs[-1]() is None  # ... and the last step's too
+
+    seen.clear(), refs.clear()
+    gc.collect()
+    plain = train(MLP(2, [2, 1], seed=3), X, y, 3, log=log, pause_gc=False)
+    assert [on for on, _ in seen] == [True, True, True] and gc.isenabled()
+    assert plain == paused  # the same numbers either way
+
+    gc.disable()  # a caller who turned automatic collection off keeps it off
+    try:
+        train(MLP(2, [2, 1], seed=3), X, y, 1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError):  # an error mid-training restores it too
+        train(MLP(2, [2, 1], seed=3), X, y, 2, log=lambda r: 1 / 0)
+    assert gc.isenabled()
+
+
 def test_modules_hold_their_parameters_and_follow_dlf_nn_conventions():
     model = MLP(2, [16, 16, 1], seed=0)
     params = model.parameters()
@@ -962,6 +1002,11 @@ def test_benchmark_smoke(capsys):
     X, y = make_moons(6, seed=DATA_SEED)
     model = MLP(2, SIZES, seed=INIT_SEED)
     assert row["loss"] == train(model, X, y, 2)[-1]["loss"]
+    assert summary["pause_gc"] is True
+    plain = bench.run(steps=2, repeats=1, n=6, out=lambda s: None, pause_gc=False)
+    assert plain["pause_gc"] is False and plain["repeats"][0]["loss"] == row["loss"]
+    assert bench.main(["--steps", "1", "--repeats", "1", "--points", "6", "--plain-gc"]) == 0
+    assert "(automatic collection)" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- dlf report's row
