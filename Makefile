@@ -12,9 +12,21 @@ export DLF_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 
 .PHONY: demo test test-fast lint notebooks notebooks-env mutation pack-data results clean gpu-check gpu-check-dry
 
+# Each target installs what it needs into $(VENV): dlf alone, with the [test] extra (make
+# test, make notebooks), or with everything ([dev]: the benchmarks' references, ruff,
+# mutmut). A stamp file marks each install.
+INSTALL = test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install --quiet -c constraints.txt -e
+
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(INSTALL) .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml constraints.txt
+	$(INSTALL) '.[test]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt
+	$(INSTALL) '.[dev]'
 	touch $@
 
 runs/names-mlp/result.json: $(VENV)/.installed
@@ -25,25 +37,25 @@ demo: runs/names-mlp/result.json
 
 # Tests run on every core (pytest-xdist); each test is independent of the others.
 TEST_WORKERS ?= auto
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
-# The development extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
-notebooks-env: $(VENV)/.installed
+# The [test] extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
+notebooks-env: $(VENV)/.installed-test
 
 # Rebuild notebooks/*.ipynb from notebooks/lessons/*.py and execute them in place.
-notebooks: $(VENV)/.installed
+notebooks: $(VENV)/.installed-test
 	env -u DLF_QUICK $(PY) notebooks/build.py --execute
 
-lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests tools benchmarks
 
 # Mutation testing (mutmut) of the core modules, each against its own tests; hours on 2
 # cores, so not part of `make test`. GROUPS=optim limits it; scores: docs/testing.md.
-mutation: $(VENV)/.installed
+mutation: $(VENV)/.installed-dev
 	$(PY) tools/mutation.py $(GROUPS)
 
 # Rewrite src/dlf/data/*.txt.xz from the plain files in $(DLF_DATA_DIR) (sha256-checked).
