@@ -35,13 +35,17 @@ runs/names-mlp/result.json: $(VENV)/.installed
 demo: runs/names-mlp/result.json
 	$(DLF) sample runs/names-mlp -n 10 --seed 0
 
-# Tests run on every core (pytest-xdist); each test is independent of the others.
+# Tests run on every core (pytest-xdist); each test is independent of the others. The
+# suite starts many Python processes (dlf commands, torchrun jobs, notebook kernels):
+# bytecode caches, written even where the environment sets PYTHONDONTWRITEBYTECODE, let
+# them and later runs reuse what the first one compiled.
 TEST_WORKERS ?= auto
+PYTEST = PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
+	$(PYTEST) --durations=15
 
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The [test] extra includes the [notebooks] one (nbclient, nbformat, ipykernel).
 notebooks-env: $(VENV)/.installed-test

@@ -14,13 +14,21 @@ from dlf.report import EXPERIMENTS, STAGES, TOKENIZER_PAIR, _tokenizer_rows, sta
 
 @pytest.fixture
 def few_steps(monkeypatch):
-    """`--quick` on budgets of a few steps: the end-to-end test checks what the report runs,
-    reuses and writes, not what the models learn in their quick budgets (the test below
-    checks that those budgets are what each stage and experiment gets)."""
+    """`--quick` on budgets of a few steps, and the two many-run experiments on fewer runs:
+    the end-to-end test checks what the report runs, reuses and writes, not what the models
+    learn in their quick budgets (the test below checks that those budgets are what each
+    stage and experiment gets; test_experiments.py runs every variant and every zoo model)."""
+    from dlf import experiments
+
     monkeypatch.setattr(report, "STAGES", [dataclasses.replace(s, quick_steps=min(s.quick_steps, 4))
                                            for s in STAGES])
     monkeypatch.setattr(report, "QUICK_EXPERIMENT_STEPS", 3)
     monkeypatch.setattr(report, "MICRO_QUICK_STEPS", 1)
+    variants = experiments.recipe_variants()
+    monkeypatch.setattr(experiments, "recipe_variants",
+                        lambda: {k: variants[k] for k in ("baseline", "all")})
+    monkeypatch.setattr(experiments, "ZOO", [z for z in experiments.ZOO
+                                             if z[0] in ("names-bigram", "names-mlp", "names-gru")])
 
 
 def test_quick_budgets_shorten_each_stage_and_experiment(monkeypatch, names_file, text_file):
