@@ -33,6 +33,21 @@ def names_file(tmp_path) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def bigram_run(tmp_path_factory) -> Path:
+    """A count-bigram run on make_names(), trained once per test process (`dlf train
+    names-bigram`), for tests that only read a run: they must not write into it."""
+    from dlf.cli import main
+
+    tmp = tmp_path_factory.mktemp("bigram")
+    (tmp / "names.txt").write_text("\n".join(make_names()) + "\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:  # as _isolated_env, which starts later
+        mp.setenv("DLF_CACHE_DIR", str(tmp / "cache"))
+        assert main(["train", "names-bigram", "--data", str(tmp / "names.txt"), "--out",
+                     str(tmp / "run"), "--quiet"]) == 0
+    return tmp / "run"
+
+
 @pytest.fixture
 def text_file(tmp_path) -> Path:
     rng = random.Random(1)

@@ -221,16 +221,6 @@ def test_trainer_never_mutates_the_callers_config(tmp_path, names_file):
 # --------------------------------------------------------------------------- sampling arguments
 
 
-@pytest.fixture
-def tiny_run(tmp_path, names_file, capsys):
-    out = tmp_path / "run"
-    code = main(["train", "names-bigram", "--data", str(names_file), "--out", str(out),
-                 "--quiet"])
-    capsys.readouterr()
-    assert code == 0
-    return out
-
-
 @pytest.mark.parametrize("args,message", [
     (["-n", "0"], "-n/--num must be >= 1"),
     (["-n", "-3"], "-n/--num must be >= 1"),
@@ -238,16 +228,16 @@ def tiny_run(tmp_path, names_file, capsys):
     (["--top-k", "0"], "--top-k must be >= 1"),
     (["--temperature", "-1"], "--temperature must be >= 0"),
 ])
-def test_sample_arguments_out_of_range_are_one_line_errors(tiny_run, capsys, args, message):
-    code = main(["sample", str(tiny_run), *args])
+def test_sample_arguments_out_of_range_are_one_line_errors(bigram_run, capsys, args, message):
+    code = main(["sample", str(bigram_run), *args])
     out, err = capsys.readouterr()
     assert code == 2
     assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert out == ""
 
 
-def test_max_new_tokens_is_honoured_not_replaced(tiny_run, capsys):
-    main(["sample", str(tiny_run), "-n", "30", "--max-new-tokens", "1", "--seed", "3"])
+def test_max_new_tokens_is_honoured_not_replaced(bigram_run, capsys):
+    main(["sample", str(bigram_run), "-n", "30", "--max-new-tokens", "1", "--seed", "3"])
     names = capsys.readouterr().out.splitlines()
     assert len(names) == 30 and all(len(s) <= 1 for s in names)
 

@@ -116,16 +116,8 @@ def test_sampling_arguments_in_range_are_accepted(args):
 # ----------------------------------------------------------------- the CLI passes them on
 
 
-@pytest.fixture
-def bigram_run(tmp_path, names_file, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "names-bigram", "--data", str(names_file), "--out", str(out),
-                 "--quiet"]) == 0
+def sample(run, capsys, *args):  # run: conftest's bigram_run
     capsys.readouterr()
-    return out
-
-
-def sample(run, capsys, *args):
     assert main(["sample", str(run), "-n", "40", *args]) == 0
     return capsys.readouterr().out
 
