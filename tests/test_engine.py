@@ -442,6 +442,9 @@ def test_a_loss_plot_shorter_than_its_interval_draws_once_at_the_end(tmp_path):
 def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file, monkeypatch):
     """train() on a fitted model: one counting pass, logged as step 0, its loss the
     closed-form count-bigram NLL of the train split; a refit (resume) replaces the log."""
+    from dlf.engine import trainer
+
+    monkeypatch.setattr(trainer, "time", Ticks())
     out = tmp_path / "run"
     titles = []
     plot = lossplot.plot_loss
@@ -453,7 +456,7 @@ def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file,
     assert result["train_loss"] == pytest.approx(by_hand_bigram_nll(words), rel=1e-5)
     assert result["steps"] == 0 and result["train_seconds"] == 0.0
     assert result["steps_per_second"] is None and result["tokens_per_second"] is None
-    assert result["wall_seconds"] >= 0
+    assert result["wall_seconds"] == 0.25  # two readings of the clock: start and end
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs == [{"step": 0, "train_loss": result["train_loss"],
                      "val_loss": result["val_loss"]}]
@@ -599,10 +602,25 @@ def test_metrics_log_appends_and_stops_at_a_torn_line(tmp_path):
     assert log.read() == [{"step": 1, "loss": 3.5, "name": "zoë"}]
 
 
-def test_records_and_result_of_a_trained_run(tmp_path, names_file):
+class Ticks:
+    """A stand-in for the time module whose clock moves 0.25 s at every reading."""
+
+    def __init__(self):
+        self.readings = []
+
+    def perf_counter(self) -> float:
+        self.readings.append(0.25 * len(self.readings))
+        return self.readings[-1]
+
+
+def test_records_and_result_of_a_trained_run(tmp_path, names_file, monkeypatch):
     """metrics.jsonl's step records (the schedule's lr, timings) and evaluations, and
     result.json's figures: the best evaluation's losses, the test loss of the saved weights,
     the step and token rates from the wall time."""
+    from dlf.engine import clock
+
+    ticks = Ticks()
+    monkeypatch.setattr(clock, "time", ticks)  # the run's Clock reads this clock
     out = tmp_path / "run"
     cfg = tiny_mlp(names_file, max_steps=6, eval_interval=3, log_interval=2, lr=0.05,
                    schedule="cosine", warmup_steps=2, min_lr=0.01)
@@ -615,8 +633,11 @@ def test_records_and_result_of_a_trained_run(tmp_path, names_file):
     for r in steps:
         assert r.keys() == {"step", "loss", "lr", "tokens_per_second", "train_seconds"}
         assert r["lr"] == schedule(r["step"] - 1)  # the lr the logged step trained with
-        # what Clock measured: present and not negative (a fast machine may round to 0)
-        assert r["tokens_per_second"] >= 0 and r["train_seconds"] >= 0
+        # what Clock measured: each step is two readings, one tick apart; throughput is
+        # the batch's 16 targets a step over the ticks since the last logged step
+        assert r["train_seconds"] == 0.25 * r["step"]
+        assert any(r["tokens_per_second"] == round(16 * 2 / (0.25 * k), 1)
+                   for k in range(1, len(ticks.readings)))
     assert [r["step"] for r in evals] == [3, 6] and all(r.keys() == {"step", "train_loss",
                                                                      "val_loss"} for r in evals)
     best = min(evals, key=lambda r: r["val_loss"])
@@ -626,7 +647,9 @@ def test_records_and_result_of_a_trained_run(tmp_path, names_file):
     assert result["test_loss"] == evaluate_split(run.model, data.test, run.config.train,
                                                  torch.device("cpu"))
     assert result["steps"] == 6 and result["num_parameters"] == run.model.num_parameters()
-    assert result["train_seconds"] >= 0 and result["wall_seconds"] >= 0
+    assert result["train_seconds"] == 1.5  # 6 steps of one tick
+    assert result["wall_seconds"] in ticks.readings  # a reading since the start (0.0)
+    assert result["steps_per_second"] == round(6 / result["wall_seconds"], 2)
     for key, digits in (("wall_seconds", 2), ("train_seconds", 2), ("steps_per_second", 2),
                         ("tokens_per_second", 1)):
         assert result[key] == round(result[key], digits), key

@@ -686,7 +686,7 @@ def test_the_lecture_mlp_reaches_every_point_of_the_moons():
     result = train_moons()
     assert result.accuracy == 1.0 and result.steps == 100 and len(result.history) == 100
     assert result.first_perfect_step is not None and result.first_perfect_step < 40
-    assert result.history[-1]["accuracy"] == 1.0 and result.seconds >= 0
+    assert result.history[-1]["accuracy"] == 1.0  # its clock: test_train_moons_defaults_...
     assert len(result.X) == 100 and result.model.parameters()[0].data != 0
 
 

@@ -13,12 +13,13 @@ class Clock:
 
     def __init__(self, max_steps: int, max_seconds: float, tokens_per_step: int,
                  train_seconds: float = 0.0, wall_before: float = 0.0, step: int = 0,
-                 now=time.perf_counter):
+                 now=None):
         self.max_steps, self.max_seconds = max_steps, max_seconds
         self.tokens_per_step = tokens_per_step
         self.train_seconds, self.wall_before = train_seconds, wall_before
-        self.now = now  # seconds on a monotonic clock
-        self.t0 = now()
+        self.now = now or time.perf_counter  # seconds on a monotonic clock (read here, so
+        # that a test can replace this module's clock)
+        self.t0 = self.now()
         self._mark = (self.t0, step)  # the last throughput reading: (time, step)
 
     @contextlib.contextmanager
