@@ -66,20 +66,9 @@ def test_any_bytes_as_a_data_file(fmt, data):
         assert_ran_or_one_line(*run_cli(argv), argv)
 
 
-@pytest.fixture(scope="module")
-def bigram_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prompt")
-    data = tmp / "names.txt"
-    data.write_text("\n".join(make_names(100)) + "\n", encoding="utf-8")
-    code, err = run_cli(["train", "names-bigram", "--data", str(data), "--out",
-                         str(tmp / "run"), "--quiet"])
-    assert code == 0, err
-    return tmp / "run"
-
-
 @SETTINGS
 @given(prompt=TEXT)
-def test_any_unicode_as_a_prompt(bigram_run, prompt):
+def test_any_unicode_as_a_prompt(bigram_run, prompt):  # bigram_run: conftest's
     argv = ["sample", str(bigram_run), "-n", "2", "--max-new-tokens", "3", "--prompt", prompt]
     assert_ran_or_one_line(*run_cli(argv), argv)
 

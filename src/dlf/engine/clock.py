@@ -17,8 +17,9 @@ class Clock:
         self.max_steps, self.max_seconds = max_steps, max_seconds
         self.tokens_per_step = tokens_per_step
         self.train_seconds, self.wall_before = train_seconds, wall_before
-        self.now = now or time.perf_counter  # seconds on a monotonic clock (read here, so
-        # that a test can replace this module's clock)
+        # seconds on a monotonic clock; looked up here, not as a default, so that a test
+        # can replace this module's clock
+        self.now = now or time.perf_counter
         self.t0 = self.now()
         self._mark = (self.t0, step)  # the last throughput reading: (time, step)
 

@@ -271,13 +271,13 @@ def last_level_cache_bytes(default: int = 32 * 2**20,
                            caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
     """Size of the CPU's largest cache (Linux sysfs: index*/size, e.g. "32768K"), or
     `default` where unknown."""
-    sizes = []
+    sizes, units = [], {"K": 2**10, "M": 2**20, "G": 2**30}
     for entry in caches.glob("index*/size"):
         try:
             text = entry.read_text().strip()
         except OSError:
             continue
-        if text[-1:] in (units := {"K": 2**10, "M": 2**20, "G": 2**30}) and text[:-1].isdigit():
+        if text[-1:] in units and text[:-1].isdigit():
             sizes.append(int(text[:-1]) * units[text[-1]])
         elif text.isdigit():
             sizes.append(int(text))
