@@ -27,11 +27,9 @@ from dlf import config as C
 from dlf import presets
 from dlf.bench import machine
 from dlf.engine.batches import Batches
-from dlf.engine.clock import Clock
-from dlf.engine.divergence import Divergence
+from dlf.engine.checkpoint import STATE_FILE, Checkpointer
 from dlf.engine.plan import plan_run, regime_of
-from dlf.engine.resume import Best, Checkpointer
-from dlf.engine.rundir import RunDir
+from dlf.engine.state import TrainState
 from dlf.engine.steps import STEPS
 from dlf.models import build_model
 
@@ -52,18 +50,14 @@ def measure(preset: str, interval: int, steps: int, repeat: int, where: Path) ->
         step_fn(batches.next, t.lr)
     step_seconds = (time.perf_counter() - t0) / steps
 
-    clock = Clock(t.max_steps, 0.0, batches.tokens_per_batch())
     with tempfile.TemporaryDirectory(dir=where, prefix="dlf-checkpoint-bench-") as d:
-        files = RunDir(d)
-        checkpoints = Checkpointer(files, files.path, plan.cfg.model.type, model, step_fn,
-                                   batches, clock, Divergence(lambda: ""), Best(None, "x"),
-                                   plan.device)
+        checkpoints = Checkpointer(Path(d), model, step_fn, batches, plan.device)
         write_seconds = float("inf")
         for _ in range(repeat):
             t0 = time.perf_counter()
-            checkpoints.save(1)
+            checkpoints.save(TrainState(step=1))
             write_seconds = min(write_seconds, time.perf_counter() - t0)
-        size = (files.path / "state.safetensors").stat().st_size
+        size = (Path(d) / STATE_FILE).stat().st_size
     return {"preset": preset, "parameters": model.num_parameters(), "state_bytes": size,
             "step_seconds": step_seconds, "write_seconds": write_seconds,
             "interval": interval, "lost_seconds": interval * step_seconds,

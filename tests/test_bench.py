@@ -80,10 +80,13 @@ def test_the_step_on_micro_batches_of_padded_rows_equals_one_autograd_pass():
     captured = {}
     step.optimizer.zero_grad = lambda: captured.update(
         {n: p.grad.clone() for n, p in model.named_parameters()})
-    loss = step(lambda: (x, y, int((y != IGNORE_INDEX).sum())), 0.0)
+    loss, norm = step(lambda: (x, y, int((y != IGNORE_INDEX).sum())), 0.0)
     logits, _ = ref(x)
     want = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX)
     want.backward()
     torch.testing.assert_close(loss, want.detach(), rtol=1e-6, atol=1e-7)
+    # the step's gradient norm: the global L2 norm of the reference's gradients
+    ref_norm = torch.cat([p.grad.reshape(-1) for p in ref.parameters()]).norm()
+    torch.testing.assert_close(norm, ref_norm, rtol=1e-5, atol=1e-7)
     for name, p in ref.named_parameters():
         torch.testing.assert_close(captured[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -10,7 +10,7 @@ import torch
 from dlf import presets as P
 from dlf.data.datasets import WordDataset
 from dlf.data.tokenizer import CharTokenizer
-from dlf.engine.rundir import open_run
+from dlf.engine.saved import load_run
 from dlf.engine.trainer import Trainer, train
 from dlf.models.bigram import (
     CountBigram,
@@ -106,7 +106,7 @@ def test_kl_closed_form():
 
 def test_sampling_is_reproducible_and_stops_at_boundary(tmp_path, names_file):
     train(bigram_cfg(names_file, "names-bigram"), tmp_path / "c", progress=False)
-    run = open_run(tmp_path / "c")
+    run = load_run(tmp_path / "c")
     a = sample(run.model, run.tokenizer, n=15, seed=7)
     assert a == sample(run.model, run.tokenizer, n=15, seed=7)
     assert a != sample(run.model, run.tokenizer, n=15, seed=8)
@@ -127,7 +127,7 @@ def test_dataset_with_dots_trains_and_samples(tmp_path):
         r = train(cfg, tmp_path / preset, progress=False)
         tok = CharTokenizer.load(tmp_path / preset / "tokenizer.json")
         assert tok.boundary_symbol != "." and "." in tok.chars
-        run = open_run(tmp_path / preset)
+        run = load_run(tmp_path / preset)
         samples = sample(run.model, run.tokenizer, n=40, seed=0)
         assert any("." in s for s in samples)  # the data character is generated ...
         assert all(tok.boundary_symbol not in s for s in samples)  # ... the boundary is not

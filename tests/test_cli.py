@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dlf.cli import main
-from dlf.engine.checkpoint import load_tensors, save_tensors
+from dlf.engine.tensor_io import load_tensors, save_tensors
 from tolerances import fp32_tol
 
 TINY = ["--set", "model.block_size=3", "--set", "model.n_embd=4", "--set", "model.n_hidden=16",

@@ -26,7 +26,7 @@ from dlf.diagnostics import (
     train_with_diagnostics,
     weight_grad_stats,
 )
-from dlf.engine.checkpoint import load_tensors
+from dlf.engine.tensor_io import load_tensors
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.nn import BatchNorm1d, Linear, Module, Sequential, Tanh

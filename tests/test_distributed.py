@@ -28,8 +28,9 @@ import torch.multiprocessing as mp
 from dlf import config as C
 from dlf import presets as P
 from dlf.engine import distributed, launch
-from dlf.engine.checkpoint import load_tensors
+from dlf.engine.gradients import GradReducer
 from dlf.engine.plan import check_world, plan_run
+from dlf.engine.tensor_io import load_tensors
 from dlf.engine.trainer import train
 from dlf.errors import DlfError
 from dlf.nn import BatchNorm1d
@@ -155,6 +156,7 @@ def _pieces_worker(rank: int, world: int, init_file: str) -> None:
             b = shape[0] // world
             x = x_all[rank * b : (rank + 1) * b].clone().requires_grad_()
             bn = BatchNorm1d(5, dtype=torch.float64)
+            bn.group = distributed.Group(rank, world)  # what the trainer hands it
             out = bn(x)
             (out * r_all[rank * b : (rank + 1) * b]).sum().backward()
 
@@ -178,7 +180,7 @@ def _pieces_worker(rank: int, world: int, init_file: str) -> None:
         group = distributed.Group(rank, world)
         for overlap in (False, True):
             params = [torch.zeros(n, dtype=torch.float64, requires_grad=True) for n in (3, 4, 5)]
-            red = distributed.GradReducer(group, params, overlap=overlap, bucket_bytes=40)
+            red = GradReducer(group, params, overlap=overlap, bucket_bytes=40)
             assert len(red.buckets) > 1
             per_rank = [[torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params]
                         for _ in range(world)]
@@ -342,7 +344,7 @@ import sys
 from dlf import presets as P
 from dlf.engine.trainer import Trainer
 
-def boom(trainer, step):
+def boom(step, state, model):
     if step == 2 and os.environ["RANK"] == "1":
         raise RuntimeError("rank 1 fails on purpose")
 

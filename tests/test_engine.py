@@ -13,13 +13,14 @@ from dlf import config as C
 from dlf import optim
 from dlf import presets as P
 from dlf.data import load_lines, split_lines
-from dlf.engine import checkpoint, lossplot
+from dlf.engine import lossplot, tensor_io
 from dlf.engine.clock import Clock
-from dlf.engine.data import prepare_data
 from dlf.engine.evaluate import evaluate_split
 from dlf.engine.plan import last_level_cache_bytes, resolve_auto
-from dlf.engine.rundir import open_run
-from dlf.engine.steps import clip_grad_norm
+from dlf.engine.rundata import prepare_data
+from dlf.engine.saved import load_run
+from dlf.engine.state import TrainState
+from dlf.engine.steps import grad_norm, scale_grads
 from dlf.engine.trainer import Trainer, fit_counted, train
 from dlf.errors import DlfError
 from dlf.models import build_model
@@ -44,7 +45,7 @@ def test_run_directory_has_every_file(tmp_path, names_file):
     for key in ("train_loss", "val_loss", "test_loss", "steps", "wall_seconds", "num_parameters"):
         assert key in saved
     assert saved["steps"] == 30 == result["steps"]
-    assert saved["num_parameters"] == sum(p.numel() for p in open_run(out).model.parameters())
+    assert saved["num_parameters"] == sum(p.numel() for p in load_run(out).model.parameters())
     # config.toml is the requested config, every field, with only the vocab size filled in
     # and "auto" settings resolved to this machine's choice
     saved_cfg = C.to_dict(P.load_toml(out / "config.toml"))
@@ -74,9 +75,8 @@ def test_resume_equals_uninterrupted(tmp_path, names_file, optimizer, schedule):
 
     b = tmp_path / "b"
 
-    def stop_at_13(trainer, step):
-        if step == 13:
-            trainer.request_stop()
+    def stop_at_13(step, state, model):
+        return step == 13
 
     r = Trainer(tiny_mlp(names_file, **extra), b, progress=False, callback=stop_at_13).fit()
     assert r == {"interrupted": True, "steps": 13}
@@ -152,7 +152,7 @@ def test_impossible_hyperparameters(tmp_path, names_file, bad, message):
 
 def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
-    checkpoint.save_tensors(path, {"w": torch.ones(3)}, {"model_type": "mlp"})
+    tensor_io.save_tensors(path, {"w": torch.ones(3)}, {"model_type": "mlp"})
     good = path.read_bytes()
 
     def boom(*a, **k):
@@ -160,23 +160,30 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        checkpoint.save_tensors(path, {"w": torch.zeros(3)})
+        tensor_io.save_tensors(path, {"w": torch.zeros(3)})
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
 
 
 def test_corrupt_checkpoint_is_clear_error(tmp_path):
     path = tmp_path / "m.safetensors"
-    checkpoint.save_tensors(path, {"w": torch.ones(100)}, {"model_type": "mlp"})
-    tensors, meta = checkpoint.load_tensors(path)
+    tensor_io.save_tensors(path, {"w": torch.ones(100)}, {"model_type": "mlp"})
+    tensors, meta = tensor_io.load_tensors(path)
     assert torch.equal(tensors["w"], torch.ones(100)) and meta == {"model_type": "mlp"}
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DlfError, match="corrupt or truncated"):
-        checkpoint.load_tensors(path)
+        tensor_io.load_tensors(path)
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(DlfError, match="corrupt or truncated"):
-        checkpoint.load_tensors(path)
+        tensor_io.load_tensors(path)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """The step's clipping: the global norm, then every gradient scaled by at most 1."""
+    norm = grad_norm(params)
+    scale_grads(params, norm, max_norm)
+    return norm.item()
 
 
 def test_clip_grad_norm_matches_torch():
@@ -264,7 +271,7 @@ def test_manual_mlp_trains_through_the_trainer(tmp_path, names_file):
     r = Trainer(cfg, tmp_path / "m", progress=False).fit()
     _, batch_losses = zip(*losses(tmp_path / "m")[0], strict=True)
     assert r["steps"] == 60 and batch_losses[-1] < batch_losses[0]
-    assert open_run(tmp_path / "m").model.state_dict().keys() >= {"C", "W1", "bngain"}
+    assert load_run(tmp_path / "m").model.state_dict().keys() >= {"C", "W1", "bngain"}
 
 
 def test_transformer_resume_with_dropout_and_bf16(tmp_path, text_file):
@@ -272,9 +279,8 @@ def test_transformer_resume_with_dropout_and_bf16(tmp_path, text_file):
     kw = {"max_steps": 12, "eval_interval": 6, "dtype": "bf16", "model": ["model.dropout=0.2"]}
     Trainer(tiny_transformer(text_file, **kw), tmp_path / "a", progress=False).fit()
 
-    def stop(trainer, step):
-        if step == 7:
-            trainer.request_stop()
+    def stop(step, state, model):
+        return step == 7
 
     Trainer(tiny_transformer(text_file, **kw), tmp_path / "b", progress=False,
             callback=stop).fit()
@@ -291,7 +297,7 @@ def test_training_sets_its_thread_count_and_restores_the_callers(tmp_path, names
     other = 2 if before == 1 else 1
     seen = []
 
-    def record(trainer, step):
+    def record(step, state, model):
         seen.append(torch.get_num_threads())
 
     Trainer(tiny_mlp(names_file, threads=other, max_steps=2), tmp_path / "a", progress=False,
@@ -442,9 +448,9 @@ def test_a_loss_plot_shorter_than_its_interval_draws_once_at_the_end(tmp_path):
 def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file, monkeypatch):
     """train() on a fitted model: one counting pass, logged as step 0, its loss the
     closed-form count-bigram NLL of the train split; a refit (resume) replaces the log."""
-    from dlf.engine import trainer
+    from dlf.engine import clock
 
-    monkeypatch.setattr(trainer, "time", Ticks())
+    monkeypatch.setattr(clock, "time", Ticks())  # the fit's Clock reads this clock
     out = tmp_path / "run"
     titles = []
     plot = lossplot.plot_loss
@@ -460,9 +466,9 @@ def test_train_fits_a_counted_model_into_its_run_directory(tmp_path, names_file,
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs == [{"step": 0, "train_loss": result["train_loss"],
                      "val_loss": result["val_loss"]}]
-    tensors, meta = checkpoint.load_tensors(out / "state.safetensors")
+    tensors, meta = tensor_io.load_tensors(out / "state.safetensors")
     assert int(tensors["step"]) == 0 and meta["model_type"] == "count-bigram"
-    assert checkpoint.load_tensors(out / "model.safetensors")[1]["model_type"] == "count-bigram"
+    assert tensor_io.load_tensors(out / "model.safetensors")[1]["model_type"] == "count-bigram"
     assert titles == ["names-bigram"]  # loss.png is titled with the run's name
     with pytest.raises(DlfError, match="already holds a run"):
         train(count_bigram(names_file), out)  # force is off by default
@@ -482,7 +488,7 @@ def test_fit_counted_refuses_a_trained_model(tmp_path, names_file):
 def test_train_passes_its_keywords_to_the_trainer(tmp_path, names_file):
     steps = []
     r = train(tiny_mlp(names_file, max_steps=3, eval_interval=3), tmp_path / "run",
-              progress=False, callback=lambda trainer, step: steps.append(step))
+              progress=False, callback=lambda step, state, model: steps.append(step))
     assert steps == [1, 2, 3] and r["steps"] == 3
 
 
@@ -517,18 +523,20 @@ def test_the_clock_counts_step_time_wall_time_and_throughput():
     start plus what the run spent before it was resumed, and tokens/s is the tokens of
     the steps since the last reading over the time since it."""
     ticks = iter([10.0, 11.0, 11.5, 12.0, 14.0, 15.0, 16.0, 20.0])
-    clock = Clock(100, 0.0, tokens_per_step=32, train_seconds=3.0, wall_before=7.0, step=4,
+    state = TrainState(step=4, train_seconds=3.0, wall_seconds=7.0)
+    clock = Clock(100, 0.0, tokens_per_step=32, state=state,
                   now=lambda: next(ticks))  # started at 10.0
-    with clock.step():  # 11.0 .. 11.5
+    with clock.step(state):  # 11.0 .. 11.5
         pass
-    with clock.step():  # 12.0 .. 14.0
+    with clock.step(state):  # 12.0 .. 14.0
         pass
-    assert clock.train_seconds == 3.0 + 0.5 + 2.0
+    assert state.train_seconds == 3.0 + 0.5 + 2.0
     assert clock.tokens_per_second(6) == 32 * (6 - 4) / (15.0 - 10.0)
     assert clock.tokens_per_second(7) == 32 * 1 / (16.0 - 15.0)
-    assert clock.wall() == 7.0 + (20.0 - 10.0)
-    assert not clock.out_of_time()
-    assert Clock(10, 2.0, 1, train_seconds=2.0).out_of_time()
+    assert clock.tick(state) is state and state.wall_seconds == 7.0 + (20.0 - 10.0)
+    assert not clock.out_of_time(state)
+    spent = TrainState(train_seconds=2.0)
+    assert Clock(10, 2.0, 1, spent).out_of_time(spent)
 
 
 @pytest.mark.parametrize(("max_seconds", "spent", "step", "position"), [
@@ -540,20 +548,21 @@ def test_the_clock_counts_step_time_wall_time_and_throughput():
 ])
 def test_a_time_budget_runs_the_schedule_on_the_share_spent(
         tmp_path, names_file, max_seconds, spent, step, position):
-    clock = Clock(100, max_seconds, tokens_per_step=32, train_seconds=spent)
-    assert clock.schedule_position(step) == position
+    state = TrainState(step=step, train_seconds=spent)
+    clock = Clock(100, max_seconds, tokens_per_step=32, state=state)
+    assert clock.schedule_position(state) == position
 
 
 def test_read_json(tmp_path):
     p = tmp_path / "r.json"
     p.write_text('{"name": "zoë", "loss": 2.5}\n', encoding="utf-8")
-    assert checkpoint.read_json(p) == {"name": "zoë", "loss": 2.5}
-    assert checkpoint.read_json(str(p)) == {"name": "zoë", "loss": 2.5}
+    assert tensor_io.read_json(p) == {"name": "zoë", "loss": 2.5}
+    assert tensor_io.read_json(str(p)) == {"name": "zoë", "loss": 2.5}
     with pytest.raises(DlfError, match=f"^file not found: {tmp_path / 'gone.json'}$"):
-        checkpoint.read_json(tmp_path / "gone.json")
+        tensor_io.read_json(tmp_path / "gone.json")
     p.write_text("{cut", encoding="utf-8")
     with pytest.raises(DlfError, match=f"^cannot read {p}: Expecting property name"):
-        checkpoint.read_json(p)
+        tensor_io.read_json(p)
 
 
 def test_saved_tensors_are_independent_contiguous_cpu_copies(tmp_path):
@@ -562,26 +571,26 @@ def test_saved_tensors_are_independent_contiguous_cpu_copies(tmp_path):
     w = torch.arange(12.0).reshape(3, 4)
     tensors = {"t": w.t(), "g": torch.ones(2, requires_grad=True), "a": w, "tied": w}
     path = tmp_path / "m.safetensors"
-    checkpoint.save_tensors(path, tensors, {"model_type": "mlp", "step": 3})
-    loaded, meta = checkpoint.load_tensors(path)
+    tensor_io.save_tensors(path, tensors, {"model_type": "mlp", "step": 3})
+    loaded, meta = tensor_io.load_tensors(path)
     assert loaded.keys() == tensors.keys()
     for k, v in tensors.items():
         assert torch.equal(loaded[k], v.detach()), k
     assert meta == {"model_type": "mlp", "step": "3"}  # metadata values are stored as text
-    checkpoint.save_tensors(path, {"w": w})
-    assert checkpoint.load_tensors(path)[1] == {}  # no metadata
+    tensor_io.save_tensors(path, {"w": w})
+    assert tensor_io.load_tensors(path)[1] == {}  # no metadata
 
 
 def test_load_tensors_refusals_word_for_word(tmp_path):
     with pytest.raises(DlfError, match=f"^checkpoint not found: {tmp_path / 'gone'}$"):
-        checkpoint.load_tensors(tmp_path / "gone")
+        tensor_io.load_tensors(tmp_path / "gone")
     with pytest.raises(DlfError, match=f"^cannot read checkpoint {tmp_path}: Is a directory$"):
-        checkpoint.load_tensors(tmp_path)
+        tensor_io.load_tensors(tmp_path)
 
 
 def test_write_json_is_indented_text_with_a_final_newline(tmp_path):
     path = tmp_path / "result.json"
-    checkpoint.write_json(path, {"steps": 3, "warnings": []})
+    tensor_io.write_json(path, {"steps": 3, "warnings": []})
     assert path.read_text() == '{\n  "steps": 3,\n  "warnings": []\n}\n'
 
 
@@ -642,7 +651,7 @@ def test_records_and_result_of_a_trained_run(tmp_path, names_file, monkeypatch):
                                                                      "val_loss"} for r in evals)
     best = min(evals, key=lambda r: r["val_loss"])
     assert (result["train_loss"], result["val_loss"]) == (best["train_loss"], best["val_loss"])
-    run = open_run(out)
+    run = load_run(out)
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     assert result["test_loss"] == evaluate_split(run.model, data.test, run.config.train,
                                                  torch.device("cpu"))
@@ -756,7 +765,7 @@ def test_a_spent_time_budget_ends_the_run_after_that_step(tmp_path, names_file):
     assert [r["step"] for r in recs] == [1, 1] and "loss" in recs[0] and "val_loss" in recs[1]
     schedule = optim.make_schedule("cosine", 0.05, warmup_steps=10, total_steps=1000)
     assert recs[0]["lr"] == schedule(0)  # no time spent before step 1: the schedule's start
-    tensors, _ = checkpoint.load_tensors(out / "state.safetensors")
+    tensors, _ = tensor_io.load_tensors(out / "state.safetensors")
     assert int(tensors["step"]) == 1
 
 

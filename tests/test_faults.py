@@ -23,9 +23,9 @@ from dlf import config as C
 from dlf import presets as P
 from dlf.cli import main
 from dlf.engine import launch
-from dlf.engine.checkpoint import load_tensors
-from dlf.engine.resume import Checkpointer
+from dlf.engine.checkpoint import Checkpointer
 from dlf.engine.rundir import LOCK_FILE
+from dlf.engine.tensor_io import load_tensors
 from dlf.engine.trainer import Trainer, train
 from dlf.errors import DlfError, is_out_of_memory
 from dlf.fileio import atomic_write_text
@@ -87,9 +87,9 @@ def test_checkpoints_follow_their_own_interval(tmp_path, names_file, monkeypatch
     saved = []
     real_save = Checkpointer.save
 
-    def save(self, step):
-        saved.append(step)
-        real_save(self, step)
+    def save(self, state):
+        saved.append(state.step)
+        real_save(self, state)
 
     monkeypatch.setattr(Checkpointer, "save", save)
     cfg = tiny_mlp(names_file, max_steps=10, eval_interval=7, checkpoint_interval=4)
@@ -99,9 +99,8 @@ def test_checkpoints_follow_their_own_interval(tmp_path, names_file, monkeypatch
 
     saved.clear()
 
-    def stop_at_6(trainer, step):
-        if step == 6:
-            trainer.request_stop()
+    def stop_at_6(step, state, model):
+        return step == 6
 
     Trainer(cfg, tmp_path / "stopped", progress=False, callback=stop_at_6).fit()
     assert saved == [4, 6]  # and at a stop
@@ -122,9 +121,8 @@ def test_resume_auto_starts_an_empty_directory_and_continues_a_stopped_run(
     assert "resuming" not in err
     assert_same_records(tmp_path / "fresh", whole)
 
-    def stop_at_13(trainer, step):
-        if step == 13:
-            trainer.request_stop()
+    def stop_at_13(step, state, model):
+        return step == 13
 
     stopped = tmp_path / "stopped"
     Trainer(cfg, stopped, progress=False, callback=stop_at_13).fit()
@@ -177,7 +175,7 @@ def test_resume_auto_starts_over_a_run_of_its_config_stopped_before_a_checkpoint
     Trainer(tiny_mlp(names_file), whole, progress=False).fit()
     out = tmp_path / "run"
 
-    def crash_before_the_first_checkpoint(trainer, step):
+    def crash_before_the_first_checkpoint(step, state, model):
         if step == 3:  # checkpoint_interval 10
             raise RuntimeError("killed")
 
@@ -208,7 +206,7 @@ def test_allocation_failures_are_recognised():
 def test_out_of_memory_in_a_step_keeps_the_checkpoint_and_resumes(tmp_path, names_file, whole):
     out, armed = tmp_path / "run", []
 
-    def arm_at_14(trainer, step):
+    def arm_at_14(step, state, model):
         if step == 14:
             armed.append(step)
 
@@ -257,9 +255,9 @@ def test_a_batch_too_large_for_memory_is_one_line(tmp_path, names_file, text_fil
 def test_out_of_memory_while_sampling_names_what_to_lower(tmp_path, names_file):
     cfg = tiny_mlp(names_file, max_steps=2)
     Trainer(cfg, tmp_path / "run", progress=False).fit()
-    from dlf.engine.rundir import open_run
+    from dlf.engine.saved import load_run
 
-    run = open_run(tmp_path / "run")
+    run = load_run(tmp_path / "run")
     run.model.forward = lambda *a, **k: allocation_failure()
     with pytest.raises(DlfError, match=r"^out of memory sampling: .*-n.*model\.block_size"):
         sample(run.model, run.tokenizer, n=4)
@@ -346,27 +344,25 @@ def test_a_full_disk_while_fitting_a_counted_model_is_one_line(tmp_path, names_f
     (0, 0, "autograd", "0 (the whole train split) in one pass"),
     (64, 16, "autograd", "64 rows in passes of 16 rows"),
     (0, 0, "manual", "0 (the whole train split)")])
-def test_the_out_of_memory_line_names_the_batch_and_what_was_kept(tmp_path, batch_size,
-                                                                 micro_batch, regime, rows):
-    from dlf.engine.trainer import _fault
+def test_the_out_of_memory_line_names_the_batch(batch_size, micro_batch, regime, rows):
+    from dlf.engine.session import out_of_memory_in
 
     t = C.TrainConfig(batch_size=batch_size, micro_batch=micro_batch)
-    line = str(_fault(MemoryError(), t, regime, tmp_path, None))
+    line = out_of_memory_in(t, regime)
     assert line.startswith(f"out of memory training train.batch_size = {rows}")
-    assert line.endswith("; no checkpoint had been written")
-    assert _fault(ValueError("no"), t, regime, tmp_path, None) is None
+    assert line.endswith("train.batch_size")
 
 
 FILE_SIZE_LIMIT = """
 import os, resource, sys
 from dlf.cli import main
-from dlf.engine.resume import Checkpointer
+from dlf.engine.checkpoint import Checkpointer
 
 save = Checkpointer.save
 
-def save_then_limit(self, step):
+def save_then_limit(self, state):
     # after the first checkpoint, no file may grow to the checkpoint's size (EFBIG)
-    save(self, step)
+    save(self, state)
     limit = os.path.getsize(os.path.join(sys.argv[-1], "state.safetensors")) - 1
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 

@@ -937,36 +937,34 @@ def test_cells_tanh_is_a_recorded_layer():
 # -- data-parallel BatchNorm and the collectives --------------------------------------------
 
 
-def _fake_two_ranks(monkeypatch, calls=None):
-    """torch.distributed as seen by one of two ranks that hold identical batches: the
-    all_reduce of a tensor doubles it (in place, as the real one writes its result)."""
-    import torch.distributed as dist
+class TwoRanks:
+    """The group of one of two ranks that hold identical batches, as BatchNorm1d sees it
+    (dlf.nn.collectives): the all_reduce of a tensor doubles it, in place, as the real one
+    writes its result."""
 
-    def all_reduce(t, *args, **kwargs):
-        if calls is not None:
-            calls.append(t.shape)
-        t.mul_(2)
+    world_size = 2
 
-    monkeypatch.setattr(dist, "is_available", lambda: True)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
-    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    def __init__(self):
+        self.calls = []
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        self.calls.append(t.shape)
+        return t.mul_(2)
 
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4)])
-def test_batchnorm_data_parallel_equals_torch_on_the_global_batch(monkeypatch, shape):
+def test_batchnorm_data_parallel_equals_torch_on_the_global_batch(shape):
     """Two ranks with the same batch x see the statistics of the global batch [x; x]:
     output, input gradient and running statistics equal torch.nn.BatchNorm1d's on the
     concatenation (the input gradient of one copy); the weight gradients are each rank's
     half of the global ones (the trainer's all_reduce of gradients adds them)."""
-    calls = []
-    _fake_two_ranks(monkeypatch, calls)
     C = shape[-1]
     ours, ref = _bn_pair(C, momentum=0.3)
+    ours.group = group = TwoRanks()
     x = (_leaf(*shape, seed=11) * 2 + 1).detach().requires_grad_()
     a, b = _twin(x), _twin(x)
     out = ours(x)
-    assert calls, "the global statistics must go through all_reduce"
+    assert group.calls, "the global statistics must go through the group's all_reduce"
     out_ref = _bn_ref_call(ref, torch.cat([a, b]))
     assert_close(out, out_ref[: shape[0]])
     g = _backward(out, seed=3)
@@ -978,43 +976,37 @@ def test_batchnorm_data_parallel_equals_torch_on_the_global_batch(monkeypatch, s
     assert_close(ours.running_var, ref.running_var)
 
 
-def test_batchnorm_data_parallel_counts_the_global_batch(monkeypatch):
+def test_batchnorm_data_parallel_counts_the_global_batch():
     """One row per rank is a global batch of two: training works (n = 2 values). Both
     values equal x, so the batch mean is x, the variance 0, the output the bias, and the
     running statistics move by momentum towards x and 0."""
-    _fake_two_ranks(monkeypatch)
     ours, _ = _bn_pair(3)
+    ours.group = TwoRanks()
     x = _leaf(1, 3, seed=4)
     assert_close(ours(x), ours.bias.detach()[None])
     assert_close(ours.running_mean, 0.1 * x.detach()[0])
     assert_close(ours.running_var, torch.full((3,), 0.9))
 
 
-def test_world_size_reads_torch_distributed(monkeypatch):
-    import torch.distributed as dist
+def test_one_process_needs_no_collective():
+    """Without a group, or with a group of one, the sum over the ranks is the tensor
+    itself: no all_reduce is made."""
+    from dlf.nn.collectives import all_reduce_sum, ranks
 
-    from dlf.nn.collectives import all_reduce_sum, world_size
+    class One(TwoRanks):
+        world_size = 1
 
-    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 3)
-    assert world_size() == 1  # no process group in the tests
-    monkeypatch.setattr(dist, "is_available", lambda: False)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    assert world_size() == 1
-    monkeypatch.setattr(dist, "is_available", lambda: True)
-    monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    assert world_size() == 1
     x = torch.ones(2, requires_grad=True)
-    assert all_reduce_sum(x) is x  # one process: the identity, no collective
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    assert world_size() == 3
+    one = One()
+    assert all_reduce_sum(x, None) is x and all_reduce_sum(x, one) is x and not one.calls
+    assert ranks(None) == 1 and ranks(one) == 1 and ranks(TwoRanks()) == 2
 
 
-def test_all_reduce_sum_sums_forward_and_backward(monkeypatch):
+def test_all_reduce_sum_sums_forward_and_backward():
     from dlf.nn.collectives import all_reduce_sum
 
-    _fake_two_ranks(monkeypatch)
     x = torch.tensor([1.0, -2.0], requires_grad=True)
-    y = all_reduce_sum(x)
+    y = all_reduce_sum(x, TwoRanks())
     assert torch.equal(y.detach(), torch.tensor([2.0, -4.0]))
     assert torch.equal(x.detach(), torch.tensor([1.0, -2.0]))  # the input is not reduced in place
     g = torch.tensor([0.5, 3.0])
@@ -1032,21 +1024,21 @@ def test_all_reduce_sum_sums_forward_and_backward(monkeypatch):
     ],
 )
 def test_failed_collective_names_the_rank_and_the_first_line(monkeypatch, error, reason):
+    """BatchNorm's sum goes through the job's Group, whose failure is one line."""
     import torch.distributed as dist
 
+    from dlf.engine.distributed import Group
     from dlf.nn.collectives import all_reduce_sum
 
     if error == "DistError":
         error = dist.DistError()
-    _fake_two_ranks(monkeypatch)
 
     def broken(t, *args, **kwargs):
         raise error
 
     monkeypatch.setattr(dist, "all_reduce", broken)
-    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: 1)
     with pytest.raises(DlfError) as info:
-        all_reduce_sum(torch.ones(2))
+        all_reduce_sum(torch.ones(2), Group(rank=1, world_size=2))
     assert str(info.value) == (
         f"rank 1: a collective with the other processes failed ({reason}); another "
         "process has probably stopped: see its message"

@@ -140,9 +140,8 @@ def test_every_switch_with_muon_resumes_equal_to_uninterrupted(tmp_path, text_fi
     model = ["model.dropout=0.1"]
     Trainer(tiny_transformer(text_file, model, **kw), tmp_path / "a", progress=False).fit()
 
-    def stop(trainer, step):
-        if step == 5:
-            trainer.request_stop()
+    def stop(step, state, model):
+        return step == 5
 
     b = tmp_path / "b"
     r = Trainer(tiny_transformer(text_file, model, **kw), b, progress=False, callback=stop).fit()

@@ -17,11 +17,11 @@ import runs
 from dlf import config as C
 from dlf import presets as P
 from dlf.cli import EXIT_INTERRUPTED, main
-from dlf.engine.checkpoint import load_tensors
-from dlf.engine.data import prepare_data
 from dlf.engine.divergence import DIVERGENCE_FACTOR
 from dlf.engine.evaluate import evaluate
+from dlf.engine.rundata import prepare_data
 from dlf.engine.rundir import LOCK_FILE, RunDir
+from dlf.engine.tensor_io import load_tensors
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model
@@ -107,7 +107,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, names_file):
 
     crashed = tmp_path / "crashed"
 
-    def crash_at_17(trainer, step):  # steps 11..17 are logged past the checkpoint at 10
+    def crash_at_17(step, state, model):  # steps 11..17 are logged past the checkpoint at 10
         if step == 17:
             raise RuntimeError("simulated crash")
 
@@ -127,7 +127,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, names_file):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, names_file, sig, capsys):
-    def signal_at_13(trainer, step):
+    def signal_at_13(step, state, model):
         if step == 13:
             os.kill(os.getpid(), sig)
 
@@ -148,7 +148,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, names_file, s
 
 
 def test_a_second_signal_aborts_at_once(tmp_path, names_file):
-    def two_signals_at_5(trainer, step):
+    def two_signals_at_5(step, state, model):
         if step == 5:
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGINT)
@@ -304,10 +304,10 @@ def test_a_non_finite_loss_stops_at_that_step_and_keeps_the_last_checkpoint(
         tmp_path, names_file):
     out = tmp_path / "run"
 
-    def poison_after_16(trainer, step):  # step 17's forward gives NaN; 17 is not logged
+    def poison_after_16(step, state, model):  # step 17's forward gives NaN; 17 is not logged
         if step == 16:
             with torch.no_grad():
-                trainer.model.parameters()[0].fill_(float("nan"))
+                model.parameters()[0].fill_(float("nan"))
 
     cfg = tiny_mlp(names_file, log_interval=10)
     with pytest.raises(DlfError, match=r"loss became nan at step 17; .*\(step 10\)"):

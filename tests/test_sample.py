@@ -160,12 +160,12 @@ def test_cli_high_temperature_spreads_the_first_letter(bigram_run, capsys):
 
 
 def test_write_samples_for_line_data(bigram_run, tmp_path):
-    from dlf.engine.data import prepare_data
     from dlf.engine.results import write_samples
-    from dlf.engine.rundir import open_run
+    from dlf.engine.rundata import prepare_data
+    from dlf.engine.saved import load_run
     from dlf.sample import sample
 
-    run = open_run(bigram_run, device="cpu")
+    run = load_run(bigram_run, device="cpu")
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     t = run.config.train
     t.num_samples = 12
@@ -180,9 +180,9 @@ def test_write_samples_for_line_data(bigram_run, tmp_path):
 
 
 def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
-    from dlf.engine.data import prepare_data
     from dlf.engine.results import write_samples
-    from dlf.engine.rundir import open_run
+    from dlf.engine.rundata import prepare_data
+    from dlf.engine.saved import load_run
     from dlf.sample import sample
 
     out = tmp_path / "run"
@@ -193,7 +193,7 @@ def test_write_samples_and_streaming_for_text_data(tmp_path, text_file, capsys):
     assert main(["train", "shakespeare-transformer-cpu-gpt2", "--data", str(text_file), "--out", str(out),
                  "--quiet", *[a for kv in tiny for a in ("--set", kv)]]) == 0
     capsys.readouterr()
-    run = open_run(out, device="cpu")
+    run = load_run(out, device="cpu")
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     t = run.config.train
     t.sample_tokens = 40

@@ -16,7 +16,7 @@ from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset
 from dlf.data.tokenizer import CharTokenizer
 from dlf.diagnostics import diagnose_run, measure, record_activations
 from dlf.engine.evaluate import evaluate
-from dlf.engine.rundir import open_run
+from dlf.engine.saved import load_run
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError
 from dlf.models import build_model
@@ -254,9 +254,8 @@ def test_sequence_presets_train_sample_eval_and_resume(tmp_path, names_file, kin
     # interrupted + resumed = uninterrupted
     b = tmp_path / "b"
 
-    def stop_at_7(trainer, step):
-        if step == 7:
-            trainer.request_stop()
+    def stop_at_7(step, state, model):
+        return step == 7
 
     Trainer(tiny_seq(names_file, kind), b, progress=False, callback=stop_at_7).fit()
     Trainer(tiny_seq(names_file, kind), b, progress=False, resume=True).fit()
@@ -345,4 +344,4 @@ def test_diagnose_sequence_models(tmp_path, names_file, kind):
     assert all(p.exists() for p in files)
     report = json.loads((out / "diagnostics.json").read_text())
     assert report["activations"] and report["activation_grads"]
-    assert open_run(out).config.data.layout == "sequences"
+    assert load_run(out).config.data.layout == "sequences"

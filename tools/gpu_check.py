@@ -87,14 +87,14 @@ def summarise(run: Path, device: dict, nproc: int, launch_seconds: float) -> dic
     import torch
 
     from dlf.bench import flops_per_token
-    from dlf.engine.rundir import open_run
+    from dlf.engine.saved import load_run
 
     result = json.loads((run / "result.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
     # steady state: the median logged rate, which leaves out compilation and warm-up
     tps = statistics.median(logged[len(logged) // 5:]) if logged else None
-    model = open_run(run, device="cpu").model
+    model = load_run(run, device="cpu").model
     fpt = flops_per_token(model)
     peak = device["peak_flops"]
     out = {

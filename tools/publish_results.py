@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from dlf.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 MEASURED = ROOT / "src" / "dlf" / "presets" / "measured.json"
@@ -35,14 +37,13 @@ def duration(seconds: float) -> str:
 
 def readme_table(summary: dict) -> str:
     """The README's results table: one row per preset of the report."""
+    rows = [[r["label"], f"`{preset}`", f"{r['num_parameters']:,}", f"{r['val_loss']:.3f}",
+             r["reference"], duration(r["train_seconds"])]
+            for preset, r in summary["runs"].items()]
     lines = [(f"Measured by `{summary['command']}` on {summary['machine']}, {summary['date']} "
               "([docs/results.md](docs/results.md) has every figure)."), "",
-             "| model | preset | parameters | val loss | reference | training time |",
-             "|---|---|---|---|---|---|"]
-    for preset, r in summary["runs"].items():
-        lines.append(f"| {r['label']} | `{preset}` | {r['num_parameters']:,} | "
-                     f"{r['val_loss']:.3f} | {r['reference']} | "
-                     f"{duration(r['train_seconds'])} |")
+             *markdown_table(["model", "preset", "parameters", "val loss", "reference",
+                              "training time"], rows)]
     return "\n".join(lines)
 
 

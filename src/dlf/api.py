@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from dlf.engine.metrics import MetricsLog
-from dlf.engine.rundir import Run
+from dlf.engine.saved import Run
 from dlf.errors import DlfError
 from dlf.sample import sample
 

@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_presets(args) -> int:
     from dlf import presets
+    from dlf.tables import text_table
 
     def seconds(s):
         return "-" if s is None else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
@@ -312,10 +313,7 @@ def cmd_presets(args) -> int:
              "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
              seconds(r["train_seconds"])] for r in presets.table()]
     header = ["preset", "model", "params", "data", "steps", "val", "train time"]
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        print("  ".join(x.ljust(w) if i in (0, 1, 3) else x.rjust(w)
-                        for i, (x, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    print("\n".join(text_table(header, rows, left=(0, 1, 3))))
     m = presets.measured()
     if m["runs"]:
         print(f"\nval (nats per token) and train time: `{m['command']}` on {m['machine']}, "
@@ -344,24 +342,18 @@ def cmd_train(args) -> int:
         cfg.train.device = args.device
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
-    if args.force and args.resume:
-        raise DlfError("--force replaces the run in --out and --resume continues it: give one")
     if args.nproc != 1 or args.max_restarts:
         return _launch(args, cfg, out)
-    world = World.from_env()
     if args.diagnostics:
         from dlf.diagnostics import train_with_diagnostics
 
-        if world.size > 1:
-            raise DlfError("--diagnostics records one process's gradients: run it without "
-                           "torchrun")
         r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
                                    progress=progress)
     else:
         r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
     if r.get("interrupted"):
         return EXIT_INTERRUPTED
-    if world.rank != 0:  # a data-parallel job reports once, from rank 0
+    if World.from_env().rank != 0:  # a data-parallel job reports once, from rank 0
         return 0
     test = f", test {r['test_loss']:.4f}" if r.get("test_loss") is not None else ""
     if cfg.data.tokenizer != "char":  # losses per token; per character for comparison
@@ -379,20 +371,23 @@ def _launch(args, cfg, out) -> int:
     (torchrun)."""
     from dlf.engine.launch import check_job, launch_local, strip_launch_options
 
+    checks = ()
     if args.diagnostics:
-        raise DlfError("--diagnostics records one process's gradients: use it without --nproc")
+        from dlf.diagnostics import diagnosable
+
+        checks = (diagnosable,)
     plan = check_job(cfg, out, args.nproc, resume=args.resume, force=args.force,
-                     max_restarts=args.max_restarts)
+                     max_restarts=args.max_restarts, checks=checks)
     return launch_local(args.nproc, strip_launch_options(args.argv), plan.threads,
                         args.max_restarts)
 
 
 def cmd_sample(args) -> int:
     from dlf.api import generate
-    from dlf.engine.rundir import open_run
+    from dlf.engine.saved import load_run
     from dlf.sample import check_sampling_args
 
-    run = open_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device)
     common = {"temperature": args.temperature, "top_k": args.top_k, "prompt": args.prompt,
               "max_new_tokens": args.max_new_tokens, "use_cache": not args.no_cache}
     if run.tokenizer.boundary is not None:  # line data: one item per line
@@ -419,11 +414,11 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from dlf.engine.data import prepare_data
     from dlf.engine.evaluate import measure_split
-    from dlf.engine.rundir import open_run
+    from dlf.engine.rundata import prepare_data
+    from dlf.engine.saved import load_run
 
-    run = open_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device)
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     ds = getattr(data, args.split)
     if ds is None:

@@ -25,7 +25,16 @@ from pathlib import Path
 
 import torch
 
-from dlf.engine.checkpoint import load_tensors, section, write_json
+from dlf.engine.checkpoint import read_checkpoint
+from dlf.engine.rundir import (
+    ACTIVATION_GRADS_PNG,
+    ACTIVATIONS_PNG,
+    ATTENTION_PNG,
+    DIAGNOSTICS_JSON,
+    UPDATE_RATIO_PNG,
+    WEIGHT_GRADS_PNG,
+)
+from dlf.engine.tensor_io import write_json
 from dlf.errors import DlfError
 from dlf.nn import Tanh
 from dlf.plots import plot_histograms
@@ -43,6 +52,7 @@ __all__ = [
     "UpdateRatioTracker",
     "activation_stats",
     "attention_figure",
+    "diagnosable",
     "diagnose_run",
     "fixed_batch",
     "gradient_stats",
@@ -57,11 +67,6 @@ __all__ = [
 ]
 
 SATURATION = 0.97  # |tanh| above this: the unit passes almost no gradient (1 - t^2 < 0.06)
-ACTIVATIONS_PNG = "activations.png"
-ACTIVATION_GRADS_PNG = "activation_grads.png"
-WEIGHT_GRADS_PNG = "weight_grads.png"
-UPDATE_RATIO_PNG = "update_ratio.png"
-DIAGNOSTICS_JSON = "diagnostics.json"
 UPDATE_RATIO_GUIDE = -3.0  # log10(1e-3), the lecture's rule of thumb
 
 
@@ -239,8 +244,9 @@ class UpdateRatioTracker:
         self._prev = dict(weights)
         self._prev_step = step
 
-    def __call__(self, trainer, step: int) -> None:
-        self.update(trainer.model, step)
+    def __call__(self, step: int, state, model) -> None:
+        """As a training callback (dlf.engine.loop): the step just taken."""
+        self.update(model, step)
 
     @torch.no_grad()
     def update(self, model, step: int) -> None:
@@ -330,34 +336,43 @@ def _measure_batch_size(train_cfg, batch_size: int | None) -> int:
 
 
 class DiagnosticsCallback:
-    """Trainer callback for a run with diagnostics: records update ratios every step and,
-    after the last step, measures the model on a fixed batch and writes all four figures
-    and ``diagnostics.json`` into the run directory."""
+    """Training callback for a run with diagnostics: records update ratios every step and,
+    after step `last`, measures the model on a fixed batch of `dataset` and writes all
+    four figures and ``diagnostics.json`` into the run directory `out`."""
 
-    def __init__(self, batch_size: int | None = None, seed: int = 0, every: int = 1):
+    def __init__(self, dataset, out: Path, last: int, batch_size: int, seed: int = 0,
+                 every: int = 1):
         self.tracker = UpdateRatioTracker(every)
-        self.batch_size = batch_size
-        self.seed = seed
+        self.dataset, self.out, self.last = dataset, Path(out), last
+        self.batch_size, self.seed = batch_size, seed
         self.files: list[Path] = []
 
-    def __call__(self, trainer, step: int) -> None:
-        self.tracker(trainer, step)
-        if step == trainer.cfg.train.max_steps:
-            self.files = self.finish(trainer)
+    def __call__(self, step: int, state, model) -> None:
+        self.tracker.update(model, step)
+        if step == self.last:
+            self.files = self.finish(model)
 
-    def finish(self, trainer) -> list[Path]:
-        out = Path(trainer.out)
-        bs = _measure_batch_size(trainer.cfg.train, self.batch_size)
-        x, y = fixed_batch(trainer.data.train, bs, self.seed)
-        stats = measure(trainer.model, x, y, plot_dir=out)
+    def finish(self, model) -> list[Path]:
+        out = self.out
+        x, y = fixed_batch(self.dataset, self.batch_size, self.seed)
+        stats = measure(model, x, y, plot_dir=out)
         files = [out / ACTIVATIONS_PNG, out / ACTIVATION_GRADS_PNG, out / WEIGHT_GRADS_PNG]
         if self.tracker.steps:
             plot_update_ratios(self.tracker, out / UPDATE_RATIO_PNG)
             files.append(out / UPDATE_RATIO_PNG)
-        write_json(out / DIAGNOSTICS_JSON, {"step": trainer.cfg.train.max_steps,
-                                            "weights": "last step", "seed": self.seed, **stats,
+        write_json(out / DIAGNOSTICS_JSON, {"step": self.last, "weights": "last step",
+                                            "seed": self.seed, **stats,
                                             "update_ratio": self.tracker.to_dict()})
         return [*files, out / DIAGNOSTICS_JSON]
+
+
+def diagnosable(plan, model) -> None:
+    """What --diagnostics refuses, before anything is written: several processes (it
+    records one process's gradients) and a model without tanh layers."""
+    if plan.world.size > 1:
+        raise DlfError("--diagnostics records one process's gradients: run it in one process "
+                       "(without --nproc or torchrun)")
+    tanh_layers(model)
 
 
 def train_with_diagnostics(cfg, out_dir: str | Path, **trainer_kwargs) -> dict:
@@ -366,11 +381,13 @@ def train_with_diagnostics(cfg, out_dir: str | Path, **trainer_kwargs) -> dict:
     trainer's result dict with ``diagnostics_files`` added."""
     from dlf.engine.trainer import Trainer
 
-    callback = DiagnosticsCallback()
-    trainer = Trainer(cfg, out_dir, callback=callback, **trainer_kwargs)
-    tanh_layers(trainer.model)  # fail before training, not after
+    trainer = Trainer(cfg, out_dir, checks=(diagnosable,), **trainer_kwargs)
+    t = trainer.cfg.train
+    callback = DiagnosticsCallback(trainer.data.train, trainer.out, t.max_steps,
+                                   _measure_batch_size(t, None))
     if not trainer.resume:
         callback.tracker.snapshot(trainer.model)  # the initial weights: step 1 is recorded
+    trainer.callback = callback
     result = trainer.fit()
     result["diagnostics_files"] = [str(p) for p in callback.files]
     return result
@@ -389,13 +406,11 @@ def _continue_copy(run_dir: Path, steps: int) -> UpdateRatioTracker:
             if not (run_dir / name).exists():
                 raise DlfError(f"{run_dir} has no {name}; cannot continue it to measure updates")
             shutil.copy2(run_dir / name, scratch / name)
-        tensors, _ = load_tensors(scratch / "state.safetensors")
-        if "step" not in tensors:
-            raise DlfError(f"{run_dir}/state.safetensors is incomplete (missing step)")
-        start = int(tensors["step"])
-        # the checkpoint's weights are those before the first continued step
-        tracker.start({k: v for k, v in section(tensors, "model").items() if v.ndim == 2}, start)
         cfg = presets.load_toml(scratch / "config.toml")
+        checkpoint = read_checkpoint(scratch, cfg.model.type)
+        start = checkpoint.state.step
+        # the checkpoint's weights are those before the first continued step
+        tracker.start({k: v for k, v in checkpoint.weights().items() if v.ndim == 2}, start)
         t = cfg.train
         t.max_steps = start + steps
         t.eval_interval = t.max_steps
@@ -415,12 +430,12 @@ def diagnose_run(run_dir: str | Path, steps: int = 200, *, batch_size: int | Non
     optimizer state and schedule) trains ``steps`` more steps in a temporary directory;
     ``steps = 0`` skips it. Only the PNGs and diagnostics.json are written to ``run_dir``.
     (A cosine schedule is stretched to the longer total, so its lr differs slightly.)"""
-    from dlf.engine.data import prepare_data
-    from dlf.engine.rundir import open_run
+    from dlf.engine.rundata import prepare_data
+    from dlf.engine.saved import load_run
 
     if steps < 0:
         raise DlfError(f"steps must be >= 0, got {steps}")
-    run = open_run(run_dir, device=device)
+    run = load_run(run_dir, device=device)
     tanh_layers(run.model)
     data = prepare_data(run.config, tokenizer=run.tokenizer)
     bs = _measure_batch_size(run.config.train, batch_size)
@@ -442,7 +457,6 @@ def diagnose_run(run_dir: str | Path, steps: int = 200, *, batch_size: int | Non
 # ------------------------------------------------------------------------------ attention
 
 
-ATTENTION_PNG = "attention.png"
 
 
 def attention_figure(run_dir: str | Path, prompt: str, layer: int | None = None,
@@ -450,10 +464,10 @@ def attention_figure(run_dir: str | Path, prompt: str, layer: int | None = None,
     """Draw every head's attention probabilities for `prompt` (one row per layer, or only
     `layer`) from a Transformer run's best weights; writes `out` (default
     RUN/attention.png) and returns its path."""
-    from dlf.engine.rundir import open_run
+    from dlf.engine.saved import load_run
     from dlf.plots import plot_attention
 
-    run = open_run(run_dir, device=device)
+    run = load_run(run_dir, device=device)
     if run.config.model.type != "transformer":
         raise DlfError(f"attention maps need a transformer run; {run.path} holds a "
                        f"{run.config.model.type} model")

@@ -27,24 +27,28 @@ Experiments:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from dlf import config as C
 from dlf import presets
 from dlf.diagnostics import fixed_batch, measure
-from dlf.engine.checkpoint import atomic_write_text, write_json
+from dlf.engine.clock import Clock
 from dlf.engine.evaluate import evaluate
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.plan import regime_of
+from dlf.engine.state import TrainState
+from dlf.engine.tensor_io import write_json
 from dlf.engine.trainer import Trainer, train
 from dlf.errors import DlfError
+from dlf.fileio import atomic_write_text
 from dlf.models import build_model
 from dlf.models.mlp import MLPConfig
 from dlf.models.wavenet import WaveNetConfig
 from dlf.plots import plot_loss_curves, plot_val_vs_seconds, plot_zoo
+from dlf.tables import markdown_table
 
 __all__ = ["EXPERIMENTS", "Experiment", "flat_mlp_matching", "run_experiment"]
 
@@ -54,11 +58,34 @@ MEASURE_SEED = 0
 
 
 @dataclass(frozen=True)
+class Options:
+    """How one experiment runs: where, on what data, for how long, and how it shows."""
+
+    name: str
+    out: Path  # the experiment's directory; each variant is a run directory inside it
+    data: str  # a dataset name or a path
+    steps: int  # steps per variant (a budget of seconds, where there is one, may end it first)
+    quick: bool = False  # a smoke run: tiny budgets, not the figures
+    progress: bool = False  # progress bars
+    force: bool = False  # replace the variants' existing runs
+
+
+class Outcome(NamedTuple):
+    """What an experiment found: a row per variant, the computed interpretation, the
+    results table (header first) and the settings it ran with."""
+
+    rows: list[dict]
+    text: str
+    table: list[list[str]]
+    settings: dict
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
     full_steps: int  # steps per variant in a full run
-    run: Callable[..., tuple[list[dict], str, list[list[str]], dict]]
+    run: Callable[[Options], Outcome]
     log_loss_axis: bool = False  # for losses that span an order of magnitude
     figure: str = "loss_curves.png"  # the figure a report shows
     dataset: str = "names"  # what it trains on unless given other data
@@ -66,8 +93,8 @@ class Experiment:
 
 def _train_cfg(steps: int, *, log_every: int = 1, **kw) -> C.TrainConfig:
     # One evaluation, at the end: the best weights are the final ones.
-    # One thread: batch-32 steps of these small models are too small to split across cores
-    # (two threads ran them several times slower on a busy 2-core machine).
+    # One thread: steps of these small models (batch 32) are too small to gain from a
+    # second core, and one thread gives every variant the same compute.
     return C.TrainConfig(max_steps=steps, eval_interval=steps, log_interval=log_every,
                          num_samples=10, threads=1, **kw)
 
@@ -77,32 +104,32 @@ def _run_cfg(name: str, variant: str, data: str, model, train: C.TrainConfig) ->
                        data=C.DataConfig(dataset=data), model=model, train=train)
 
 
-class _Timer:
-    """Trainer callback timing the optimizer steps between step 1 and the last-but-one step
-    (the evaluation after the last step is left out)."""
+class _Seconds:
+    """Training callback: the run's training seconds (TrainState.train_seconds, what its
+    Clock measured) after each step."""
 
     def __init__(self) -> None:
-        self.marks: dict[int, float] = {}
+        self.at: dict[int, float] = {}
 
-    def __call__(self, trainer, step: int) -> None:
-        if step == 1 or step == trainer.cfg.train.max_steps - 1:
-            self.marks[step] = time.perf_counter()
+    def __call__(self, step: int, state: TrainState, model) -> None:
+        self.at[step] = state.train_seconds
 
     def steps_per_second(self) -> float | None:
-        if len(self.marks) < 2:
+        """Steps per second of optimizer-step time after the first step (which also
+        allocates and warms up)."""
+        if len(self.at) < 2:
             return None
-        (a, ta), (b, tb) = sorted(self.marks.items())
+        (a, ta), (b, tb) = min(self.at.items()), max(self.at.items())
         return (b - a) / (tb - ta) if tb > ta else None
 
 
-def _train(cfg: C.RunConfig, out: Path, *, progress: bool, force: bool,
-           measure_saturation: bool = False) -> dict:
+def _train(cfg: C.RunConfig, out: Path, opt: Options, measure_saturation: bool = False) -> dict:
     """Train one variant; returns its result dict plus measured extras."""
     if regime_of(cfg.model.type) == "fitted":  # counted in one pass
-        result = train(cfg, out, force=force)
+        result = train(cfg, out, force=opt.force)
         return {**result, "train_steps_per_second": None, "vocab_size": None}
-    timer = _Timer()
-    trainer = Trainer(cfg, out, progress=progress, force=force, callback=timer)
+    timer = _Seconds()
+    trainer = Trainer(cfg, out, progress=opt.progress, force=opt.force, callback=timer)
     extra: dict = {}
     if measure_saturation:
         x, y = fixed_batch(trainer.data.train, MEASURE_BATCH, MEASURE_SEED)
@@ -140,14 +167,14 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _mlp_init(name, out_dir, data, steps, quick, progress, force):
+def _mlp_init(opt: Options) -> Outcome:
     rows = []
     for variant, (label, overrides) in _INIT_VARIANTS.items():
         model = MLPConfig(block_size=3, n_embd=10, n_hidden=MLP_INIT_HIDDEN, n_layer=5,
                           **overrides)
-        train = _train_cfg(steps, batch_size=32, optimizer="sgd", lr=0.1, seed=42)
-        r = _train(_run_cfg(name, variant, data, model, train), out_dir / variant,
-                   progress=progress, force=force, measure_saturation=True)
+        train = _train_cfg(opt.steps, batch_size=32, optimizer="sgd", lr=0.1, seed=42)
+        r = _train(_run_cfg(opt.name, variant, opt.data, model, train), opt.out / variant, opt,
+                   measure_saturation=True)
         rows.append({"variant": variant, "label": label, "initial_loss": r["initial_loss"],
                      "train_loss": r["train_loss"], "val_loss": r["val_loss"],
                      "saturated_init": r["saturated_init"], "saturated_end": r["saturated_end"],
@@ -176,7 +203,7 @@ def _mlp_init(name, out_dir, data, steps, quick, progress, force):
                 "train": "batch 32, SGD lr 0.1 constant, seed 42",
                 "measured_on": f"a fixed batch of {MEASURE_BATCH} training windows, "
                                f"training mode (saturated: |tanh| > 0.97)"}
-    return rows, text, [header, *table], settings
+    return Outcome(rows, text, [header, *table], settings)
 
 
 # ------------------------------------------------------------------------------ wavenet-vs-flat
@@ -207,20 +234,20 @@ def flat_mlp_matching(target: int, block_size: int, n_embd: int, vocab_size: int
     return cfg(best)
 
 
-def _wavenet_vs_flat(name, out_dir, data, steps, quick, progress, force):
+def _wavenet_vs_flat(opt: Options) -> Outcome:
     wavenet = WaveNetConfig(block_size=8, n_embd=24, n_hidden=128)
-    milestone = max(1, (3 * steps) // 4)
+    milestone = max(1, (3 * opt.steps) // 4)
     # vocab_size is filled in by the Trainer; build one run first to learn it
     rows = []
     results = {}
-    train = _train_cfg(steps, log_every=1, batch_size=32, optimizer="sgd", lr=0.1,
+    train = _train_cfg(opt.steps, log_every=1, batch_size=32, optimizer="sgd", lr=0.1,
                        schedule="step", milestones=[milestone], gamma=0.1, seed=42)
-    results["wavenet"] = _train(_run_cfg(name, "wavenet", data, wavenet, train),
-                                out_dir / "wavenet", progress=progress, force=force)
+    results["wavenet"] = _train(_run_cfg(opt.name, "wavenet", opt.data, wavenet, train),
+                                opt.out / "wavenet", opt)
     flat = flat_mlp_matching(results["wavenet"]["num_parameters"], wavenet.block_size,
                              wavenet.n_embd, results["wavenet"]["vocab_size"])
-    results["flat-mlp"] = _train(_run_cfg(name, "flat-mlp", data, flat, replace(train)),
-                                 out_dir / "flat-mlp", progress=progress, force=force)
+    results["flat-mlp"] = _train(_run_cfg(opt.name, "flat-mlp", opt.data, flat, replace(train)),
+                                 opt.out / "flat-mlp", opt)
     labels = {"wavenet": f"WaveNet (3 levels, n_hidden {wavenet.n_hidden})",
               "flat-mlp": f"flat MLP (1 layer, n_hidden {flat.n_hidden})"}
     for variant, r in results.items():
@@ -250,7 +277,7 @@ def _wavenet_vs_flat(name, out_dir, data, steps, quick, progress, force):
                 "flat_mlp": f"block_size 8, n_embd 24, n_layer 1, n_hidden {flat.n_hidden} "
                             "(chosen for the closest parameter count), BatchNorm, Kaiming",
                 "train": f"batch 32, SGD lr 0.1, x0.1 at step {milestone}, seed 42"}
-    return rows, text, [header, *table], settings
+    return Outcome(rows, text, [header, *table], settings)
 
 
 # ------------------------------------------------------------------------------ names-zoo
@@ -268,7 +295,7 @@ ZOO_SECONDS = 60.0  # training budget per model in a full run (optimizer steps o
 ZOO_QUICK_SECONDS = 1.0  # quick runs: the step cap usually ends them first
 
 
-def _zoo_cfg(preset: str, data: str, steps: int, quick: bool, seconds: float) -> C.RunConfig:
+def _zoo_cfg(preset: str, data: str, steps: int, seconds: float) -> C.RunConfig:
     cfg = presets.load_preset(preset)
     cfg.data.dataset = data
     t = cfg.train
@@ -286,12 +313,12 @@ def _zoo_cfg(preset: str, data: str, steps: int, quick: bool, seconds: float) ->
     return cfg
 
 
-def _names_zoo(name, out_dir, data, steps, quick, progress, force):
-    seconds = ZOO_QUICK_SECONDS if quick else ZOO_SECONDS
-    rows = []
+def _names_zoo(opt: Options) -> Outcome:
+    seconds = ZOO_QUICK_SECONDS if opt.quick else ZOO_SECONDS
+    rows, steps = [], opt.steps
     for preset, label in ZOO:
-        cfg = _zoo_cfg(preset, data, steps, quick, seconds)
-        r = _train(cfg, out_dir / cfg.model.type, progress=progress, force=force)
+        cfg = _zoo_cfg(preset, opt.data, steps, seconds)
+        r = _train(cfg, opt.out / cfg.model.type, opt)
         rows.append({"variant": cfg.model.type, "label": label, "preset": preset,
                      "layout": cfg.data.layout, "num_parameters": r["num_parameters"],
                      "steps": r["steps"], "train_seconds": r["train_seconds"],
@@ -315,16 +342,16 @@ def _names_zoo(name, out_dir, data, steps, quick, progress, force):
     if smallest_beating_mlp is not None:
         text += (f" The smallest model that beats the MLP is the {smallest_beating_mlp['label']} "
                  f"({smallest_beating_mlp['num_parameters']:,} parameters).")
-    curves = {r["variant"]: MetricsLog(out_dir / r["variant"] / "metrics.jsonl").read()
+    curves = {r["variant"]: MetricsLog(opt.out / r["variant"] / "metrics.jsonl").read()
               for r in rows}
-    plot_zoo(rows, curves, out_dir / "zoo.png", seconds)
+    plot_zoo(rows, curves, opt.out / "zoo.png", seconds)
     settings = {"budget_seconds": seconds,
                 "steps_note": f"{seconds:g} s of training per model"
                               + (f" (at most {steps} steps)" if steps < 1_000_000 else ""),
                 "train": f"each preset's recipe, stopped after {seconds:g} s of optimizer "
                          "steps (lr schedule on the share of the budget), one thread",
                 "models": ", ".join(p for p, _ in ZOO)}
-    return rows, text, [header, *table], settings
+    return Outcome(rows, text, [header, *table], settings)
 
 
 # ------------------------------------------------------------------------------ gpt-recipe
@@ -379,16 +406,6 @@ def _recipe_cfg(variant: str, overrides: list[str], data: str, seed: int, second
     return cfg
 
 
-class _Seconds:
-    """Trainer callback: the training seconds (optimizer steps) after every step."""
-
-    def __init__(self) -> None:
-        self.at: dict[int, float] = {}
-
-    def __call__(self, trainer, step: int) -> None:
-        self.at[step] = trainer.clock.train_seconds
-
-
 def crossing(curve: list[tuple[int, float, float]], target: float):
     """(step, seconds) where val first reaches `target`, linear between the two evaluations
     around it; curve: (step, seconds, val) per evaluation. None if it never does."""
@@ -418,14 +435,14 @@ def _pm(stats: dict | None, digits: int) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}" if stats["n"] > 1 else f"{m:.{digits}f}"
 
 
-def _recipe_run(cfg: C.RunConfig, out: Path, progress: bool, force: bool, quick: bool) -> dict:
+def _recipe_run(cfg: C.RunConfig, out: Path, opt: Options) -> dict:
     seconds = _Seconds()
-    trainer = Trainer(cfg, out, progress=progress, force=force, callback=seconds)
+    trainer = Trainer(cfg, out, progress=opt.progress, force=opt.force, callback=seconds)
     result = trainer.fit()
     t = trainer.cfg.train
     # the run's best-validation weights (model.safetensors), on the same batches for every run
     val = evaluate(trainer.model, trainer.data.val, device=trainer.plan.device, dtype=t.dtype,
-                   batch_size=t.batch_size, iters=t.eval_iters if quick else RECIPE_FINAL_ITERS,
+                   batch_size=t.batch_size, iters=t.eval_iters if opt.quick else RECIPE_FINAL_ITERS,
                    seed=RECIPE_VAL_SEED)
     curve = [(r["step"], round(seconds.at[r["step"]], 3), r["val_loss"])
              for r in MetricsLog(out / "metrics.jsonl").read() if "val_loss" in r]
@@ -436,13 +453,14 @@ def _recipe_run(cfg: C.RunConfig, out: Path, progress: bool, force: bool, quick:
             "num_parameters": result["num_parameters"], "curve": curve}
 
 
-def _gpt_recipe(name, out_dir, data, steps, quick, progress, force):
+def _gpt_recipe(opt: Options) -> Outcome:
+    quick, steps = opt.quick, opt.steps
     seconds = RECIPE_QUICK_SECONDS if quick else RECIPE_SECONDS
     seeds = RECIPE_SEEDS[:1] if quick else RECIPE_SEEDS
     rows = []
     for variant, (label, overrides) in recipe_variants().items():
-        runs = [_recipe_run(_recipe_cfg(variant, overrides, data, seed, seconds, steps, quick),
-                            out_dir / variant / f"seed-{seed}", progress, force, quick)
+        runs = [_recipe_run(_recipe_cfg(variant, overrides, opt.data, seed, seconds, steps,
+                                        quick), opt.out / variant / f"seed-{seed}", opt)
                 for seed in seeds]
         hits = [r for r in runs if r["seconds_to_target"] is not None]
         rows.append({"variant": variant, "label": label, "overrides": overrides,
@@ -463,10 +481,10 @@ def _gpt_recipe(name, out_dir, data, steps, quick, progress, force):
              for r in rows]
     text = _recipe_text(rows, seconds, len(seeds))
     plot_val_vs_seconds({r["label"]: [[(s, v) for _, s, v in x["curve"]] for x in r["runs"]]
-                         for r in rows}, out_dir / "val_seconds.png", RECIPE_TARGET,
+                         for r in rows}, opt.out / "val_seconds.png", RECIPE_TARGET,
                         f"gpt-recipe: val loss vs training seconds ({len(seeds)} seed(s) each)")
     budget = f"{seconds:g} s of training (optimizer steps) per run"
-    t = _recipe_cfg("baseline", [], data, seeds[0], seconds, steps, quick).train
+    t = _recipe_cfg("baseline", [], opt.data, seeds[0], seconds, steps, quick).train
     final_iters = t.eval_iters if quick else RECIPE_FINAL_ITERS
     settings = {"preset": RECIPE_PRESET, "budget_seconds": seconds, "seeds": list(seeds),
                 "target_val": RECIPE_TARGET,
@@ -478,7 +496,7 @@ def _gpt_recipe(name, out_dir, data, steps, quick, progress, force):
                          f"val of the best weights on {final_iters} fixed batches; mean ± "
                          "std over seeds",
                 "variants": {r["variant"]: r["overrides"] for r in rows}}
-    return rows, text, [header, *table], settings
+    return Outcome(rows, text, [header, *table], settings)
 
 
 def _recipe_text(rows: list[dict], seconds: float, n_seeds: int) -> str:
@@ -528,9 +546,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 def _markdown(exp: Experiment, table: list[list[str]], text: str, footer: str) -> str:
     header, *body = table
-    lines = [f"# {exp.name}: {exp.description}", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines = [f"# {exp.name}: {exp.description}", "", *markdown_table(header, body)]
     return "\n".join([*lines, "", text, "", footer]) + "\n"
 
 
@@ -554,9 +570,11 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
         raise DlfError(f"experiment output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     dataset = exp.dataset if data is None else str(data)
-    t0 = time.perf_counter()
-    rows, text, table, settings = exp.run(name, out, dataset, n_steps, quick, progress, force)
-    wall = time.perf_counter() - t0
+    whole = TrainState()
+    clock = Clock(n_steps, 0.0, 0, whole)  # the wall time of every variant together
+    rows, text, table, settings = exp.run(Options(name, out, dataset, n_steps, quick, progress,
+                                                  force))
+    wall = clock.tick(whole).wall_seconds
 
     curves = {}
     for r in rows:

@@ -16,12 +16,14 @@ from pathlib import Path
 from dlf import config as C
 from dlf import presets
 from dlf.data.sources import DATASETS
-from dlf.engine.checkpoint import atomic_write_text, read_json, write_json
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.plan import plan_run
+from dlf.engine.tensor_io import read_json, write_json
 from dlf.engine.trainer import train
 from dlf.errors import DlfError
+from dlf.fileio import atomic_write_text
 from dlf.plots import plot_names_curves
+from dlf.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,9 @@ def _samples(run_dir: Path, n: int = 10) -> list[str]:
     """What `dlf sample RUN -n n --seed 0` prints (text: one sample of about 400
     characters: 400 tokens, or 200 BPE tokens)."""
     from dlf.api import generate
-    from dlf.engine.rundir import open_run
+    from dlf.engine.saved import load_run
 
-    run = open_run(run_dir, device="cpu")
+    run = load_run(run_dir, device="cpu")
     if run.tokenizer.boundary is not None:
         return generate(run, n=n, seed=0)
     return generate(run, seed=0, max_new_tokens=400 if run.config.data.tokenizer == "char"
@@ -208,17 +210,18 @@ def _tokenizer_rows(rows) -> list[str]:
               "split). Loss per token does not compare across tokenizers; nats per "
               "character does: the summed loss of the evaluated tokens over the characters "
               "they decode to."), "",
-             ("| tokens | vocabulary | context | steps | train time | val nats/token | "
-              "val nats/char | val bits/char |"),
-             "|---|---|---|---|---|---|---|---|"]
+             ]
+    header = ["tokens", "vocabulary", "context", "steps", "train time", "val nats/token",
+              "val nats/char", "val bits/char"]
+    table = []
     for preset in TOKENIZER_PAIR:
         cfg, r = pair[preset]
         ratio = r["val_loss"] / r["val_nats_per_char"]  # characters per token (val)
-        lines.append(f"| {cfg.data.tokenizer} (`{preset}`) | {r['vocab_size']:,} | "
-                     f"{cfg.model.block_size} tokens, ~{cfg.model.block_size * ratio:.0f} chars | "
-                     f"{r['steps']:,} | {r['train_seconds']:.0f} s | {_fmt(r['val_loss'])} | "
-                     f"{_fmt(r['val_nats_per_char'])} | {_fmt(r['val_bits_per_char'])} |")
-    return [*lines, ""]
+        table.append([f"{cfg.data.tokenizer} (`{preset}`)", f"{r['vocab_size']:,}",
+                      f"{cfg.model.block_size} tokens, ~{cfg.model.block_size * ratio:.0f} chars",
+                      f"{r['steps']:,}", f"{r['train_seconds']:.0f} s", _fmt(r["val_loss"]),
+                      _fmt(r["val_nats_per_char"]), _fmt(r["val_bits_per_char"])])
+    return [*lines, *markdown_table(header, table), ""]
 
 
 def run_micro(quick: bool):
@@ -232,13 +235,13 @@ def run_micro(quick: bool):
 def micro_table(r) -> list[str]:
     """The markdown table of run_micro's result (a dlf.micro.MoonsResult)."""
     first = "-" if r.first_perfect_step is None else f"{r.first_perfect_step:,}"
-    header = ("| model | dataset | parameters | train accuracy | reference | steps | "
-              "first step at 100% | wall |")
-    row = (f"| MLP 2-16-16-1 on scalar Values, hinge loss + L2 | moons ({len(r.y)} points) | "
-           f"{len(r.model.parameters()):,} | {r.accuracy:.1%} | 100% (micrograd demo) | "
-           f"{r.steps:,} | {first} | {r.seconds:.0f} s |")
-    return ["## Scalar autograd (`dlf.micro`, lesson 0)", "", header,
-            "|---|---|---|---|---|---|---|---|", row, ""]
+    header = ["model", "dataset", "parameters", "train accuracy", "reference", "steps",
+              "first step at 100%", "wall"]
+    row = ["MLP 2-16-16-1 on scalar Values, hinge loss + L2", f"moons ({len(r.y)} points)",
+           f"{len(r.model.parameters()):,}", f"{r.accuracy:.1%}", "100% (micrograd demo)",
+           f"{r.steps:,}", first, f"{r.seconds:.0f} s"]
+    return ["## Scalar autograd (`dlf.micro`, lesson 0)", "", *markdown_table(header, [row]),
+            ""]
 
 
 def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict,
@@ -250,17 +253,17 @@ def _markdown(out: Path, rows, run_dirs, experiments, quick: bool, mach: dict,
         (f"Generated {now} by `dlf report{' --quick' if quick else ''}` on "
          f"{_machine_line(mach)}."),
         "",
-        ("| model | dataset | parameters | train | val | test | val nats/char | reference | "
-         "steps | wall |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = ["model", "dataset", "parameters", "train", "val", "test", "val nats/char",
+              "reference", "steps", "wall"]
+    table = []
     for stage, cfg, r in rows:
         ds = Path(cfg.data.dataset).name if "/" in cfg.data.dataset else cfg.data.dataset
-        lines.append(f"| {stage.label} (`{stage.preset}`) | {ds} | {r['num_parameters']:,} | "
-                     f"{_fmt(r['train_loss'])} | {_fmt(r['val_loss'])} | {_fmt(r['test_loss'])} | "
-                     f"{_fmt(r.get('val_nats_per_char'))} | {stage.reference} | "
-                     f"{r['steps']:,} | {r['wall_seconds']:.0f} s |")
-    lines += ["", ("Losses are mean cross-entropy in nats per token of each run's best-"
+        table.append([f"{stage.label} (`{stage.preset}`)", ds, f"{r['num_parameters']:,}",
+                      _fmt(r["train_loss"]), _fmt(r["val_loss"]), _fmt(r["test_loss"]),
+                      _fmt(r.get("val_nats_per_char")), stage.reference, f"{r['steps']:,}",
+                      f"{r['wall_seconds']:.0f} s"])
+    lines += [*markdown_table(header, table), "", ("Losses are mean cross-entropy in nats per token of each run's best-"
                    "validation weights (a token is a character, except for the BPE model); "
                    "val nats/char puts every model on one scale. Names splits are exact, "
                    "Shakespeare uses `train.eval_iters` fixed batches."), "",

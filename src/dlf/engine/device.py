@@ -1,4 +1,4 @@
-"""Where a run computes and in which precision."""
+"""Where a run computes, on how many threads, and in which precision."""
 
 from __future__ import annotations
 
@@ -23,3 +23,14 @@ def autocast(device: torch.device, dtype: str):
     if dtype == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """torch's intra-op thread count is `n` inside, the caller's again after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

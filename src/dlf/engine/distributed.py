@@ -4,9 +4,11 @@ How a step stays equal to the 1-process step (see docs/distributed.md):
 - every rank draws the same GLOBAL batch from the shared batch generator and trains on
   its slice (`Group.shard`): equal slices, so the mean loss over the global batch is the
   mean of the ranks' slice means, and its gradient the mean of their gradients;
-- `GradReducer` averages the gradients with all_reduce over flat buckets (on CUDA the
-  buckets are sent while backward still runs, from post-accumulate-grad hooks);
-- BatchNorm1d all-reduces its batch statistics (dlf.nn.collectives);
+- `GradReducer` (gradients.py) averages the gradients with all_reduce over flat buckets
+  (on CUDA the buckets are sent while backward still runs, from post-accumulate-grad
+  hooks);
+- BatchNorm1d all-reduces its batch statistics over the job's Group, which
+  `share_batch_statistics` hands it (dlf.nn.collectives);
 - the loss that is logged and the stop request are agreed by one small all_reduce each
   per step (`Group.mean`, `Group.any`), so every rank takes the same decisions (log,
   evaluate, stop).
@@ -29,13 +31,12 @@ import torch.distributed as dist
 
 from dlf.engine import elastic
 from dlf.errors import DlfError
+from dlf.nn import BatchNorm1d
 
 # Seconds a collective may wait for the other ranks before the job fails. A rank that
 # stops (crash, Ctrl-C) makes the others fail at their next collective; the timeout
 # bounds the wait when a rank hangs instead. DLF_DIST_TIMEOUT overrides it.
 DEFAULT_TIMEOUT_S = 120
-# Gradient buckets: each one all_reduce; 25 MB as in torch's DistributedDataParallel.
-BUCKET_BYTES = 25 * 2**20
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class World:
                    int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
 
 
-def _collective_failed(e: Exception, rank: int) -> DlfError:
+def collective_failed(e: Exception, rank: int) -> DlfError:
     return DlfError(f"rank {rank}: a collective with the other processes failed "
                     f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                     "another process has probably stopped: see its message")
@@ -97,7 +98,7 @@ class Group:
             try:
                 dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
             except (RuntimeError, dist.DistError) as e:
-                raise _collective_failed(e, self.rank) from None
+                raise collective_failed(e, self.rank) from None
         return tensor
 
     def barrier(self) -> None:
@@ -125,7 +126,7 @@ class Group:
         try:
             dist.all_reduce(t, group=self.cpu_group)
         except (RuntimeError, dist.DistError) as e:
-            raise _collective_failed(e, self.rank) from None
+            raise collective_failed(e, self.rank) from None
         return bool(t.item() > 0)
 
     # ------------------------------------------------------------------ data
@@ -134,7 +135,7 @@ class Group:
         """This rank's slice of a global batch (dim 0), the same size on every rank."""
         if not self.active:
             return x, y
-        b = x.size(0) // self.world_size  # divisibility checked by check_config
+        b = x.size(0) // self.world_size  # divisibility checked by the plan (check_world)
         lo = self.rank * b
         return x[lo : lo + b], y[lo : lo + b]
 
@@ -185,6 +186,15 @@ def join(world: World, device: torch.device) -> Group:
     return Group(world.rank, world.size, world.local_rank, world.local_size, device, cpu_group)
 
 
+def share_batch_statistics(model, group: Group) -> None:
+    """Hand the job's group to the model's BatchNorm1d layers, so that they normalise with
+    the statistics of the global batch, as one process would (one process: nothing to do)."""
+    if group.active:
+        for layer in model.modules():
+            if isinstance(layer, BatchNorm1d):
+                layer.group = group
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -195,100 +205,6 @@ def say(group: Group, *args, **kw) -> None:
     if group.is_main:
         kw.setdefault("file", sys.stderr)
         print(*args, **kw)
-
-
-# ---------------------------------------------------------------------- gradients
-
-
-class _Bucket:
-    """Parameters whose gradients travel in one flat all_reduce."""
-
-    def __init__(self, params: list[torch.Tensor]):
-        self.params = params
-        self.ready = 0  # gradients accumulated in this backward pass
-        self.flat: torch.Tensor | None = None
-        self.work = None  # the async all_reduce in flight
-
-    def pack(self) -> torch.Tensor:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        self.flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of numels,)
-        return self.flat
-
-    def unpack(self, scale: float) -> None:
-        self.flat.mul_(scale)
-        i = 0
-        for p in self.params:
-            n = p.numel()
-            view = self.flat[i : i + n].view_as(p)  # (p's shape)
-            if p.grad is None:
-                p.grad = view.clone()
-            else:
-                p.grad.copy_(view)
-            i += n
-        self.flat, self.work, self.ready = None, None, 0
-
-
-class GradReducer:
-    """Average the gradients over the ranks with all_reduce over flat buckets.
-
-    `overlap=True` (the default on CUDA) sends each bucket from a post-accumulate-grad
-    hook as soon as backward has produced all of its gradients, so communication runs
-    while backward computes the earlier layers; `finish()` waits for them. Without
-    overlap, `finish()` sends every bucket after backward. Only a backward run while
-    `communicate` is True sends anything: with grad_accum the earlier micro-steps just
-    accumulate locally. Buckets follow the reverse parameter order, which is roughly the
-    order backward produces gradients; the order is the same on every rank, as it must
-    be for collectives."""
-
-    def __init__(self, group: Group, params: list[torch.Tensor], overlap: bool | None = None,
-                 bucket_bytes: int = BUCKET_BYTES):
-        self.group = group
-        self.overlap = group.device.type == "cuda" if overlap is None else overlap
-        self.communicate = True
-        self.buckets: list[_Bucket] = []
-        current: list[torch.Tensor] = []
-        size = 0
-        for p in reversed([p for p in params if p.requires_grad]):
-            current.append(p)
-            size += p.numel() * p.element_size()
-            if size >= bucket_bytes:
-                self.buckets.append(_Bucket(current))
-                current, size = [], 0
-        if current:
-            self.buckets.append(_Bucket(current))
-        if self.overlap and group.active:
-            for b in self.buckets:
-                for p in b.params:
-                    p.register_post_accumulate_grad_hook(self._hook(b))
-
-    def _hook(self, bucket: _Bucket):
-        def hook(param: torch.Tensor) -> None:
-            if not self.communicate:
-                return
-            bucket.ready += 1
-            if bucket.ready == len(bucket.params):
-                self._send(bucket, async_op=True)
-        return hook
-
-    def _send(self, bucket: _Bucket, async_op: bool) -> None:
-        try:
-            bucket.work = dist.all_reduce(bucket.pack(), async_op=async_op)
-        except (RuntimeError, dist.DistError) as e:
-            raise _collective_failed(e, self.group.rank) from None
-
-    def finish(self) -> None:
-        """After the last micro-step's backward: every gradient is the mean over ranks."""
-        if not self.group.active:
-            return
-        for b in self.buckets:
-            if b.flat is None:  # not sent by a hook (no overlap, or a parameter without grad)
-                self._send(b, async_op=False)
-            elif b.work is not None:
-                try:
-                    b.work.wait()
-                except (RuntimeError, dist.DistError) as e:
-                    raise _collective_failed(e, self.group.rank) from None
-            b.unpack(1.0 / self.group.world_size)
 
 
 def seed_rank_rng(group: Group, seed: int, step: int) -> None:

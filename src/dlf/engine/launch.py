@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 from dlf.engine.distributed import World
-from dlf.engine.plan import Plan, plan_run
-from dlf.engine.rundir import RunDir
+from dlf.engine.plan import Plan
+from dlf.engine.session import open_session
 from dlf.errors import DlfError
 
 # The options that go to the launcher (torchrun), not to each launched process.
@@ -40,9 +40,10 @@ def launch_command(nproc: int, dlf_args: list[str], max_restarts: int = 0) -> li
 
 
 def check_job(cfg, out, nproc: int, *, resume: bool | str, force: bool,
-              max_restarts: int = 0) -> Plan:
-    """Every refusal the job's processes would make, made before any starts: the plan for
-    `nproc` processes, and the run directory `out` (its run, that it can be written)."""
+              max_restarts: int = 0, checks=()) -> Plan:
+    """Every refusal the job's processes would make, made before any starts: the session
+    of `nproc` processes opened without changing anything (the plan, the caller's
+    `checks`, the run directory `out`: its run, that it can be written)."""
     if nproc < 1:
         raise DlfError(f"--nproc must be >= 1, got {nproc}")
     if max_restarts < 0:
@@ -50,13 +51,9 @@ def check_job(cfg, out, nproc: int, *, resume: bool | str, force: bool,
     if max_restarts and not resume:
         raise DlfError("--max-restarts restarts the same command: add --resume auto, so that "
                        "a restart continues from the last checkpoint")
-    run_dir = RunDir(out)
-    saved = run_dir.resumable(auto=resume == "auto") if resume else None
-    plan, _ = plan_run(cfg, World(size=nproc, local_size=nproc), resume=saved)
-    run_dir.claim(force, resume=saved is not None, lock=False)  # what rank 0 would refuse
-    run_dir.lock()  # --out can be written, and no other run holds it
-    run_dir.release()
-    return plan
+    session = open_session(cfg, out, resume=resume, force=force, checks=checks,
+                           world=World(size=nproc, local_size=nproc), check_only=True)
+    return session.plan
 
 
 def launch_local(nproc: int, dlf_args: list[str], threads: int, max_restarts: int = 0) -> int:

@@ -21,9 +21,9 @@ import torch
 
 from dlf import config as C
 from dlf import optim
-from dlf.engine.data import RunData, prepare_data
 from dlf.engine.device import pick_device
 from dlf.engine.distributed import World
+from dlf.engine.rundata import RunData, prepare_data
 from dlf.errors import DlfError, out_of_memory_means
 from dlf.models import model_class
 from dlf.models.protocol import Capabilities, capabilities
@@ -100,7 +100,7 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     resolve_auto(cfg, device)
     if resume is not None:
         check_same_run(cfg, resume)
-    schedule = None if caps.regime == "fitted" else make_schedule(cfg.train)
+    schedule = None if caps.regime == "fitted" else lr_schedule(cfg.train)
     threads = cfg.train.threads or default_threads(world)
     plan = Plan(cfg, caps, world, device, threads, schedule,
                 debug=os.environ.get("DLF_DEBUG", "0") == "1", notes=tuple(notes))
@@ -221,7 +221,7 @@ def _device(name: str, world: World) -> torch.device:
     return device
 
 
-def make_schedule(t: C.TrainConfig):
+def lr_schedule(t: C.TrainConfig):
     """The learning rate at each step (refusing a schedule that cannot be followed)."""
     return optim.make_schedule(t.schedule, t.lr, milestones=t.milestones, gamma=t.gamma,
                                warmup_steps=t.warmup_steps, total_steps=max(t.max_steps, 1),

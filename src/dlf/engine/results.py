@@ -8,19 +8,22 @@ from pathlib import Path
 
 import torch
 
-from dlf.engine.checkpoint import write_json
 from dlf.engine.evaluate import measure_split
+from dlf.engine.state import TrainState
+from dlf.engine.tensor_io import write_json
 from dlf.fileio import atomic_write_text
 from dlf.models.bigram import CountBigram, CountBigramConfig, kl_divergence_rows
 from dlf.plots import plot_counts, plot_prob_tables
 from dlf.sample import sample
 
 
-def base_result(plan, model, data, losses: dict, steps: int, wall: float,
-                train_seconds: float, tokens_per_step: int | None, group) -> dict:
+def base_result(plan, model, data, losses: dict, state: TrainState,
+                tokens_per_step: int | None, group) -> dict:
     """result.json's figures: the losses (nats per token), val and test also in nats and
-    bits per character (one scale for every tokenizer), the time and throughput."""
+    bits per character (one scale for every tokenizer), the time and throughput (from the
+    TrainState: steps, training and wall seconds)."""
     t = plan.cfg.train
+    steps, wall = state.step, state.wall_seconds
     chars = torch.tensor(data.tokenizer.token_chars())  # (V,) characters of each token id
     val = measure_split(model, data.val, t, plan.device, group, chars)
     test = measure_split(model, data.test, t, plan.device, group, chars) \
@@ -38,7 +41,7 @@ def base_result(plan, model, data, losses: dict, steps: int, wall: float,
         **per_char("test", None if test is None else test.per_char),
         "steps": steps,
         "wall_seconds": round(wall, 2),
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(state.train_seconds, 2),
         "steps_per_second": round(steps / wall, 2) if wall > 0 and steps else None,
         "tokens_per_second": round(steps * tokens_per_step / wall, 1)
         if wall > 0 and tokens_per_step else None,

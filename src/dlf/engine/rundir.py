@@ -1,5 +1,6 @@
-"""Run directories: the files of a run, claiming a directory, and opening a run again.
-This module knows files only; what goes into them is decided by the trainer's parts.
+"""Run directories: which files a run holds, claiming a directory, and finding the run to
+continue. This module knows files only: what goes into them is the trainer's parts'
+(checkpoints: dlf.engine.checkpoint), and loading a run for use is dlf.engine.saved.
 
 A run directory holds config.toml (the resolved config), tokenizer.json,
 model.safetensors (best validation weights), state.safetensors (last step: weights,
@@ -14,33 +15,40 @@ rewrites (MetricsLog.truncate_after), so a resumed run logs each step once.
 
 Who may write: one process at a time. A run holds DIR/.lock (flock) from its claim to
 its end (RunDir.claim, RunDir.release); a second run on the same directory is refused.
+
+What it may remove: only files dlf writes (RUN_FILES, the figures of `dlf diagnose` and
+`dlf attention`, the TensorBoard folder, an atomic write's leftover temporary file). A
+directory that holds other files and no run is refused, so a run never mixes its files
+with a user's.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from dlf import config as C
 from dlf import presets
 from dlf.data.tokenizer import load_tokenizer
-from dlf.engine.checkpoint import load_tensors, save_tensors, section
-from dlf.engine.device import pick_device
 from dlf.engine.plan import Resumed
 from dlf.errors import DlfError
 from dlf.fileio import atomic_write_text
-from dlf.models import build_model
 
 RUN_FILES = ("config.toml", "tokenizer.json", "model.safetensors", "state.safetensors",
              "metrics.jsonl", "result.json", "loss.png", "samples.txt", "counts.png",
              "probs.png")
-CHECKPOINT_FORMAT = "dlf-1"
+# What `dlf diagnose` and `dlf attention` add to a run directory, and the TensorBoard sink's
+# folder (train.tensorboard)
+ACTIVATIONS_PNG, ACTIVATION_GRADS_PNG = "activations.png", "activation_grads.png"
+WEIGHT_GRADS_PNG, UPDATE_RATIO_PNG = "weight_grads.png", "update_ratio.png"
+DIAGNOSTICS_JSON, ATTENTION_PNG = "diagnostics.json", "attention.png"
+TENSORBOARD_DIR = "tensorboard"
+ADDED_FILES = (ACTIVATIONS_PNG, ACTIVATION_GRADS_PNG, WEIGHT_GRADS_PNG, UPDATE_RATIO_PNG,
+               DIAGNOSTICS_JSON, ATTENTION_PNG, TENSORBOARD_DIR)
 # Held (flock) by the process that trains into the directory, removed when it is done.
 LOCK_FILE = ".lock"
 
@@ -55,32 +63,60 @@ class RunDir:
     def claim(self, force: bool, *, resume: bool = False, lock: bool = True,
               why: str = "--force") -> None:
         """Make the directory ours for this process's lifetime (see `lock`), then refuse an
-        existing run unless `resume` continues it or `force` replaces it. The lock comes
-        first, so two runs started at once on one directory give one run and one refusal.
-        `lock=False`: only check (the other ranks of a data-parallel job, which never
-        write). `why` names what replaces a run in the line that lists its files."""
+        existing run unless `resume` continues it or `force` replaces it, and refuse a
+        directory of files dlf did not write. The lock comes first, so two runs started at
+        once on one directory give one run and one refusal. `lock=False`: only check (the
+        other ranks of a data-parallel job, which never write, and the launcher). `why`
+        names what replaces a run in the line that lists its files. Replacing removes
+        dlf's files only."""
         if self.path.exists() and not self.path.is_dir():
             raise DlfError(f"--out {self.path} exists and is not a directory")
         if lock:
             self.lock()
-        if resume:
-            return
-        existing = self.existing()
-        if existing and not force:
+        try:
+            existing = [] if resume else self.refuse_others(force)
+        except DlfError:
             self.release()
-            raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
-                           "use --resume to continue it, --force to replace it, or another --out")
-        if not lock:
-            return
-        if existing:
+            raise
+        if lock and existing:
             print(f"dlf: {why}: replacing the run in {self.path}: {', '.join(existing)}",
                   file=sys.stderr)
-        for f in existing:
-            (self.path / f).unlink(missing_ok=True)
+            for name in existing + self.leftovers():
+                path = self.path / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def refuse_others(self, force: bool) -> list[str]:
+        """The run files a new run would replace; refused (DlfError) without `force`, and
+        for a directory whose only files are not dlf's."""
+        existing = self.existing()
+        if existing and not force:
+            raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
+                           "use --resume to continue it, --force to replace it, or another --out")
+        others = self.others()
+        if others and not any(name in RUN_FILES for name in existing):
+            raise DlfError(f"--out {self.path} holds files that are not a dlf run "
+                           f"({others[0]}{', ...' if len(others) > 1 else ''}); "
+                           "use an empty or new directory")
+        return existing
 
     def existing(self) -> list[str]:
-        """The run files the directory holds."""
-        return [f for f in RUN_FILES if (self.path / f).exists()]
+        """The files of a run the directory holds, and what dlf diagnose, dlf attention and
+        the TensorBoard sink added to it."""
+        return [f for f in RUN_FILES + ADDED_FILES if (self.path / f).exists()]
+
+    def leftovers(self) -> list[str]:
+        """Temporary files of atomic writes that a killed process left (.NAME.*.tmp)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+    def others(self) -> list[str]:
+        """The directory's entries that dlf did not write."""
+        if not self.path.is_dir():
+            return []
+        ours = {*RUN_FILES, *ADDED_FILES, LOCK_FILE, *self.leftovers()}
+        return sorted(p.name for p in self.path.iterdir() if p.name not in ours)
 
     def lock(self) -> None:
         """Take DIR/.lock with flock (exclusive, non-blocking) and keep it until `release`
@@ -155,65 +191,3 @@ class RunDir:
             raise DlfError(f"cannot resume: {self.path}/state.safetensors not found")
         return Resumed(self.path, presets.load_toml(self.path / "config.toml"),
                        load_tokenizer(self.path / "tokenizer.json"))
-
-    # ------------------------------------------------------------------- checkpoints
-
-    def save_weights(self, model, model_type: str) -> None:
-        """model.safetensors: the weights sample and eval use (the best on validation)."""
-        save_tensors(self.path / "model.safetensors", model.state_dict(), _meta(model_type))
-
-    def load_weights(self, model) -> None:
-        tensors, _ = load_tensors(self.path / "model.safetensors")
-        model.load_state_dict(tensors)
-
-    def save_state(self, tensors: dict[str, torch.Tensor], model_type: str) -> None:
-        save_tensors(self.path / "state.safetensors", tensors, _meta(model_type))
-
-    def load_state(self, model_type: str) -> dict[str, torch.Tensor]:
-        tensors, meta = load_tensors(self.path / "state.safetensors")
-        if meta.get("model_type") != model_type:
-            raise DlfError(f"{self.path}/state.safetensors holds a {meta.get('model_type')} "
-                           f"model, not {model_type}")
-        return tensors
-
-
-def _meta(model_type: str) -> dict:
-    return {"model_type": model_type, "format": CHECKPOINT_FORMAT}
-
-
-# ----------------------------------------------------------------------- opening runs
-
-
-@dataclass
-class Run:
-    """A finished (or checkpointed) run, opened for sampling or evaluation."""
-
-    path: Path
-    config: C.RunConfig
-    tokenizer: object  # CharTokenizer or BPETokenizer (dlf.data.load_tokenizer)
-    model: object
-    device: torch.device
-
-
-def open_run(run_dir: str | Path, device: str = "auto", weights: str = "model") -> Run:
-    """Load a run directory's config, tokenizer and weights (`model` = best, `state` = last)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise DlfError(f"run directory not found: {path}")
-    if not (path / "config.toml").exists():
-        raise DlfError(f"{path} is not a run directory (no config.toml)")
-    cfg = presets.load_toml(path / "config.toml")
-    tok = load_tokenizer(path / "tokenizer.json")
-    dev = pick_device(device)
-    tensors, meta = load_tensors(path / f"{weights}.safetensors")
-    if weights == "state":
-        tensors = section(tensors, "model")
-    saved_type = meta.get("model_type")
-    if saved_type != cfg.model.type:
-        raise DlfError(f"{path}/{weights}.safetensors holds a {saved_type or 'unknown'} model "
-                       f"but config.toml describes a {cfg.model.type} model")
-    model = build_model(cfg.model)
-    model.load_state_dict(tensors)
-    model.to(dev)
-    model.eval()
-    return Run(path, cfg, tok, model, dev)

@@ -4,7 +4,9 @@ training loop and `dlf bench train` both call them.
 
 A step is called with `next_batch() -> (x, y, n_targets)`, this rank's slice of the next
 global batch and the number of (non-padding) targets in the whole global batch, and the
-learning rate; it returns the step's loss.
+learning rate; it returns the step's loss and the gradient norm before clipping (None
+where the step does not compute one), both unread tensors: the loop reads them together,
+one device sync per step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dlf import optim
 from dlf.data.datasets import IGNORE_INDEX
 from dlf.engine import distributed
 from dlf.engine.device import autocast
+from dlf.engine.gradients import GradReducer
 
 NS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -55,18 +58,10 @@ def scale_grads(params, norm: torch.Tensor, max_norm: float) -> None:
     torch._foreach_mul_(grads, scale)
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
-    """Scale all gradients so their global L2 norm is at most max_norm; returns the norm."""
-    norm = grad_norm(params)
-    scale_grads(params, norm, max_norm)
-    return norm.item()
-
-
 class AutogradStep:
     """grad_accum batches, each run in passes of train.micro_batch rows (the same
     gradient; only the memory differs), their mean loss backpropagated, the gradient
-    clipped to train.grad_clip, then the dlf.optim update. State: the optimizer's.
-    `grad_norm`: the last step's gradient norm before clipping (the trainer checks it)."""
+    clipped to train.grad_clip, then the dlf.optim update. State: the optimizer's."""
 
     def __init__(self, model, t: C.TrainConfig, device: torch.device,
                  group: distributed.Group = distributed.SINGLE):
@@ -74,11 +69,11 @@ class AutogradStep:
         self.params = model.parameters()
         self.optimizer = make_optimizer(model, t)
         # data-parallel: gradients averaged over the ranks (nothing to do in one process)
-        self.reducer = distributed.GradReducer(group, self.params)
+        self.reducer = GradReducer(group, self.params)
         # torch.compile traces any callable; our Module is one. Eval and sampling stay eager.
         self.forward = torch.compile(model) if t.compile else model
 
-    def __call__(self, next_batch, lr: float) -> torch.Tensor:
+    def __call__(self, next_batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.t
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -102,12 +97,12 @@ class AutogradStep:
                 (loss * (share / t.grad_accum)).backward()
                 total = total + loss.detach() * share
         self.reducer.finish()  # the mean gradient over the ranks; clipped after
-        self.grad_norm = grad_norm(self.params)
+        norm = grad_norm(self.params)
         if t.grad_clip > 0:
-            scale_grads(self.params, self.grad_norm, t.grad_clip)
+            scale_grads(self.params, norm, t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad()
-        return total / t.grad_accum
+        return total / t.grad_accum, norm
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()
@@ -117,17 +112,16 @@ class AutogradStep:
 
 
 class ManualStep:
-    """The model's hand-written backward and SGD update (`manual_step`); no state."""
-
-    grad_norm = None  # manual_step does not report one; its loss is checked
+    """The model's hand-written backward and SGD update (`manual_step`); no state, and no
+    gradient norm (its loss is checked)."""
 
     def __init__(self, model, t: C.TrainConfig, device: torch.device,
                  group: distributed.Group = distributed.SINGLE):
-        self.model = model  # one process only (distributed.check_config)
+        self.model = model  # one process only (the plan's check_world)
 
-    def __call__(self, next_batch, lr: float) -> float:
+    def __call__(self, next_batch, lr: float) -> tuple[float, None]:
         x, y, _ = next_batch()
-        return self.model.manual_step(x, y, lr)
+        return self.model.manual_step(x, y, lr), None
 
     def state_dict(self) -> dict:
         return {}

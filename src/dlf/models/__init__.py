@@ -50,3 +50,12 @@ def model_class(type_: str):
 def build_model(config, **kwargs):
     """Instantiate the model that `config` (a registered config dataclass) describes."""
     return _lookup(config.type, 1)(config, **kwargs)
+
+
+def model_type(model) -> str:
+    """The registered type of a built model (the `type` its config names)."""
+    for type_, (module, _, class_name) in _REGISTRY.items():
+        cls = type(model)
+        if cls.__module__ == module and cls.__name__ == class_name:
+            return type_
+    raise DlfError(f"{type(model).__name__} is not a registered model class")

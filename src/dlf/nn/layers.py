@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dlf.errors import DlfError
-from dlf.nn.collectives import all_reduce_sum, world_size
+from dlf.nn.collectives import all_reduce_sum, ranks
 from dlf.nn.module import Module
 
 __all__ = [
@@ -190,6 +190,9 @@ class BatchNorm1d(Module):
             self.bias = torch.zeros(dim, device=device, dtype=dtype).requires_grad_()
         self.register_buffer("running_mean", torch.zeros(dim, device=device, dtype=dtype))
         self.register_buffer("running_var", torch.ones(dim, device=device, dtype=dtype))
+        # the processes of a data-parallel job whose batches are normalised as one (the
+        # trainer's dlf.engine.distributed.Group; dlf.nn.collectives); None: this batch alone
+        self.group = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim not in (2, 3) or x.shape[-1] != self.dim:
@@ -200,11 +203,11 @@ class BatchNorm1d(Module):
         if self.training:
             dims = (0,) if x.ndim == 2 else (0, 1)
             # values per channel in the global batch (data-parallel ranks hold equal slices)
-            n = x.numel() // self.dim * world_size()
+            n = x.numel() // self.dim * ranks(self.group)
             if n < 2:
                 raise DlfError("BatchNorm1d needs more than 1 value per channel when training")
-            if world_size() > 1:  # data-parallel: statistics of the global batch
-                mean, var = self._global_stats(x, dims, n)
+            if ranks(self.group) > 1:  # data-parallel: statistics of the global batch
+                mean, var = self._global_stats(x, dims, n, self.group)
             else:
                 mean = x.mean(dims)  # (C,)
                 var = x.var(dims, correction=0)  # (C,) biased: used to normalise
@@ -221,13 +224,13 @@ class BatchNorm1d(Module):
         return out
 
     @staticmethod
-    def _global_stats(x: torch.Tensor, dims: tuple, n: int):
+    def _global_stats(x: torch.Tensor, dims: tuple, n: int, group):
         """Mean and biased variance (C,) over every rank's batch (n values per channel):
         the from-scratch SyncBatchNorm. Two passes (sum, then squared deviations from
         the global mean), as x.var does, and differentiable: the all_reduce's backward
         sends each rank's share of the gradient to the others."""
-        mean = all_reduce_sum(x.sum(dims)) / n  # (C,)
-        var = all_reduce_sum(((x - mean) ** 2).sum(dims)) / n  # (C,)
+        mean = all_reduce_sum(x.sum(dims), group) / n  # (C,)
+        var = all_reduce_sum(((x - mean) ** 2).sum(dims), group) / n  # (C,)
         return mean, var
 
     def extra_repr(self) -> str:
