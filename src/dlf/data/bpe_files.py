@@ -15,6 +15,13 @@
   (``model.vocab``, ``model.merges``), its ``added_tokens`` as the special tokens, and the
   pre-tokenizer naming the split (``ByteLevel`` with its regex: GPT-2's).
 
+GPT-2's split is the ``gpt2`` pattern, which cuts text as GPT-2's own regex does.
+Hugging Face ``tokenizers`` runs that regex on Oniguruma, whose Unicode tables are older
+than the ``regex`` package's: a letter or digit assigned in a recent Unicode version (none
+of them assigned in Unicode 14) is a letter to dlf and an unassigned symbol to
+``tokenizers``, so a word holding one splits differently there; every other character
+splits alike.
+
 Every refusal is a ``DlfError`` that names the file, and the line where there is one.
 """
 
