@@ -159,8 +159,10 @@ class RunDir:
     # ------------------------------------------------------------------- checkpoints
 
     def save_weights(self, model, model_type: str) -> None:
-        """model.safetensors: the weights sample and eval use (the best on validation)."""
-        save_tensors(self.path / "model.safetensors", model.state_dict(), _meta(model_type))
+        """model.safetensors: the weights sample and eval use (the best on validation);
+        `model` is a model or its state_dict."""
+        tensors = model if isinstance(model, dict) else model.state_dict()
+        save_tensors(self.path / "model.safetensors", tensors, _meta(model_type))
 
     def load_weights(self, model) -> None:
         tensors, _ = load_tensors(self.path / "model.safetensors")
