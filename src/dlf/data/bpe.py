@@ -1,10 +1,12 @@
-"""Byte-level byte-pair encoding (BPE), trained from scratch.
+"""Byte-level byte-pair encoding (BPE), trained from scratch or read from GPT-4's and
+GPT-2's published vocabularies.
 
 A text is split into chunks by a regex (``pattern``: GPT-4's, GPT-2's, or none), each
 chunk is encoded as UTF-8 bytes (ids 0..255), and training learns merges: merge
 ``k`` turns the adjacent pair ``(a, b)`` into the new id ``256 + k``. Merges never
 cross a chunk boundary. Registered special tokens (``<|endoftext|>``) take the ids
-after the merges, so ``vocab_size = 256 + len(merges) + len(special_tokens)``.
+after the merges, so a trained tokenizer has
+``vocab_size = 256 + len(merges) + len(special_tokens)``.
 
 Training, written two ways that give identical merges:
 
@@ -28,6 +30,17 @@ that would make one.
 
 Encoding applies the merges by rank, lowest first (leftmost among equals), within each
 chunk; chunks already seen come from a cache.
+
+**Ids of an imported vocabulary.** GPT-4's and GPT-2's vocabularies number their tokens
+their own way (cl100k gives the byte ``!`` id 0; GPT-2's ``<|endoftext|>`` is 50256).
+Merging always works on dlf's own ids above (byte ``b`` is ``b``, merge ``k`` makes
+``256 + k``, merges ranked in the order they apply); ``ids[i]`` is the id that the
+tokenizer shows for dlf's token ``i``, mapped once per distinct chunk, and special tokens
+take the ids they are given. ``dlf.data.bpe_files`` reads tiktoken's and Hugging Face's
+files into this form. The JSON file is version 1 for a tokenizer numbered as training
+numbers it (merges as dlf's pairs, specials after them) and version 2 for any other (the
+bytes' ids, each merge as ``[a, b, id]`` in the tokenizer's ids, the specials' ids);
+both are read.
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ import itertools
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import regex
 
@@ -47,7 +60,7 @@ from dlf.errors import DlfError
 from dlf.fileio import atomic_write_text
 
 FORMAT = "dlf-bpe"
-VERSION = 1
+VERSIONS = (1, 2)  # 1: ids as training numbers them; 2: any ids (imported vocabularies)
 ENDOFTEXT = "<|endoftext|>"
 
 # The split patterns of tiktoken's cl100k_base (GPT-4) and r50k_base (GPT-2). "none" keeps
@@ -253,10 +266,46 @@ def train(
     return BPETokenizer(merges, pattern, specials)
 
 
+# --------------------------------------------------------------------------- encoding a chunk
+
+
+def encode_bytes(data: bytes, ranks: dict[tuple[int, int], int]) -> list[int]:
+    """dlf's ids of ``data`` after merging by ``ranks`` (pair -> merged id, which is also
+    its rank): the lowest rank first and the leftmost among equals, until no pair has one.
+
+    A heap of ``(rank, position)`` over a linked list of the bytes keeps a long chunk
+    (pattern ``none``) at n log n; an entry whose pair has changed is skipped.
+    """
+    ids = list(data)
+    n = len(ids)
+    heap = [(r, i) for i in range(n - 1) if (r := ranks.get((ids[i], ids[i + 1])))]
+    if not heap:
+        return ids
+    heapq.heapify(heap)
+    nxt = list(range(1, n + 1))
+    prv = list(range(-1, n - 1))
+    nxt[-1] = -1
+    while heap:
+        r, i = heapq.heappop(heap)
+        j = nxt[i]
+        if ids[i] < 0 or j < 0 or ranks.get((ids[i], ids[j])) != r:
+            continue
+        k = nxt[j]
+        ids[i], ids[j] = r, -1
+        nxt[i] = k
+        if k >= 0:
+            prv[k] = i
+            if rk := ranks.get((r, ids[k])):
+                heapq.heappush(heap, (rk, i))
+        if (p := prv[i]) >= 0 and (rp := ranks.get((ids[p], r))):
+            heapq.heappush(heap, (rp, p))
+    return [t for t in ids if t >= 0]
+
+
 # --------------------------------------------------------------------------- the tokenizer
 
 
-def _check_specials(special_tokens: Sequence[str]) -> list[str]:
+def _check_specials(special_tokens: Iterable[str]) -> list[str]:
     if isinstance(special_tokens, str):
         raise DlfError("special_tokens must be a list of strings, not one string")
     specials = list(special_tokens)
@@ -269,21 +318,65 @@ def _check_specials(special_tokens: Sequence[str]) -> list[str]:
     return specials
 
 
+def _is_id(i: object) -> bool:
+    return type(i) is int and i >= 0
+
+
+def _check_ids(ids: Sequence[int] | None, n: int) -> list[int] | None:
+    """``ids`` as a list of ``n`` distinct ids; None when they are 0..n-1 (dlf's own)."""
+    if ids is None:
+        return None
+    ids = list(ids)
+    if len(ids) != n:
+        raise DlfError(f"ids lists {len(ids)} ids; expected one per token: {n} "
+                       f"(256 bytes + {n - 256} merges)")
+    if not all(_is_id(i) for i in ids) or len(set(ids)) != n:
+        raise DlfError("ids must be distinct non-negative integers")
+    return None if ids == list(range(n)) else ids
+
+
+def _special_ids(special_tokens: Sequence[str] | Mapping[str, int],
+                 taken: Sequence[int]) -> dict[str, int]:
+    """Each special token with its id: the given one, or (for a list) the next ones after
+    the largest id in ``taken``. A given id must be free."""
+    if not isinstance(special_tokens, Mapping):
+        first = max(taken) + 1
+        return {s: first + k for k, s in enumerate(_check_specials(special_tokens))}
+    _check_specials(special_tokens)
+    token_ids = set(taken)
+    owner = {}
+    for s, i in special_tokens.items():
+        if not _is_id(i):
+            raise DlfError(f"special token {s!r} has id {i!r}; expected a non-negative integer")
+        if i in token_ids:
+            raise DlfError(f"special token {s!r} has id {i}, which an ordinary token has")
+        if i in owner:
+            raise DlfError(f"special tokens {owner[i]!r} and {s!r} both have id {i}")
+        owner[i] = s
+    return dict(special_tokens)
+
+
 class BPETokenizer:
-    """Byte-level BPE: ``merges[k] = (a, b)`` makes id ``256 + k``; specials follow.
+    """Byte-level BPE: ``merges[k] = (a, b)`` makes dlf's id ``256 + k``; specials follow.
 
     ``encode(str) -> list[int]``, ``decode(list[int]) -> str``; ``vocab[i]`` is token
-    ``i``'s bytes. ``incremental_decoder()`` turns a stream of ids into text.
+    ``i``'s bytes (None for an id no token has). ``incremental_decoder()`` turns a stream
+    of ids into text.
+
+    ``ids`` (optional, one per byte and merge) gives each of dlf's ids the id the tokenizer
+    shows instead; ``special_tokens`` is a list (their ids follow the others) or a mapping
+    of each to its id. ``vocab_size`` is the size of the id space: the largest id + 1.
     """
 
     boundary = None  # no boundary token: BPE tokenizes text streams, not lines
 
     def __init__(self, merges: Iterable[Sequence[int]], pattern: str = "gpt4",
-                 special_tokens: Sequence[str] = ()):
+                 special_tokens: Sequence[str] | Mapping[str, int] = (),
+                 ids: Sequence[int] | None = None):
         self.split = split_pattern(pattern)
         self.pattern = pattern
-        vocab = [bytes([i]) for i in range(256)]
-        made = {b: i for i, b in enumerate(vocab)}
+        tokens = [bytes([i]) for i in range(256)]  # by dlf's id
+        made = {b: i for i, b in enumerate(tokens)}
         self.merges: list[tuple[int, int]] = []
         self.ranks: dict[tuple[int, int], int] = {}  # pair -> merged id (256 + its rank)
         for k, m in enumerate(merges):
@@ -294,17 +387,27 @@ class BPETokenizer:
             pair = (m[0], m[1])
             if pair in self.ranks:
                 raise DlfError(f"merge {k} repeats merge {self.ranks[pair] - 256}: {pair}")
-            token = vocab[pair[0]] + vocab[pair[1]]
+            token = tokens[pair[0]] + tokens[pair[1]]
             if token in made:
                 raise DlfError(f"merge {k} makes {token!r}, which token {made[token]} already is")
             self.merges.append(pair)
             self.ranks[pair] = new
-            vocab.append(token)
+            tokens.append(token)
             made[token] = new
-        specials = _check_specials(special_tokens)
-        self.special_tokens = {s: len(vocab) + i for i, s in enumerate(specials)}
-        vocab.extend(s.encode("utf-8") for s in specials)
-        self.vocab: list[bytes] = vocab
+        self.ids: list[int] | None = _check_ids(ids, len(tokens))
+        shown = self.ids or range(len(tokens))
+        self.special_tokens: dict[str, int] = _special_ids(special_tokens, shown)
+        size = max([*shown, *self.special_tokens.values()]) + 1
+        count = len(tokens) + len(self.special_tokens)
+        if size > 2 * count + 256:  # vocab holds every id: a stray huge id would fill memory
+            raise DlfError(f"id {size - 1:,} leaves most of the id space empty ({count:,} "
+                           f"tokens); ids must stay below {2 * count + 256:,}")
+        vocab: list[bytes | None] = [None] * size
+        for i, token in zip(shown, tokens):
+            vocab[i] = token
+        for s, i in self.special_tokens.items():
+            vocab[i] = s.encode("utf-8")
+        self.vocab = vocab
         self._cache: dict[str, list[int]] = {}
 
     @property
@@ -313,52 +416,26 @@ class BPETokenizer:
 
     # -- encoding
 
-    def _encode_chunk(self, data: bytes) -> list[int]:
-        """Merge by rank, lowest first and leftmost among equals, until no pair has one.
-
-        A heap of ``(rank, position)`` over a linked list of the bytes keeps a long chunk
-        (pattern ``none``) at n log n; an entry whose pair has changed is skipped.
-        """
-        ids = list(data)
-        n = len(ids)
-        ranks = self.ranks
-        heap = [(r, i) for i in range(n - 1) if (r := ranks.get((ids[i], ids[i + 1])))]
-        if not heap:
-            return ids
-        heapq.heapify(heap)
-        nxt = list(range(1, n + 1))
-        prv = list(range(-1, n - 1))
-        nxt[-1] = -1
-        while heap:
-            r, i = heapq.heappop(heap)
-            j = nxt[i]
-            if ids[i] < 0 or j < 0 or ranks.get((ids[i], ids[j])) != r:
-                continue
-            k = nxt[j]
-            ids[i], ids[j] = r, -1
-            nxt[i] = k
-            if k >= 0:
-                prv[k] = i
-                if rk := ranks.get((r, ids[k])):
-                    heapq.heappush(heap, (rk, i))
-            if (p := prv[i]) >= 0 and (rp := ranks.get((ids[p], r))):
-                heapq.heappush(heap, (rp, p))
-        return [t for t in ids if t >= 0]
-
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with special tokens' text encoded as ordinary text."""
         check_encodable(text)
         ids = []
-        cache = self._cache
+        cache, ranks, shown = self._cache, self.ranks, self.ids
         for chunk in self.split.findall(text):
             chunk_ids = cache.get(chunk)
             if chunk_ids is None:
-                chunk_ids = self._encode_chunk(chunk.encode("utf-8"))
+                chunk_ids = encode_bytes(chunk.encode("utf-8"), ranks)
+                if shown is not None:
+                    chunk_ids = [shown[i] for i in chunk_ids]
                 if len(cache) >= CACHE_SIZE:
                     cache.clear()
                 cache[chunk] = chunk_ids
             ids.extend(chunk_ids)
         return ids
+
+    def clear_cache(self) -> None:
+        """Forget the chunks encoded so far (a benchmark times encoding from none)."""
+        self._cache.clear()
 
     def encode(self, text: str, *, allowed_special: str | Collection[str] = (),
                disallowed_special: str | Collection[str] = "all") -> list[int]:
@@ -412,7 +489,10 @@ class BPETokenizer:
         for i in ids:
             if type(i) is not int or not 0 <= i < len(vocab):
                 raise DlfError(f"token id {i!r} is out of range for vocab size {len(vocab)}")
-            out.append(vocab[i])
+            token = vocab[i]
+            if token is None:
+                raise DlfError(f"token id {i} belongs to no token (this tokenizer's ids skip it)")
+            out.append(token)
         return b"".join(out)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -424,54 +504,78 @@ class BPETokenizer:
 
     def token_chars(self) -> list[int]:
         """Characters each id adds to decoded text: its UTF-8 lead bytes (every byte but
-        the continuation bytes 0b10xxxxxx). Every character has one lead byte, so over ids
-        whose bytes are valid UTF-8 the sum is exactly ``len(decode(ids))``, also when a
-        character is split between two tokens."""
-        return [sum(b & 0xC0 != 0x80 for b in token) for token in self.vocab]
+        the continuation bytes 0b10xxxxxx; none for an id no token has). Every character
+        has one lead byte, so over ids whose bytes are valid UTF-8 the sum is exactly
+        ``len(decode(ids))``, also when a character is split between two tokens."""
+        return [0 if token is None else sum(b & 0xC0 != 0x80 for b in token)
+                for token in self.vocab]
 
     # -- inspection
 
     def token_repr(self, i: int) -> str:
         """Token ``i`` for a person: its text in quotes, or its bytes when not UTF-8."""
         b = self.vocab[i]
+        if b is None:
+            return "(no token)"
         try:
             return repr(b.decode("utf-8"))
         except UnicodeDecodeError:
             return repr(b)
 
     def describe_merge(self, k: int) -> str:
-        """Merge ``k`` as ``id: left + right -> merged``."""
-        a, b = self.merges[k]
-        return (f"{256 + k}: {self.token_repr(a)} + {self.token_repr(b)} -> "
-                f"{self.token_repr(256 + k)}")
+        """Merge ``k`` as ``id: left + right -> merged``, in the tokenizer's ids."""
+        shown = self.ids or range(256 + len(self.merges))
+        a, b, new = shown[self.merges[k][0]], shown[self.merges[k][1]], shown[256 + k]
+        return f"{new}: {self.token_repr(a)} + {self.token_repr(b)} -> {self.token_repr(new)}"
 
     # -- files
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "pattern": self.pattern,
-                "special_tokens": list(self.special_tokens),
-                "merges": [list(m) for m in self.merges]}
+        """Version 1 when the ids are dlf's own and the special tokens follow them;
+        version 2 (the bytes' ids, each merge as ``[a, b, id]``, the specials' ids)
+        otherwise."""
+        n = 256 + len(self.merges)
+        if self.ids is None and list(self.special_tokens.values()) == list(
+                range(n, n + len(self.special_tokens))):
+            return {"format": FORMAT, "version": 1, "pattern": self.pattern,
+                    "special_tokens": list(self.special_tokens),
+                    "merges": [list(m) for m in self.merges]}
+        shown = self.ids or range(n)
+        return {"format": FORMAT, "version": 2, "pattern": self.pattern,
+                "special_tokens": dict(self.special_tokens),
+                "bytes": list(shown[:256]),
+                "merges": [[shown[a], shown[b], shown[256 + k]]
+                           for k, (a, b) in enumerate(self.merges)]}
 
     @classmethod
     def from_json(cls, obj: object) -> BPETokenizer:
         """Inverse of ``to_json``; ``DlfError`` when a field is missing or malformed."""
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise DlfError(f"not a dlf BPE tokenizer (expected \"format\": \"{FORMAT}\")")
-        if obj.get("version") != VERSION:
-            raise DlfError(f"BPE tokenizer format version {obj.get('version')!r} is not "
-                           f"supported (this dlf reads version {VERSION})")
-        missing = [k for k in ("pattern", "special_tokens", "merges") if k not in obj]
+        version = obj.get("version")
+        if version not in VERSIONS or type(version) is not int:
+            raise DlfError(f"BPE tokenizer format version {version!r} is not supported (this "
+                           f"dlf reads versions {' and '.join(map(str, VERSIONS))})")
+        fields = ("pattern", "special_tokens", "merges") + (("bytes",) if version == 2 else ())
+        missing = [k for k in fields if k not in obj]
         if missing:
             raise DlfError(f"BPE tokenizer JSON is missing {', '.join(missing)}")
-        if not isinstance(obj["merges"], list) or not isinstance(obj["special_tokens"], list):
-            raise DlfError("BPE tokenizer fields 'merges' and 'special_tokens' must be lists")
-        return cls(obj["merges"], obj["pattern"], obj["special_tokens"])
+        if version == 1:
+            if not isinstance(obj["merges"], list) or not isinstance(obj["special_tokens"], list):
+                raise DlfError("BPE tokenizer fields 'merges' and 'special_tokens' must be lists")
+            return cls(obj["merges"], obj["pattern"], obj["special_tokens"])
+        if not isinstance(obj["merges"], list) or not isinstance(obj["special_tokens"], dict):
+            raise DlfError("BPE tokenizer field 'merges' must be a list and 'special_tokens' an "
+                           "object (version 2)")
+        merges, ids = _dlf_ids(obj["bytes"], obj["merges"])
+        return cls(merges, obj["pattern"], obj["special_tokens"], ids)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically, one merge per line."""
+        obj = self.to_json()
         fields = [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}"
-                  for k, v in self.to_json().items() if k != "merges"]
-        merges = ",\n".join(f"  [{a}, {b}]" for a, b in self.merges)
+                  for k, v in obj.items() if k != "merges"]
+        merges = ",\n".join(f"  [{', '.join(map(str, m))}]" for m in obj["merges"])
         fields.append(f"\"merges\": [\n{merges}\n]" if merges else "\"merges\": []")
         text = "{\n" + ",\n".join(fields) + "\n}\n"
         try:
@@ -483,17 +587,60 @@ class BPETokenizer:
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
         return load_json(path, cls.from_json)
 
+    # -- other libraries' files (dlf.data.bpe_files)
+
+    @classmethod
+    def from_tiktoken(cls, path: str | os.PathLike, pattern: str,
+                      special_tokens: Mapping[str, int] | None = None) -> BPETokenizer:
+        """A tiktoken rank file (``cl100k_base.tiktoken``): ids are its ranks."""
+        from dlf.data import bpe_files
+
+        return bpe_files.from_tiktoken(path, pattern, special_tokens)
+
+    @classmethod
+    def from_gpt2_files(cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike,
+                        pattern: str = "gpt2") -> BPETokenizer:
+        """GPT-2's ``vocab.json`` + ``merges.txt``: ids are vocab.json's."""
+        from dlf.data import bpe_files
+
+        return bpe_files.from_gpt2_files(vocab_json, merges_txt, pattern)
+
+    @classmethod
+    def from_hf_tokenizer_json(cls, path: str | os.PathLike) -> BPETokenizer:
+        """Hugging Face's ``tokenizer.json`` of a byte-level BPE: ids are its vocab's."""
+        from dlf.data import bpe_files
+
+        return bpe_files.from_hf_tokenizer_json(path)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BPETokenizer):
             return NotImplemented
         return self.to_json() == other.to_json()
 
     def __hash__(self) -> int:
-        return hash((self.pattern, tuple(self.merges), tuple(self.special_tokens)))
+        return hash((self.pattern, tuple(self.merges), tuple(self.special_tokens.items()),
+                     tuple(self.ids or ())))
 
     def __repr__(self) -> str:
         return (f"BPETokenizer(pattern={self.pattern!r}, vocab_size={self.vocab_size}, "
                 f"merges={len(self.merges)}, special_tokens={list(self.special_tokens)})")
+
+
+def _dlf_ids(byte_ids: object, merges: object) -> tuple[list[tuple[int, int]], list[int]]:
+    """A version-2 file's bytes and merges (in its own ids) as dlf's merges and ``ids``."""
+    if (not isinstance(byte_ids, list) or len(byte_ids) != 256
+            or not all(_is_id(i) for i in byte_ids) or len(set(byte_ids)) != 256):
+        raise DlfError("BPE tokenizer field 'bytes' must list 256 distinct ids, one per byte")
+    own = {i: b for b, i in enumerate(byte_ids)}  # the file's id -> dlf's id
+    pairs = []
+    for k, m in enumerate(merges):
+        if (not isinstance(m, list) or len(m) != 3 or not all(_is_id(t) for t in m)
+                or m[0] not in own or m[1] not in own or m[2] in own):
+            raise DlfError(f"merge {k} is {m!r}; expected [a, b, id]: two ids made before "
+                           "it and the new token's id")
+        pairs.append((own[m[0]], own[m[1]]))
+        own[m[2]] = 256 + k
+    return pairs, list(own)
 
 
 class IncrementalDecoder:
