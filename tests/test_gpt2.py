@@ -205,8 +205,8 @@ def test_sampled_text_equals_transformers_greedy_text(tmp_path, tokenizer_files,
     hf = tiny_hf(seed=6)
     src = write_checkpoint(hf, tmp_path / "hf", tokenizer_files)
     main(["import", "gpt2", str(src), "--out", str(tmp_path / "run")])
-    hf_tok = GPT2TokenizerFast(vocab_file=str(src / "vocab.json"),
-                               merges_file=str(src / "merges.txt"))
+    hf_tok = GPT2TokenizerFast(vocab=str(src / "vocab.json"),
+                               merges=str(src / "merges.txt"))
     prompt = "to be or not"
     ids = hf_tok(prompt, return_tensors="pt").input_ids
     run = dlf.load_run(tmp_path / "run")
@@ -234,21 +234,22 @@ def test_eval_reports_loss_per_token_and_character_and_perplexity(tmp_path, toke
     main(["import", "gpt2", str(src), "--out", str(tmp_path / "run")])
     text = " ".join(WORDS * 20) + " zoë"  # a character of two bytes, split over tokens
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
-    ids = GPT2TokenizerFast(vocab_file=str(src / "vocab.json"),
-                            merges_file=str(src / "merges.txt"))(text).input_ids
+    hf_tok = GPT2TokenizerFast(vocab=str(src / "vocab.json"), merges=str(src / "merges.txt"))
+    ids = hf_tok(text).input_ids
+    chars = len(text) - len(hf_tok.decode(ids[:1]))  # the first token is no target
     nats = 0.0
     with torch.no_grad():
         for s in range(0, len(ids) - 1, 128):
-            window = torch.tensor([ids[s : s + 129]])
-            loss = hf(window, labels=window).loss.item()  # mean over its targets
-            nats += loss * (window.shape[1] - 1)
+            window = torch.tensor(ids[s : s + 129])  # 128 inputs, their 128 next tokens
+            logits = hf(window[None, :-1]).logits[0]
+            nats += torch.nn.functional.cross_entropy(logits, window[1:], reduction="sum").item()
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--data", str(tmp_path / "t.txt"),
                  "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["tokens"] == len(ids) - 1
     assert r["loss"] == pytest.approx(nats / (len(ids) - 1), rel=1e-5)
-    assert r["nats_per_char"] == pytest.approx(nats / len(text), rel=1e-5)
+    assert r["nats_per_char"] == pytest.approx(nats / chars, rel=1e-5)
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]), rel=1e-12)
     assert r["bits_per_char"] == pytest.approx(r["nats_per_char"] / math.log(2))
     refused(["eval", str(tmp_path / "run")], capsys, "--data FILE", tmp_path / "run")
