@@ -324,8 +324,8 @@ def edit_tensors(path, drop=(), add=None):
      "wrong shapes: wpe.weight is [128, 64], config.json gives [64, 64]"),
     (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-7]),
      "corrupt or truncated checkpoint"),
-    (lambda d: (d / "model.safetensors").unlink(), "neither model.safetensors nor "
-     "pytorch_model.bin"),
+    (lambda d: (d / "model.safetensors").unlink(),
+     "neither model.safetensors nor pytorch_model.bin"),
     (lambda d: [(d / f).unlink() for f in ("vocab.json", "tokenizer.json")], "has no tokenizer"),
 ], ids=["no-config", "model-type", "missing", "extra", "shape", "truncated", "no-weights",
         "no-tokenizer"])

@@ -7,9 +7,9 @@ from typing import NamedTuple
 
 import torch
 
+from dlf import config as C
 from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset, count_targets
 from dlf.data.sources import load_corpus
-from dlf import config as C
 from dlf.engine import distributed
 from dlf.engine.device import autocast
 from dlf.errors import DlfError
