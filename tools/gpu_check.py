@@ -169,6 +169,7 @@ def summarise(run: Path, device: dict, nproc: int, launch_seconds: float) -> dic
 
     from dlf.bench import flops_per_token
     from dlf.engine.rundir import open_run
+    from dlf.models.protocol import capabilities
 
     result = json.loads((run / "result.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -176,7 +177,7 @@ def summarise(run: Path, device: dict, nproc: int, launch_seconds: float) -> dic
     # steady state: the median logged rate, which leaves out compilation and warm-up
     tps = statistics.median(logged[len(logged) // 5:]) if logged else None
     model = open_run(run, device="cpu").model
-    fpt = flops_per_token(model)
+    fpt = flops_per_token(model, capabilities(model))
     peak = device["peak_flops"]
     out = {
         "gpu": device["name"], "gpus": nproc, "torch": torch.__version__,
