@@ -72,6 +72,7 @@ def _isolated_env(monkeypatch, tmp_path):
     """Never touch the user's cache or the network from tests."""
     monkeypatch.setenv("DLF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # transformers (test_gpt2) never downloads
 
 
 def pytest_configure(config):

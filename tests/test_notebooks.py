@@ -16,7 +16,7 @@ import dlf
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 LESSONS = ["00-micrograd", "01-bigram", "02-mlp-two-ways", "03-wavenet", "04-transformer",
-           "05-tokenizer"]
+           "05-tokenizer", "06-gpt2"]
 MAX_BYTES = 2 * 1024 * 1024
 VERSION_LINE = re.compile(r"^dlf (\S+), budget: (full|quick)$", re.MULTILINE)
 

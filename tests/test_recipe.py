@@ -12,7 +12,7 @@ import torch
 from dlf import config as C
 from dlf import optim
 from dlf import presets as P
-from dlf.engine import checkpoint
+from dlf.engine import tensor_io
 from dlf.engine.plan import plan_run, resolve_auto
 from dlf.engine.steps import make_optimizer
 from dlf.engine.trainer import Trainer
@@ -146,7 +146,7 @@ def test_every_switch_with_muon_resumes_equal_to_uninterrupted(tmp_path, text_fi
     b = tmp_path / "b"
     r = Trainer(tiny_transformer(text_file, model, **kw), b, progress=False, callback=stop).fit()
     assert r == {"interrupted": True, "steps": 5}
-    tensors, _ = checkpoint.load_tensors(b / "state.safetensors")
+    tensors, _ = tensor_io.load_tensors(b / "state.safetensors")
     saved = P.load_toml(b / "config.toml")
     net = build_model(saved.model)
     name_of = {id(p): n for n, p in net.named_parameters()}

@@ -20,6 +20,8 @@ from tolerances import assert_close_to_scale, fp32_tol, network_terms
 
 # every later design choice switched on (each is off by default)
 MODERN = {"position": "rope", "norm": "rms", "qk_norm": True, "mlp_activation": "relu2"}
+# GPT-2's own GELU (the tanh approximation) and a LayerNorm epsilon other than the default
+GPT2_ACT = {"mlp_activation": "gelu_tanh", "norm_eps": 1e-3}
 
 
 def tiny(**kw) -> TransformerConfig:
@@ -105,13 +107,18 @@ def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None
     def lin(layer, h):  # our Linear stores weight as (fan_in, fan_out)
         return F.linear(h, layer.weight.T, layer.bias)
 
+    eps = cfg.get("norm_eps", 1e-5)
+
     def norm(layer, h):
         if cfg.get("norm") == "rms":
-            return F.rms_norm(h, (h.shape[-1],), layer.weight, eps=1e-5)
-        return F.layer_norm(h, (C,), layer.weight, layer.bias)
+            return F.rms_norm(h, (h.shape[-1],), layer.weight, eps=eps)
+        return F.layer_norm(h, (C,), layer.weight, layer.bias, eps=eps)
 
     def act(h):
-        return F.relu(h) ** 2 if cfg.get("mlp_activation") == "relu2" else F.gelu(h)
+        if cfg.get("mlp_activation") == "relu2":
+            return F.relu(h) ** 2
+        return F.gelu(h, approximate="tanh" if cfg.get("mlp_activation") == "gelu_tanh"
+                      else "none")
 
     def position(v, t):  # v (B, hs) at position t, as the scores see it
         return rotate(v, t) if cfg.get("position") == "rope" else v
@@ -137,7 +144,8 @@ def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None
     return x + lin(mlp.c_proj, act(lin(mlp.c_fc, h)))
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+@pytest.mark.parametrize("switches", [{}, MODERN, GPT2_ACT, {**MODERN, "norm_eps": 1e-3}],
+                         ids=["gpt2", "modern", "gelu_tanh", "modern-eps"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 def test_block_matches_per_head_loop(attention, switches):
     model = make(attention=attention, n_head=4, n_embd=32, **switches)
@@ -283,6 +291,8 @@ def test_last_position_targets():
         ({"position": "alibi"}, "unknown model.position 'alibi'; known: learned, rope"),
         ({"norm": "batch"}, "unknown model.norm 'batch'; known: layer, rms"),
         ({"mlp_activation": "swiglu"}, "unknown model.mlp_activation 'swiglu'"),
+        ({"norm_eps": 0.0}, r"model.norm_eps must be in \(0, 1\), got 0.0"),
+        ({"norm_eps": -1e-5}, "model.norm_eps must be in"),
         ({"position": "rope", "n_embd": 18, "n_head": 2}, "n_embd / n_head = 9 must be even"),
     ],
 )

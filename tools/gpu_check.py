@@ -11,8 +11,15 @@ torch and no network (the data sets ship inside the package):
 
     PYTHONPATH=src python3 tools/gpu_check.py [--out DIR] [--nproc N] [--max-steps S]
 
+A second step checks GPT-2 on the GPU (`gpt2_step`): a random GPT-2 124M written in Hugging
+Face's layout by dlf's own export (no transformers needed), read back through the import's
+path (dlf.hub.read_weights, dlf.models.gpt2), sampled (200 tokens, KV cache, batch 1 and
+8) and fine-tuned a few steps in bf16 (AdamW, 8 x 1024 tokens), with tokens/s of each,
+into gpu-check.json's "gpt2".
+
 `--dry-run` runs the same pipeline on the CPU with a tiny model, 2 processes (gloo),
-fp32 and no compile: it checks this script and the launch path where no GPU is lent.
+fp32 and no compile (and a 2-layer GPT-2 for the second step): it checks this script and
+the launch path where no GPU is lent.
 """
 
 from __future__ import annotations
@@ -82,12 +89,87 @@ def train_command(args, nproc: int, run: Path) -> list[str]:
     return cmd
 
 
+GPT2_124M = {"model_type": "gpt2", "n_layer": 12, "n_head": 12, "n_embd": 768,
+             "n_positions": 1024, "vocab_size": 50257}
+GPT2_DRY = {**GPT2_124M, "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128,
+            "vocab_size": 500}
+
+
+def gpt2_step(out: Path, dry_run: bool, steps: int = 10) -> dict:
+    """GPT-2 on this machine's first GPU (the CPU in a dry run): write a random checkpoint
+    in Hugging Face's layout, import it, sample, fine-tune `steps` steps; tokens/s."""
+    import torch
+
+    from dlf import config as C
+    from dlf.engine.steps import AutogradStep
+    from dlf.engine.tensor_io import save_tensors, write_json
+    from dlf.hub import read_weights
+    from dlf.models import gpt2
+    from dlf.models.transformer import Transformer
+    from dlf.sample import generate_ids
+
+    device = torch.device("cpu" if dry_run else "cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    hf_dir = out / "gpt2-random"
+    cfg = gpt2.config_from_hf(GPT2_DRY if dry_run else GPT2_124M)
+    torch.manual_seed(0)
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    source = Transformer(cfg)
+    save_tensors(hf_dir / "model.safetensors", gpt2.weights_to_hf(source.state_dict(), cfg),
+                 {"format": "pt"})
+    write_json(hf_dir / "config.json", gpt2.config_to_hf(cfg))
+    del source
+    t0 = time.perf_counter()
+    state, cfg = gpt2.weights_from_hf(read_weights(hf_dir, cfg), cfg, str(hf_dir))
+    model = Transformer(cfg)
+    model.load_state_dict(state)
+    model.to(device)
+    load_seconds = time.perf_counter() - t0
+    V, new = cfg.vocab_size, 200 if not dry_run else 20
+    row = {"parameters": model.num_parameters(), "device": str(device),
+           "load_seconds": round(load_seconds, 2)}
+    for batch in (1, 8):
+        prompt = torch.randint(0, V, (batch, 32), device=device)
+        generate_ids(model, prompt, 4, lambda lg: lg.argmax(-1, keepdim=True))  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        generate_ids(model, prompt, new, lambda lg: lg.argmax(-1, keepdim=True))
+        sync()
+        row[f"sample_batch{batch}_tokens_per_second"] = batch * new / (time.perf_counter() - t0)
+    dtype = "fp32" if dry_run else "bf16"
+    B, T = (2, 32) if dry_run else (8, 1024)
+    t = C.TrainConfig(batch_size=B, optimizer="adamw", lr=1e-4, weight_decay=0.1, dtype=dtype,
+                      micro_batch=0)
+    for block in model.blocks:  # the plan's pick on CUDA (pick_attention)
+        block.attn.attention = "sdpa" if device.type == "cuda" else "manual"
+    model.train()
+    step = AutogradStep(model, t, device)
+    x = torch.randint(0, V, (B, T), device=device)
+    losses = [float(step(lambda: (x, x, x.numel()), t.lr)[0])]  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        losses.append(float(step(lambda: (x, x, x.numel()), t.lr)[0]))
+    sync()
+    seconds = (time.perf_counter() - t0) / steps
+    row.update(train_dtype=dtype, train_batch=f"{B} x {T}", train_seconds_per_step=seconds,
+               train_tokens_per_second=B * T / seconds, first_loss=losses[0],
+               last_loss=losses[-1], loss_fell=losses[-1] < losses[0])
+    print(f"gpu-check: GPT-2 {row['parameters']:,} parameters on {device}: imported in "
+          f"{load_seconds:.1f} s; sampling {row['sample_batch1_tokens_per_second']:,.0f} tok/s "
+          f"(batch 1), {row['sample_batch8_tokens_per_second']:,.0f} tok/s (batch 8); "
+          f"fine-tuning {dtype} {B} x {T}: {row['train_tokens_per_second']:,.0f} tok/s, loss "
+          f"{losses[0]:.3f} -> {losses[-1]:.3f}", file=sys.stderr, flush=True)
+    return row
+
+
 def summarise(run: Path, device: dict, nproc: int, launch_seconds: float) -> dict:
     """gpu-check.json's figures from the run's result.json and metrics.jsonl."""
     import torch
 
     from dlf.bench import flops_per_token
     from dlf.engine.saved import load_run
+    from dlf.models.protocol import capabilities
 
     result = json.loads((run / "result.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -95,7 +177,7 @@ def summarise(run: Path, device: dict, nproc: int, launch_seconds: float) -> dic
     # steady state: the median logged rate, which leaves out compilation and warm-up
     tps = statistics.median(logged[len(logged) // 5:]) if logged else None
     model = load_run(run, device="cpu").model
-    fpt = flops_per_token(model)
+    fpt = flops_per_token(model, capabilities(model))
     peak = device["peak_flops"]
     out = {
         "gpu": device["name"], "gpus": nproc, "torch": torch.__version__,
@@ -157,11 +239,12 @@ def main(argv=None) -> int:
         return 1
     summary = summarise(run, device, nproc, seconds)
     summary["dry_run"] = args.dry_run
+    summary["gpt2"] = gpt2_step(out, args.dry_run, steps=2 if args.dry_run else 10)
     (out / "gpu-check.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     if args.dry_run:
         return 0
-    return 0 if summary["target_met"] else 1
+    return 0 if summary["target_met"] and summary["gpt2"]["loss_fell"] else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The public Python API (what the notebooks use; `dlf.__all__` lists it):
     run = dlf.load_run("runs/try")            # .model, .tokenizer, .config, .path
     dlf.generate(run, n=5)                    # samples: names, or text
     dlf.show(dlf.plots.plot_loss, dlf.read_metrics(run), title="loss")  # a figure inline
+    dlf.import_gpt2("gpt2/", "runs/gpt2")     # a Hugging Face GPT-2 as a run (dlf.hub)
 
 plus the building blocks as submodules: dlf.micro (scalar autograd on Python floats, no
 torch), dlf.nn (layers), dlf.optim (optimizers), dlf.manual (the hand-written backward
@@ -39,13 +40,16 @@ _FUNCTIONS = {
     "generate": ("dlf.api", "generate"),
     "quick": ("dlf.api", "quick"),
     "show": ("dlf.plots", "show"),
+    "import_gpt2": ("dlf.hub", "import_gpt2"),
+    "export_gpt2": ("dlf.hub", "export_gpt2"),
 }
 _SUBMODULES = ("nn", "optim", "manual", "models", "data", "diagnostics", "experiments", "plots",
                "config", "micro")
 
 __all__ = [
     "DlfError", "Run", "RunConfig", "Trainer", "__version__", "apply_overrides", "build_model",
-    "config", "data", "diagnostics", "experiments", "generate", "load_data", "load_preset",
+    "config", "data", "diagnostics", "experiments", "export_gpt2", "generate", "import_gpt2",
+    "load_data", "load_preset",
     "load_run", "manual", "micro", "models", "nn", "optim", "plots", "preset_names", "quick",
     "read_metrics", "show", "train",
 ]  # the names of _FUNCTIONS and _SUBMODULES (a test checks)

@@ -14,6 +14,7 @@ EPILOG = """examples:
   dlf train names-mlp --set train.lr=0.05 --max-steps 2000 --out runs/try
   dlf sample runs/names-mlp -n 10 --seed 0     print 10 names
   dlf eval runs/names-mlp --split test --json
+  dlf import gpt2 gpt2/ --out runs/gpt2        a Hugging Face GPT-2 as a run dir
 
 Data: named datasets (names, shakespeare) are read from $DLF_DATA_DIR, then the
 sha256-checked copy inside the package, then ~/.cache/dlf, else downloaded and
@@ -115,16 +116,23 @@ def _add_sample(sub):
 
 def _add_eval(sub):
     p = sub.add_parser(
-        "eval", help="loss of a trained run on a split",
+        "eval", help="loss of a trained run on a split or a file",
         description="Mean cross-entropy of the run's best weights, in nats per token and in "
         "nats and bits per character (the same for a character-level run; for BPE, the "
-        "summed loss over the characters the evaluated tokens decode to). Line data is "
-        "evaluated exactly over the split; text data over train.eval_iters fixed batches.")
+        "summed loss over the characters the evaluated tokens decode to), and perplexity "
+        "(e to the nats per token). Line data is evaluated exactly over the split; text data "
+        "over train.eval_iters fixed batches. --data FILE evaluates a whole file instead, "
+        "every token once: text in consecutive block_size windows, lines one by one.",
+        epilog="example: dlf eval runs/gpt2 --data tinyshakespeare.txt")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--split", choices=["train", "val", "test"], default="val")
-    p.add_argument("--json", action="store_true", help='print {"split": ..., "loss": ..., '
-                   '"nats_per_char": ..., "bits_per_char": ...}')
-    p.add_argument("--device", default="auto")
+    p.add_argument("--split", choices=["train", "val", "test"], default="val",
+                   help="which split of the run's own data (default val)")
+    p.add_argument("--data", metavar="FILE", help="evaluate on this whole UTF-8 file through "
+                   "the run's tokenizer instead of a split (an imported run has no data of its "
+                   "own)")
+    p.add_argument("--json", action="store_true", help='print {"split" or "data": ..., '
+                   '"loss": ..., "nats_per_char": ..., "bits_per_char": ..., "perplexity": ...}')
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
 
 
 def _add_gradcheck(sub):
@@ -308,6 +316,43 @@ def _add_tokenizer(sub):
                    help="how many first and last merges to show (default 5)")
 
 
+def _add_import(sub):
+    p = sub.add_parser(
+        "import", help="make a run directory from another library's checkpoint",
+        description="Read a checkpoint in another library's layout and write a dlf run "
+        "directory (config.toml, model.safetensors, tokenizer.json) that dlf sample, dlf eval "
+        "and dlf.load_run use like any run. Nothing is written when the checkpoint is refused.")
+    isub = p.add_subparsers(dest="import_format", metavar="FORMAT", required=True)
+    g = isub.add_parser(
+        "gpt2", help="a Hugging Face GPT-2 directory (any size)",
+        description="DIR holds config.json, model.safetensors or pytorch_model.bin (read "
+        "with weights only: no code runs), and vocab.json + merges.txt or tokenizer.json, as "
+        "Hugging Face's save_pretrained writes them (docs/gpt2.md).",
+        epilog="example: dlf import gpt2 ~/models/gpt2 --out runs/gpt2")
+    g.add_argument("dir", metavar="DIR", help="the Hugging Face GPT-2 directory")
+    g.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to write")
+    g.add_argument("--force", action="store_true",
+                   help="replace a run in --out (only the files a dlf run holds)")
+
+
+def _add_export(sub):
+    p = sub.add_parser(
+        "export", help="write a run's model in another library's layout",
+        description="Write a run's model in another library's layout. Nothing is written when "
+        "the run is refused.")
+    esub = p.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    g = esub.add_parser(
+        "gpt2", help="a Transformer in GPT-2's design, as Hugging Face's GPT2LMHeadModel",
+        description="Write config.json and model.safetensors into DIR, loadable by Hugging "
+        "Face's GPT2LMHeadModel.from_pretrained(DIR). The run's Transformer must have GPT-2's "
+        "design: learned positions, LayerNorm, biases, no qk_norm, GELU.",
+        epilog="example: dlf export gpt2 runs/shakespeare-transformer exported/")
+    g.add_argument("run", metavar="RUN_DIR", help="the run whose best weights to write")
+    g.add_argument("dir", metavar="DIR", help="the directory to write (created if needed)")
+    g.add_argument("--force", action="store_true",
+                   help="replace config.json and model.safetensors in DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlf",
@@ -330,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(sub)
     _add_report(sub)
     _add_tokenizer(sub)
+    _add_import(sub)
+    _add_export(sub)
     return parser
 
 
@@ -445,25 +492,36 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from dlf.engine.evaluate import measure_split
+    from dlf.engine.evaluate import measure_file, measure_split
     from dlf.engine.rundata import prepare_data
     from dlf.engine.saved import load_run
 
     run = load_run(args.run, device=args.device)
-    data = prepare_data(run.config, tokenizer=run.tokenizer)
-    ds = getattr(data, args.split)
-    if ds is None:
-        raise DlfError(f"{run.config.data.dataset} is text data with no test split "
-                       "(90/10 train/val); use --split val")
-    chars = torch.tensor(run.tokenizer.token_chars())  # (V,) characters of each token id
-    nats = measure_split(run.model, ds, run.config.train, run.device, token_chars=chars)
-    bits = nats.per_char / math.log(2)
-    if args.json:
-        print(json.dumps({"split": args.split, "loss": nats.per_token,
-                          "nats_per_char": nats.per_char, "bits_per_char": bits}))
+    what = {"split": args.split}
+    if args.data:
+        nats, targets = measure_file(run.model, run.tokenizer, run.config.data, args.data,
+                                     run.device, run.config.train.dtype)
+        what = {"data": args.data, "tokens": targets}
+    elif not run.config.data.dataset:
+        raise DlfError(f"{args.run} has no data set of its own (it was imported): "
+                       "evaluate it on a file with --data FILE")
     else:
-        print(f"{args.split} loss: {nats.per_token:.4f} nats/token, {nats.per_char:.4f} "
-              f"nats/char ({bits:.4f} bits/char)")
+        data = prepare_data(run.config, tokenizer=run.tokenizer)
+        ds = getattr(data, args.split)
+        if ds is None:
+            raise DlfError(f"{run.config.data.dataset} is text data with no test split "
+                           "(90/10 train/val); use --split val")
+        chars = torch.tensor(run.tokenizer.token_chars())  # (V,) characters of each token id
+        nats = measure_split(run.model, ds, run.config.train, run.device, token_chars=chars)
+    bits = nats.per_char / math.log(2)
+    perplexity = math.exp(nats.per_token)
+    if args.json:
+        print(json.dumps({**what, "loss": nats.per_token, "nats_per_char": nats.per_char,
+                          "bits_per_char": bits, "perplexity": perplexity}))
+    else:
+        where = (f"{args.data} ({what['tokens']:,} tokens)" if args.data else args.split)
+        print(f"{where} loss: {nats.per_token:.4f} nats/token (perplexity {perplexity:.2f}), "
+              f"{nats.per_char:.4f} nats/char ({bits:.4f} bits/char)")
     return 0
 
 
@@ -634,10 +692,24 @@ def _special_id(arg: str) -> tuple[str, int]:
     return name, int(i)
 
 
+def cmd_import(args) -> int:
+    from dlf.hub import describe, import_gpt2
+
+    print(describe(import_gpt2(args.dir, args.out, force=args.force)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from dlf.hub import describe, export_gpt2
+
+    print(describe(export_gpt2(args.run, args.dir, force=args.force)))
+    return 0
+
+
 COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
             "gradcheck": cmd_gradcheck, "bench": cmd_bench, "diagnose": cmd_diagnose,
             "attention": cmd_attention, "experiment": cmd_experiment, "report": cmd_report,
-            "tokenizer": cmd_tokenizer}
+            "tokenizer": cmd_tokenizer, "import": cmd_import, "export": cmd_export}
 
 
 def main(argv=None) -> int:

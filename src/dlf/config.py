@@ -33,7 +33,8 @@ class DataConfig:
     # "sequences" = one padded row per line, every position a target (sequence models)
     layout: str = "windows"
     # "char": one token per character (the data's characters); "bpe": byte-level BPE
-    # (dlf.data.bpe) learned from the train split, for text data
+    # (dlf.data.bpe) learned from the train split, for text data; "pretrained": the
+    # tokenizer.json of the run the weights came from (an imported GPT-2), never learned
     tokenizer: str = "char"
     vocab_size: int = 0  # bpe: 256 bytes + the merges to learn; char: 0 (the data decides)
     bpe_pattern: str = "gpt4"  # bpe: the split regex, gpt4 | gpt2 | none (dlf.data.bpe)
@@ -283,8 +284,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.data.format in ("", "lines", "text"), "data.format must be lines or text"),
         (cfg.data.layout in ("windows", "sequences"),
          f"data.layout must be windows or sequences, got {cfg.data.layout!r}"),
-        (cfg.data.tokenizer in ("char", "bpe"),
-         f"data.tokenizer must be char or bpe, got {cfg.data.tokenizer!r}"),
+        (cfg.data.tokenizer in ("char", "bpe", "pretrained"),
+         f"data.tokenizer must be char, bpe or pretrained, got {cfg.data.tokenizer!r}"),
         (t.max_seconds >= 0, "train.max_seconds must be >= 0 (0 = no time limit)"),
     ]
     for ok, msg in checks:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` whole or not at all. A write that fails (a full disk, a file
-    size limit, a read-only directory) leaves the old file and raises OSError naming
-    `path`."""
+def atomic_write_bytes(path: str | Path, data: bytes | Iterable[bytes | memoryview]) -> None:
+    """Write `data` to `path` whole or not at all; `data` may also be an iterable of
+    byte chunks, written in turn (a file larger than the memory left for one copy of it).
+    A write that fails (a full disk, a file size limit, a read-only directory) leaves the
+    old file and raises OSError naming `path`."""
     path = Path(path)
     tmp = None
     try:
@@ -24,7 +26,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(data)
+            for chunk in [data] if isinstance(data, (bytes, bytearray)) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

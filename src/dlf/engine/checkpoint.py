@@ -34,8 +34,8 @@ _SCALARS = ("step", "best_val", "initial_loss", "train_seconds", "wall_seconds")
 _NEEDED = ("step", "best_val", "train_seconds", "wall_seconds", "rng.torch", "rng.data")
 
 
-def _meta(model) -> dict:
-    return {"model_type": model_type(model), "format": FORMAT}
+def _meta(model_type_: str) -> dict:
+    return {"model_type": model_type_, "format": FORMAT}
 
 
 def _checked(path: Path, model_type_: str) -> dict[str, torch.Tensor]:
@@ -51,9 +51,10 @@ def _checked(path: Path, model_type_: str) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------ best weights
 
 
-def save_weights(run: Path, model) -> None:
-    """model.safetensors: the weights sample and eval use (the best on validation)."""
-    save_tensors(run / WEIGHTS_FILE, model.state_dict(), _meta(model))
+def save_weights(run: Path, weights: dict[str, torch.Tensor], model_type_: str) -> None:
+    """model.safetensors: the weights sample and eval use (the best on validation), a
+    `model_type_` model's state_dict."""
+    save_tensors(run / WEIGHTS_FILE, weights, _meta(model_type_))
 
 
 def read_weights(run: Path, model_type_: str, which: str = "model") -> dict[str, torch.Tensor]:
@@ -76,14 +77,14 @@ class Best:
         if losses["val_loss"] < state.best_val:
             state.best_val, self.losses = losses["val_loss"], losses
             if self.run is not None:
-                save_weights(self.run, model)
+                save_weights(self.run, model.state_dict(), model_type(model))
 
 
 def save_fitted(run: Path, model) -> None:
     """A fitted model's state.safetensors: its counts at step 0 (nothing to continue: a
     resumed fit counts again)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    save_tensors(run / STATE_FILE, tensors | {"step": torch.tensor(0)}, _meta(model))
+    save_tensors(run / STATE_FILE, tensors | {"step": torch.tensor(0)}, _meta(model_type(model)))
 
 
 # ------------------------------------------------------------------------ state.safetensors
@@ -140,7 +141,8 @@ class Checkpointer:
 
     def save(self, state: TrainState) -> None:
         if self.run is not None:
-            save_tensors(self.run / STATE_FILE, self._tensors(state), _meta(self.model))
+            save_tensors(self.run / STATE_FILE, self._tensors(state),
+                         _meta(model_type(self.model)))
         state.saved_step = state.step
 
     def _tensors(self, state: TrainState) -> dict[str, torch.Tensor]:

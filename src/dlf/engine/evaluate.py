@@ -7,9 +7,12 @@ from typing import NamedTuple
 
 import torch
 
+from dlf import config as C
 from dlf.data.datasets import IGNORE_INDEX, SequenceDataset, WordDataset, count_targets
+from dlf.data.sources import load_corpus
 from dlf.engine import distributed
 from dlf.engine.device import autocast
+from dlf.errors import DlfError
 
 # Rows per forward when a whole line-data split is evaluated: bounds the memory of one
 # (rows, vocab) logits tensor (a sequence row holds a whole padded name), and does not
@@ -81,6 +84,63 @@ def measure(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
         return Nats(per_token, per_token if chars_of is None else nats / chars)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def measure_stream(model, ids: torch.Tensor, *, device, dtype="fp32", batch_size=8,
+                   token_chars: torch.Tensor | None = None) -> Nats:
+    """Mean cross-entropy of every token of the stream ids (M,) after the first, each
+    predicted once: the stream is cut into consecutive windows of block_size targets, and
+    a target sees the tokens before it in its window (the last window is shorter)."""
+    T, M = model.block_size, len(ids)
+    if M < 2:
+        raise DlfError("the text is one token long: nothing to predict")
+    was_training = model.training
+    model.eval()
+    nats = chars = 0.0
+    starts = list(range(0, M - 1, T))
+    full = [s for s in starts if s + T + 1 <= M]
+    try:
+        for i in range(0, len(full), batch_size):  # whole windows, batch_size at a time
+            rows = torch.stack([ids[s : s + T + 1] for s in full[i : i + batch_size]])
+            nats, chars = _add_rows(model, rows.to(device), dtype, token_chars, nats, chars)
+        if len(full) < len(starts):  # the shorter last window
+            nats, chars = _add_rows(model, ids[starts[-1]:][None].to(device), dtype,
+                                    token_chars, nats, chars)
+    finally:
+        model.train(was_training)
+    per_token = nats / (M - 1)
+    return Nats(per_token, per_token if token_chars is None else nats / chars)
+
+
+def _add_rows(model, rows, dtype, token_chars, nats, chars):
+    """rows (B, L + 1) of tokens: the summed loss of their B * L targets added to nats,
+    and their characters to chars."""
+    x, y = rows[:, :-1], rows[:, 1:]  # (B, L) each
+    with autocast(rows.device, dtype):
+        _, loss = model(x, y)
+    nats += loss.double().item() * y.numel()
+    if token_chars is not None:
+        chars += token_chars.to(torch.float64)[y.cpu()].sum().item()
+    return nats, chars
+
+
+def measure_file(model, tokenizer, data: C.DataConfig, path, device, dtype="fp32") -> tuple[
+        Nats, int]:
+    """A run's loss on a whole UTF-8 file (no split): (Nats, targets). Text runs read it
+    as one stream (`measure_stream`); line runs as lines, each target once, laid out as the
+    run was trained (data.layout)."""
+    chars = torch.tensor(tokenizer.token_chars())  # (V,) characters of each token id
+    items, fmt = load_corpus(str(path), format=data.format or None)
+    if fmt == "text":
+        ids = torch.tensor(tokenizer.encode(items), dtype=torch.long)  # (M,)
+        return measure_stream(model, ids, device=device, dtype=dtype, token_chars=chars), \
+            len(ids) - 1
+    if data.layout == "sequences":
+        ds = SequenceDataset(items, tokenizer)
+    else:
+        ds = WordDataset(items, tokenizer, model.block_size)
+    return measure(model, ds, device=device, dtype=dtype, token_chars=chars), count_targets(ds.Y)
 
 
 def evaluate(model, ds, **kw) -> float:

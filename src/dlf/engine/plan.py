@@ -142,11 +142,12 @@ def check_optimizer(t: C.TrainConfig, model_type: str, caps: Capabilities) -> No
 
 def check_tokenizer(d: C.DataConfig) -> None:
     """Refuse tokenizer settings that cannot apply (prepare_data refuses BPE on line data)."""
-    if d.tokenizer == "char":
+    if d.tokenizer in ("char", "pretrained"):
+        whose = ("a character tokenizer's vocabulary is the data's characters"
+                 if d.tokenizer == "char" else "a pretrained tokenizer is its tokenizer.json")
         for name, value in (("vocab_size", d.vocab_size), ("bpe_pattern", d.bpe_pattern)):
             if value != getattr(C.DataConfig, name):
-                raise DlfError(f"data.{name} = {value!r} is for data.tokenizer = bpe; a "
-                               "character tokenizer's vocabulary is the data's characters")
+                raise DlfError(f"data.{name} = {value!r} is for data.tokenizer = bpe; {whose}")
         return
     from dlf.data.bpe import PATTERNS  # needs regex: only a BPE run imports it
 

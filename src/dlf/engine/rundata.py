@@ -67,4 +67,7 @@ def text_tokenizer(d: C.DataConfig, text: str, train: str):
         from dlf.data import bpe  # needs regex: only a BPE run imports it
 
         return bpe.train(train, d.vocab_size, d.bpe_pattern)
+    if d.tokenizer == "pretrained":
+        raise DlfError("data.tokenizer = pretrained is the tokenizer.json of the run the "
+                       "weights come from (an imported GPT-2): it is read, never learned")
     return CharTokenizer.from_text(text)

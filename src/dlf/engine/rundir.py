@@ -85,13 +85,14 @@ class RunDir:
                 path = self.path / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
-    def refuse_others(self, force: bool) -> list[str]:
+    def refuse_others(self, force: bool, options: str = "use --resume to continue it, --force "
+                      "to replace it, or another --out") -> list[str]:
         """The run files a new run would replace; refused (DlfError) without `force`, and
-        for a directory whose only files are not dlf's."""
+        for a directory whose only files are not dlf's. `options`: what the refusal
+        offers instead."""
         existing = self.existing()
         if existing and not force:
-            raise DlfError(f"{self.path} already holds a run ({existing[0]}); "
-                           "use --resume to continue it, --force to replace it, or another --out")
+            raise DlfError(f"{self.path} already holds a run ({existing[0]}); {options}")
         others = self.others()
         if others and not any(name in RUN_FILES for name in existing):
             raise DlfError(f"--out {self.path} holds files that are not a dlf run "

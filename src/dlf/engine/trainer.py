@@ -168,7 +168,7 @@ def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = F
         plot = LossPlot(run / "loss.png", plan.cfg.name)
         log([metrics, plot], {"step": 0, **losses})
         plot.close()
-        save_weights(run, model)
+        save_weights(run, model.state_dict(), plan.cfg.model.type)
         save_fitted(run, model)
         result = base_result(plan, model, data, losses, clock.tick(state), None,
                              distributed.SINGLE)

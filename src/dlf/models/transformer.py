@@ -12,7 +12,8 @@ Later designs are switches on the same model, each off by default (GPT-2's choic
                     queries and keys rotated by their position, dlf.nn.rope; no table)
     norm            "layer" (LayerNorm) | "rms" (RMSNorm: no mean, no bias)
     qk_norm         each head's queries and keys RMS-normalised before the scores
-    mlp_activation  "gelu" | "relu2" (squared ReLU)
+    mlp_activation  "gelu" | "relu2" (squared ReLU); "gelu_tanh", the tanh approximation
+                    of GELU, is GPT-2's own (dlf.models.gpt2 maps GPT-2's weights in and out)
     tie_weights     the head reuses the token embedding
 """
 
@@ -45,7 +46,7 @@ from dlf.nn import (
 ATTENTION_KINDS = ("auto", "manual", "sdpa")
 POSITIONS = ("learned", "rope")
 NORMS = ("layer", "rms")
-MLP_ACTIVATIONS = ("gelu", "relu2")
+MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu2")
 
 
 def pick_attention(device_type: str, dtype: str, dropout: float) -> str:
@@ -88,7 +89,10 @@ class TransformerConfig:
     norm: str = "layer"  # "layer": LayerNorm | "rms": RMSNorm (no mean subtracted, no bias)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (a gain of head size
     # each) before the scores, bounding the softmax's input
-    mlp_activation: str = "gelu"  # "gelu" | "relu2": squared ReLU, max(x, 0) ** 2
+    mlp_activation: str = "gelu"  # "gelu": x * Phi(x), with the normal CDF Phi | "gelu_tanh":
+    # GPT-2's tanh approximation of it | "relu2": squared ReLU, max(x, 0) ** 2
+    norm_eps: float = 1e-5  # the epsilon of every LayerNorm / RMSNorm (GPT-2's
+    # layer_norm_epsilon), added to the variance or mean square under the root
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
@@ -101,6 +105,8 @@ class TransformerConfig:
             raise DlfError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise DlfError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.norm_eps < 1.0:
+            raise DlfError(f"model.norm_eps must be in (0, 1), got {self.norm_eps}")
         for name, known in (("attention", ATTENTION_KINDS), ("position", POSITIONS),
                             ("norm", NORMS), ("mlp_activation", MLP_ACTIVATIONS)):
             if getattr(self, name) not in known:
@@ -150,8 +156,8 @@ class KVCache:
 def make_norm(config: TransformerConfig, dim: int) -> LayerNorm | RMSNorm:
     """The normalisation that config.norm names, over the last dimension of size dim."""
     if config.norm == "rms":
-        return RMSNorm(dim, fused=config.fused)
-    return LayerNorm(dim, bias=config.bias, fused=config.fused)
+        return RMSNorm(dim, eps=config.norm_eps, fused=config.fused)
+    return LayerNorm(dim, eps=config.norm_eps, bias=config.bias, fused=config.fused)
 
 
 class CausalSelfAttention(Module):
@@ -182,8 +188,8 @@ class CausalSelfAttention(Module):
         self.register_buffer("bias", bias, persistent=False)
         self.fused = fused
         hs = c.n_embd // c.n_head
-        self.q_norm = RMSNorm(hs, fused=fused) if c.qk_norm else None
-        self.k_norm = RMSNorm(hs, fused=fused) if c.qk_norm else None
+        self.q_norm = RMSNorm(hs, eps=c.norm_eps, fused=fused) if c.qk_norm else None
+        self.k_norm = RMSNorm(hs, eps=c.norm_eps, fused=fused) if c.qk_norm else None
         self.rope = c.position == "rope"
         if self.rope:  # the angles of positions 0 .. block_size - 1, rebuilt on construction
             cos, sin = rope_tables(hs, T)  # 2 x (T, hs/2)
@@ -244,14 +250,18 @@ class CausalSelfAttention(Module):
 
 
 class MLP(Module):
-    """Position-wise feed-forward: (B, T, C) -> (B, T, 4C) -> (B, T, C), GELU or squared
-    ReLU between."""
+    """Position-wise feed-forward: (B, T, C) -> (B, T, 4C) -> (B, T, C), GELU (exact or
+    GPT-2's tanh approximation) or squared ReLU between."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
         c, fused = config, config.fused
         self.c_fc = Linear(c.n_embd, 4 * c.n_embd, bias=c.bias, fused=fused)
-        self.act = GELU(fused=fused) if c.mlp_activation == "gelu" else ReLU2()
+        if c.mlp_activation == "relu2":
+            self.act = ReLU2()
+        else:
+            approximate = "tanh" if c.mlp_activation == "gelu_tanh" else "none"
+            self.act = GELU(approximate, fused=fused)
         self.c_proj = Linear(4 * c.n_embd, c.n_embd, bias=c.bias, fused=fused)
         self.dropout = Dropout(c.dropout, fused=fused)
 
@@ -343,11 +353,15 @@ class Transformer(Module):
         return x + self.wpe.weight[start : start + idx.shape[1]]  # wpe(arange(start, start+T))
 
     def logits(self, idx: torch.Tensor, start: int = 0,
-               caches: list[KVCache] | None = None) -> torch.Tensor:
-        """idx (B, T) at positions start .. start + T - 1 -> logits (B, T, V)."""
+               caches: list[KVCache] | None = None, last: bool = False) -> torch.Tensor:
+        """idx (B, T) at positions start .. start + T - 1 -> logits (B, T, V), or with
+        `last` the last position's alone, (B, 1, V): decoding needs no other, and the head
+        is the largest matmul of a big vocabulary."""
         x = self.drop(self.embed(idx, start))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])  # (B, T, C)
+        if last:
+            x = x[:, -1:]  # (B, 1, C)
         x = self.ln_f(x)
         return self.head(x)  # (B, T, V)
 
@@ -365,13 +379,13 @@ class Transformer(Module):
         -> (logits of the last position (B, V), the caches, each allocated once for
         block_size positions and written in place)."""
         caches = [KVCache(self.block_size) for _ in self.blocks]
-        return self.logits(idx, 0, caches)[:, -1, :], caches
+        return self.logits(idx, 0, caches, last=True)[:, -1, :], caches
 
     def advance(self, token: torch.Tensor,
                 caches: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
         """One new token (B, 1) at the position after the cached ones -> (its logits (B, V),
         the caches, now holding it too)."""
-        return self.logits(token, len(caches[0]), caches)[:, -1, :], caches
+        return self.logits(token, len(caches[0]), caches, last=True)[:, -1, :], caches
 
     def flops_per_token(self) -> float:
         """Matmul FLOPs per trained token (forward + backward) at full context:
@@ -396,7 +410,7 @@ class Transformer(Module):
         return (f"vocab_size={c.vocab_size}, block_size={c.block_size}, n_layer={c.n_layer}, "
                 f"n_head={c.n_head}, n_embd={c.n_embd}, attention={c.attention!r}, "
                 f"position={c.position!r}, norm={c.norm!r}, qk_norm={c.qk_norm}, "
-                f"mlp_activation={c.mlp_activation!r}")
+                f"mlp_activation={c.mlp_activation!r}, norm_eps={c.norm_eps}")
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
