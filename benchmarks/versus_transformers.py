@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from dlf import config as C
 from dlf.bench import machine
-from dlf.engine.plan import resolve_auto
+from dlf.engine.auto import resolve_auto
 from dlf.engine.steps import AutogradStep
 from dlf.models import gpt2
 from dlf.models.transformer import Transformer

@@ -55,15 +55,18 @@ def _imports_of(package: str) -> dict[str, set[str]]:
 ALLOWED = {
     "errors": set(),
     "fileio": set(),
+    "tables": set(),
+    "rules": {"errors"},
     "plots": {"fileio"},
     "micro": {"errors", "fileio"},
     "nn": {"errors"},
     "optim": {"errors", "nn"},
+    "config": {"errors", "rules", "data", "optim"},
     "data": {"errors", "fileio"},
-    "manual": {"errors"},
-    "models": {"errors", "nn", "data", "manual", "config"},
+    "manual": {"errors", "rules"},
+    "models": {"errors", "nn", "data", "manual", "config", "rules"},
     "presets": {"errors", "config", "models", "data"},
-    "sample": {"errors", "fileio", "models", "nn"},
+    "sample": {"errors", "fileio", "models", "nn", "data"},
 }
 
 
@@ -317,3 +320,44 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, names
     for key in ("train_loss", "val_loss", "test_loss", "steps"):
         assert ra[key] == rb[key], key
     assert (whole / "samples.txt").read_text() == (killed / "samples.txt").read_text()
+
+
+# --------------------------------------------------------------------------- choices
+
+
+def _string_sets(path: Path) -> list[tuple[frozenset, int]]:
+    """Every tuple, list, set or Literal[...] of two or more string constants in a file
+    (with its line), `__all__` left out."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+            and any(getattr(t, "id", None) == "__all__" for t in n.targets)}
+    skip |= {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "Literal":
+            elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)) and id(node) not in skip:
+            elts = node.elts
+        else:
+            continue
+        values = [e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        if len(values) >= 2 and len(values) == len(elts):
+            found.append((frozenset(values), node.lineno))
+    return found
+
+
+def test_no_set_of_allowed_values_is_written_twice():
+    """A set of names (the schedules, the dtypes, the layouts, a switch's values, ...) is
+    declared once, in the module that owns it, and imported elsewhere."""
+    seen: dict[frozenset, list[str]] = {}
+    for f in sorted(SRC.rglob("*.py")):
+        for values, line in _string_sets(f):
+            seen.setdefault(values, []).append(f"{f.relative_to(SRC)}:{line}")
+    twice = {tuple(sorted(v)): where for v, where in seen.items() if len(where) > 1}
+    assert not twice, twice
+
+
+def test_the_check_of_written_twice_sees_literals_and_tuples(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('A = Literal["x", "y"]\nB = ("y", "x")\n__all__ = ["p", "q"]\nC = ("a", 1)\n')
+    assert _string_sets(f) == [(frozenset({"x", "y"}), 1), (frozenset({"x", "y"}), 2)]

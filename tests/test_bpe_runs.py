@@ -17,7 +17,7 @@ from dlf import presets as P
 from dlf.cli import main
 from dlf.data import CharTokenizer, bpe, load_tokenizer
 from dlf.data.datasets import TextDataset
-from dlf.engine.evaluate import measure
+from dlf.engine.evaluate import mean_nats
 from dlf.errors import DlfError
 from dlf.models.transformer import Transformer, TransformerConfig
 from dlf.sample import sample
@@ -200,7 +200,7 @@ def test_nats_per_char_counts_a_split_character_once():
     x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
     logits, _ = model(x)
     total = F.cross_entropy(logits[0], y[0], reduction="sum").item()
-    got = measure(model, ds, device=torch.device("cpu"), batch_size=1, iters=1,
+    got = mean_nats(model, ds, device=torch.device("cpu"), batch_size=1, iters=1,
                   token_chars=torch.tensor(tok.token_chars()))
     assert got.per_token == pytest.approx(total / y.numel(), rel=1e-6)
     assert got.per_char == pytest.approx(total / (len(text) - 1), rel=1e-6)

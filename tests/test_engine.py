@@ -14,9 +14,9 @@ from dlf import optim
 from dlf import presets as P
 from dlf.data import load_lines, split_lines
 from dlf.engine import lossplot, tensor_io
+from dlf.engine.auto import last_level_cache_bytes, resolve_auto
 from dlf.engine.clock import Clock
 from dlf.engine.evaluate import evaluate_split
-from dlf.engine.plan import last_level_cache_bytes, resolve_auto
 from dlf.engine.rundata import prepare_data
 from dlf.engine.saved import load_run
 from dlf.engine.state import TrainState
@@ -808,7 +808,7 @@ def test_a_spent_time_budget_ends_the_run_after_that_step(tmp_path, names_file):
 
 
 def test_the_largest_cpu_cache_is_read_from_sysfs_sizes(tmp_path):
-    from dlf.engine.plan import last_level_cache_bytes
+    from dlf.engine.auto import last_level_cache_bytes
 
     for index, size in enumerate(["48K", "2M", "1G", "junk", "4096", "M", ""]):
         (tmp_path / f"index{index}").mkdir()

@@ -13,7 +13,8 @@ from dlf import config as C
 from dlf import optim
 from dlf import presets as P
 from dlf.engine import tensor_io
-from dlf.engine.plan import plan_run, resolve_auto
+from dlf.engine.auto import resolve_auto
+from dlf.engine.plan import plan_run
 from dlf.engine.steps import make_optimizer
 from dlf.engine.trainer import Trainer
 from dlf.errors import DlfError

@@ -17,15 +17,13 @@ import torch
 from dlf import config as C
 from dlf import presets
 from dlf.engine import distributed
-from dlf.engine.device import autocast
+from dlf.engine.device import TORCH_DTYPES, autocast
 from dlf.engine.launch import launch_command, strip_launch_options
 from dlf.engine.plan import plan_run
 from dlf.engine.steps import AutogradStep
 from dlf.errors import DlfError
 from dlf.models import build_model
 from dlf.sample import generate_ids, next_token
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def machine() -> dict:
@@ -51,8 +49,8 @@ def _sync(device: torch.device) -> None:
 def matmul_peak(dtype: str = "fp32", device="cpu", n: int = 2048, seconds: float = 1.5) -> float:
     """Best sustained GFLOP/s of an (n x n) @ (n x n) matmul in `dtype`."""
     device = torch.device(device)
-    a = torch.randn(n, n, device=device).to(DTYPES[dtype])
-    b = torch.randn(n, n, device=device).to(DTYPES[dtype])
+    a = torch.randn(n, n, device=device).to(TORCH_DTYPES[dtype])
+    b = torch.randn(n, n, device=device).to(TORCH_DTYPES[dtype])
     for _ in range(2):
         a @ b
     _sync(device)
@@ -95,8 +93,8 @@ def bench_train(preset: str = "shakespeare-transformer", dtype: str = "bf16", st
     Under torchrun each rank trains on its slice of the batch and the gradients are
     all-reduced as in training; tokens/s and GFLOP/s are the whole job's, the peak the
     sum of the ranks' peaks measured at the same time."""
-    if dtype not in DTYPES:
-        raise DlfError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    if dtype not in TORCH_DTYPES:
+        raise DlfError(f"--dtype must be {' or '.join(TORCH_DTYPES)}, got {dtype!r}")
     if steps < 1:
         raise DlfError("--steps must be >= 1")
     if batch_size is not None and batch_size < 1:

@@ -152,6 +152,11 @@ def _add_gradcheck(sub):
 
 
 def _add_bench(sub):
+    from typing import get_args
+
+    from dlf.config import DType
+
+    DTYPES = get_args(DType)
     p = sub.add_parser(
         "bench", help="measure training and sampling speed",
         description="Speed measurements (not tests). `train`: tokens/s, achieved GFLOP/s "
@@ -161,7 +166,7 @@ def _add_bench(sub):
     t = bsub.add_parser("train", help="training throughput and MFU")
     t.add_argument("--preset", default="shakespeare-transformer",
                    help="preset whose model and batch to time (default shakespeare-transformer)")
-    t.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    t.add_argument("--dtype", choices=DTYPES, default="bf16")
     t.add_argument("--steps", type=int, default=10, help="timed steps after one warm-up")
     t.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -174,7 +179,7 @@ def _add_bench(sub):
     s = bsub.add_parser("sample", help="generation speed with and without the KV cache")
     s.add_argument("--preset", default="shakespeare-transformer")
     s.add_argument("--new-tokens", type=int, default=1000)
-    s.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    s.add_argument("--dtype", choices=DTYPES, default="fp32")
     s.add_argument("--device", default="auto")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
@@ -492,14 +497,14 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from dlf.engine.evaluate import measure_file, measure_split
+    from dlf.engine.evaluate import file_nats, split_nats
     from dlf.engine.rundata import prepare_data
     from dlf.engine.saved import load_run
 
     run = load_run(args.run, device=args.device)
     what = {"split": args.split}
     if args.data:
-        nats, targets = measure_file(run.model, run.tokenizer, run.config.data, args.data,
+        nats, targets = file_nats(run.model, run.tokenizer, run.config.data, args.data,
                                      run.device, run.config.train.dtype)
         what = {"data": args.data, "tokens": targets}
     elif not run.config.data.dataset:
@@ -512,7 +517,7 @@ def cmd_eval(args) -> int:
             raise DlfError(f"{run.config.data.dataset} is text data with no test split "
                            "(90/10 train/val); use --split val")
         chars = torch.tensor(run.tokenizer.token_chars())  # (V,) characters of each token id
-        nats = measure_split(run.model, ds, run.config.train, run.device, token_chars=chars)
+        nats = split_nats(run.model, ds, run.config.train, run.device, token_chars=chars)
     bits = nats.per_char / math.log(2)
     perplexity = math.exp(nats.per_token)
     if args.json:

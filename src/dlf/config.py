@@ -20,70 +20,86 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from dlf.data.datasets import Layout
+from dlf.data.sources import Format
+from dlf.data.tokenizer import TokenizerKind
 from dlf.errors import DlfError
+from dlf.optim import OptimizerName, Schedule
+from dlf.rules import AtLeast, Within, check_fields, one_of
+
+# The precisions a run may compute in (bf16: autocast), as dlf.engine.device maps them
+DType = Literal["fp32", "bf16"]
+DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 
 
 @dataclass
 class DataConfig:
     dataset: str = "names"  # a registered name (names, shakespeare) or a path to a UTF-8 file
-    format: str = ""  # "lines" | "text"; empty = the registry's format ("lines" for other files)
+    # "lines" | "text"; empty = the registry's format ("lines" for other files)
+    format: Literal["", Format] = ""
     # lines data: "windows" = one (block_size context, next char) row per target;
     # "sequences" = one padded row per line, every position a target (sequence models)
-    layout: str = "windows"
+    layout: Layout = "windows"
     # "char": one token per character (the data's characters); "bpe": byte-level BPE
-    # (dlf.data.bpe) learned from the train split, for text data; "pretrained": the
-    # tokenizer.json of the run the weights came from (an imported GPT-2), never learned
-    tokenizer: str = "char"
+    # (dlf.data.bpe) learned from the train split, for text data; "pretrained": the run's
+    # own tokenizer.json, which came with imported weights (dlf.hub)
+    tokenizer: TokenizerKind = "char"
     vocab_size: int = 0  # bpe: 256 bytes + the merges to learn; char: 0 (the data decides)
     bpe_pattern: str = "gpt4"  # bpe: the split regex, gpt4 | gpt2 | none (dlf.data.bpe)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
-    max_seconds: float = 0.0  # also stop once the optimizer steps took this long; 0 = no limit
-    batch_size: int = 32  # 0 = the whole train split every step (full-batch gradient descent)
-    grad_accum: int = 1  # batches per optimizer step (gradients accumulated)
+    max_steps: Annotated[int, AtLeast(0)] = 1000
+    # also stop once the optimizer steps took this long; 0 = no limit
+    max_seconds: Annotated[float, AtLeast(0, "0 = no time limit")] = 0.0
+    # 0 = the whole train split every step (full-batch gradient descent)
+    batch_size: Annotated[int, AtLeast(0, "0 = full batch")] = 32
+    grad_accum: Annotated[int, AtLeast(1)] = 1  # batches per optimizer step (gradients accumulated)
     # rows per forward/backward pass: a batch runs as batch_size / micro_batch passes
     # with the same gradient; 0 = the whole batch; "auto" = resolve_auto's rule
-    micro_batch: int | str = "auto"
-    optimizer: str = "sgd"  # sgd | adamw | muon: Muon (dlf.optim.Muon) for the hidden
-    # matrices, AdamW (beta1, beta2, eps 1e-8) for embeddings, head, gains and biases
-    lr: float = 0.1  # muon: the AdamW part's lr
-    muon_lr: float = 0.02  # muon: the hidden matrices' lr; the schedule scales both alike
-    # (at each step muon_lr * scheduled lr / lr)
-    muon_ns_dtype: str = "auto"  # muon: the Newton-Schulz iteration's dtype, fp32 | bf16 |
-    # "auto" = the plan's choice by device (resolve_auto)
-    schedule: str = "constant"  # constant | step | cosine | wsd
+    micro_batch: Annotated[int | str, AtLeast(0, '0 = the whole batch, or "auto"')] = "auto"
+    optimizer: OptimizerName = "sgd"  # sgd | adamw | muon: Muon (dlf.optim.Muon) for the
+    # hidden matrices, AdamW (beta1, beta2, eps 1e-8) for embeddings, head, gains and biases
+    lr: Annotated[float, AtLeast(0)] = 0.1  # muon: the AdamW part's lr
+    muon_lr: Annotated[float, AtLeast(0)] = 0.02  # muon: the hidden matrices' lr; the
+    # schedule scales both alike (at each step muon_lr * scheduled lr / lr)
+    muon_ns_dtype: Literal["auto", DType] = "auto"  # muon: the Newton-Schulz iteration's
+    # dtype, fp32 | bf16 | "auto" = the plan's choice by device (resolve_auto)
+    schedule: Schedule = "constant"  # constant | step | cosine | wsd
     milestones: list[int] = field(default_factory=list)  # step schedule: lr *= gamma at each
     gamma: float = 0.1
     warmup_steps: int = 0  # cosine and wsd schedules
     min_lr: float = 0.0  # cosine and wsd schedules
     decay_fraction: float = 0.2  # wsd schedule: the last fraction of max_steps decays to min_lr
-    momentum: float = 0.0  # sgd; muon (Nesterov; the reference uses 0.95)
-    beta1: float = 0.9  # adamw
-    beta2: float = 0.999  # adamw
-    weight_decay: float = 0.0  # adamw, muon: decoupled (p *= 1 - lr * weight_decay, with
-    # each group's own lr); sgd: L2; matrices only, never biases, norm gains or embedding
-    # tables (optim.param_groups_for_decay)
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    eval_interval: int = 1000
+    momentum: Annotated[float, Within(0, 1)] = 0.0  # sgd; muon (Nesterov; the reference uses 0.95)
+    beta1: Annotated[float, Within(0, 1)] = 0.9  # adamw
+    beta2: Annotated[float, Within(0, 1)] = 0.999  # adamw
+    # adamw, muon: decoupled (p *= 1 - lr * weight_decay, with each group's own lr); sgd:
+    # L2; matrices only, never biases, norm gains or embedding tables
+    # (optim.param_groups_for_decay)
+    weight_decay: Annotated[float, AtLeast(0)] = 0.0
+    grad_clip: Annotated[float, AtLeast(0, "0 = off")] = 0.0  # max global grad norm
+    eval_interval: Annotated[int, AtLeast(1)] = 1000
     # steps between checkpoints (state.safetensors), besides those at the end and at a stop:
     # at most what a killed or restarted run loses. 50: under a minute of work on the CPU
     # presets (steps of up to about 0.7 s on the 2-core CPUs they were tuned on);
     # benchmarks/checkpoint.py prints what the writes cost against the steps
-    checkpoint_interval: int = 50
-    eval_iters: int = 20  # text data: batches per loss estimate (line data is exact)
-    log_interval: int = 100
+    checkpoint_interval: Annotated[int, AtLeast(1)] = 50
+    # text data: batches per loss estimate (line data is exact)
+    eval_iters: Annotated[int, AtLeast(1)] = 20
+    log_interval: Annotated[int, AtLeast(1)] = 100
     seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: DType = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the training forward pass
-    threads: int = 0  # torch intra-op threads; 0 = torch's default (one per core)
-    num_samples: int = 20  # samples written to samples.txt at the end
-    sample_tokens: int = 500  # tokens per sample for text data (characters, for char)
+    # torch intra-op threads; 0 = torch's default (one per core)
+    threads: Annotated[int, AtLeast(0, "0 = one per core")] = 0
+    num_samples: Annotated[int, AtLeast(0)] = 20  # samples written to samples.txt at the end
+    # tokens per sample for text data (characters, for char)
+    sample_tokens: Annotated[int, AtLeast(1)] = 500
 
 
 @dataclass
@@ -106,6 +122,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert a TOML or command-line value to the dataclass field type.
     `int | str` fields take an integer or the word "auto"."""
     origin = typing.get_origin(tp)
+    if origin is Literal:  # one of its choices: dlf.rules.check_fields says which
+        return _coerce(value, type(typing.get_args(tp)[0]), key)
     if set(typing.get_args(tp)) == {int, str}:
         if value == "auto":
             return value
@@ -248,46 +266,21 @@ def name_in(obj, key: str) -> bool:
     return key in _fields(type(obj))
 
 
+def check_model_fields(model) -> None:
+    """A model config's field rules (dlf.rules) and its filled-in vocabulary: what every
+    model config's check() starts with."""
+    check_fields(model, "model")
+    if model.vocab_size < 2:
+        raise DlfError(f"model.vocab_size must be >= 2, got {model.vocab_size}")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Reject impossible training settings before anything is written."""
-    t = cfg.train
-    checks = [
-        (t.max_steps >= 0, "train.max_steps must be >= 0"),
-        (t.batch_size >= 0, "train.batch_size must be >= 0 (0 = full batch)"),
-        (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
-        (t.micro_batch == "auto" or t.micro_batch >= 0,
-         "train.micro_batch must be >= 0 (0 = the whole batch) or \"auto\""),
-        (t.lr >= 0, "train.lr must be >= 0"),
-        (t.optimizer in ("sgd", "adamw", "muon"),
-         f"train.optimizer must be sgd, adamw or muon, got {t.optimizer!r}"),
-        (t.muon_lr >= 0, "train.muon_lr must be >= 0"),
-        (t.optimizer != "muon" or t.lr > 0, ("train.optimizer = muon scales train.muon_lr by "
-                                             "the schedule's share of train.lr: train.lr must "
-                                             f"be > 0, got {t.lr}")),
-        (t.muon_ns_dtype in ("auto", "fp32", "bf16"),
-         f"train.muon_ns_dtype must be auto, fp32 or bf16, got {t.muon_ns_dtype!r}"),
-        (t.schedule in ("constant", "step", "cosine", "wsd"),
-         f"train.schedule must be constant, step, cosine or wsd, got {t.schedule!r}"),
-        (t.eval_interval >= 1, "train.eval_interval must be >= 1"),
-        (t.checkpoint_interval >= 1, "train.checkpoint_interval must be >= 1"),
-        (t.eval_iters >= 1, "train.eval_iters must be >= 1"),
-        (t.log_interval >= 1, "train.log_interval must be >= 1"),
-        (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
-         f"train.device must be auto, cpu or cuda, got {t.device!r}"),
-        (t.dtype in ("fp32", "bf16"), f"train.dtype must be fp32 or bf16, got {t.dtype!r}"),
-        (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
-        (t.threads >= 0, "train.threads must be >= 0 (0 = one per core)"),
-        (0 <= t.momentum < 1, "train.momentum must be in [0, 1)"),
-        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
-        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
-        (t.num_samples >= 0 and t.sample_tokens >= 1, "train.num_samples/sample_tokens out of range"),
-        (cfg.data.format in ("", "lines", "text"), "data.format must be lines or text"),
-        (cfg.data.layout in ("windows", "sequences"),
-         f"data.layout must be windows or sequences, got {cfg.data.layout!r}"),
-        (cfg.data.tokenizer in ("char", "bpe", "pretrained"),
-         f"data.tokenizer must be char, bpe or pretrained, got {cfg.data.tokenizer!r}"),
-        (t.max_seconds >= 0, "train.max_seconds must be >= 0 (0 = no time limit)"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise DlfError(msg)
+    """Check every field of the three sections against its declared rule (dlf.rules)
+    before anything is read or written; the model's own cross-field rules are its
+    config's check(), run by the plan once the vocabulary is known."""
+    check_fields(cfg.data, "data")
+    check_fields(cfg.model, "model")
+    check_fields(cfg.train, "train")
+    device = cfg.train.device
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise DlfError(f"train.device must be {one_of(DEVICES)} (or cuda:N), got {device!r}")

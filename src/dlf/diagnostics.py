@@ -37,8 +37,7 @@ from dlf.engine.rundir import (
 from dlf.engine.tensor_io import write_json
 from dlf.errors import DlfError
 from dlf.nn import Tanh
-from dlf.plots import plot_histograms
-from dlf.plots import plot_update_ratios as draw_update_ratios
+from dlf.plots import draw_update_ratios, plot_histograms
 
 __all__ = [
     "ACTIVATIONS_PNG",

@@ -13,7 +13,7 @@ import math
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 import torch
 
@@ -651,7 +651,10 @@ class WSDLR:
         )
 
 
-SCHEDULES = ("constant", "step", "cosine", "wsd")
+# The learning-rate schedules (train.schedule) and optimizers (train.optimizer) by name
+Schedule = Literal["constant", "step", "cosine", "wsd"]
+SCHEDULES = get_args(Schedule)
+OptimizerName = Literal["sgd", "adamw", "muon"]
 
 
 def make_schedule(

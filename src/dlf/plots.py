@@ -145,7 +145,7 @@ def plot_histograms(series, title: str, xlabel: str, path: str | Path) -> None:
 
 
 
-def plot_update_ratios(steps: list[int], ratios: dict[str, list[float]], labels: dict[str, str],
+def draw_update_ratios(steps: list[int], ratios: dict[str, list[float]], labels: dict[str, str],
                        guide: float, path: str | Path) -> None:
     """log10(update std / weight std) per weight over steps, with a horizontal guide."""
     fig, ax = subplots(figsize=(10, 4.5), dpi=100)

@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from dlf.data.datasets import LAYOUTS
 from dlf.errors import DlfError, out_of_memory_means
 from dlf.models.protocol import slide_window
 from dlf.nn import Linear, Module
@@ -162,8 +163,8 @@ def sample(model, tokenizer, *, layout: str = "windows", n: int | None = None, s
     if max_new_tokens is None:
         max_new_tokens = LINE_MAX_NEW_TOKENS if lines else TEXT_MAX_NEW_TOKENS
     check_sampling_args(temperature, top_k, max_new_tokens, n)
-    if layout not in ("windows", "sequences"):
-        raise DlfError(f"layout must be windows or sequences, got {layout!r}")
+    if layout not in LAYOUTS:
+        raise DlfError(f"layout must be {' or '.join(LAYOUTS)}, got {layout!r}")
     device = _device_of(model)
     prompt_ids = tokenizer.encode(prompt)  # a DlfError names an unknown character
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 
@@ -21,7 +22,8 @@ from dlf.data.tokenizer import CharTokenizer
 from dlf.errors import DlfError
 
 IGNORE_INDEX = -1  # target id of padding: left out of the loss (cross_entropy ignore_index)
-LAYOUTS = ("windows", "sequences")  # the two shapes of a lines dataset (data.layout)
+Layout = Literal["windows", "sequences"]  # the two shapes of a lines dataset (data.layout)
+LAYOUTS = get_args(Layout)
 
 
 def count_targets(y: torch.Tensor) -> int:

@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Literal, get_args
 
 from dlf.errors import DlfError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("lines", "text")
+Format = Literal["lines", "text"]  # one item per line, or one stream of text
+FORMATS = get_args(Format)
 # An 80/10/10 split of fewer lines leaves val or test empty.
 MIN_LINES = 10
 _CHUNK = 1 << 16

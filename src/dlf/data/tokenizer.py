@@ -16,14 +16,18 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
+from dlf.data.sources import FORMATS
 from dlf.errors import DlfError
 from dlf.fileio import atomic_write_text
 
 # Display symbols for the boundary token, first one not in the data wins. "." is the
 # lectures' choice; the rest are rare in text, printable and not whitespace.
 BOUNDARY_MARKERS = (".", "|", "#", "~", "^", "¶", "␃", "§", "¤", "•", "◊", "∅", "⟂")
-_KINDS = ("lines", "text")
+# What makes a run's tokens (data.tokenizer): the data's characters, byte-level BPE learned
+# from the train split, or a tokenizer that came with imported weights
+TokenizerKind = Literal["char", "bpe", "pretrained"]
 _MAX_SHOWN = 60
 
 
@@ -77,7 +81,7 @@ class CharTokenizer:
 
     def __init__(self, chars: Iterable[str], kind: str, boundary_symbol: str | None = None):
         chars = list(chars)
-        if kind not in _KINDS:
+        if kind not in FORMATS:
             raise DlfError(f"unknown tokenizer kind {kind!r}; use 'lines' or 'text'")
         if not chars:
             raise DlfError("cannot build a tokenizer from data with no characters")

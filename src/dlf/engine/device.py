@@ -8,6 +8,9 @@ import torch
 
 from dlf.errors import DlfError
 
+# The precision names of train.dtype (dlf.config.DType) as torch dtypes
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 def pick_device(name: str) -> torch.device:
     """"auto" -> cuda when available, else cpu; an unavailable cuda is a DlfError."""

@@ -29,7 +29,7 @@ class Nats(NamedTuple):
 
 
 @torch.no_grad()
-def measure(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
+def mean_nats(model, ds, *, device, dtype="fp32", batch_size=32, iters=20, seed=0,
             group: distributed.Group = distributed.SINGLE,
             token_chars: torch.Tensor | None = None) -> Nats:
     """Mean cross-entropy of `model` on `ds` per token and per character. Line data
@@ -125,7 +125,7 @@ def _add_rows(model, rows, dtype, token_chars, nats, chars):
     return nats, chars
 
 
-def measure_file(model, tokenizer, data: C.DataConfig, path, device, dtype="fp32") -> tuple[
+def file_nats(model, tokenizer, data: C.DataConfig, path, device, dtype="fp32") -> tuple[
         Nats, int]:
     """A run's loss on a whole UTF-8 file (no split): (Nats, targets). Text runs read it
     as one stream (`measure_stream`); line runs as lines, each target once, laid out as the
@@ -140,12 +140,12 @@ def measure_file(model, tokenizer, data: C.DataConfig, path, device, dtype="fp32
         ds = SequenceDataset(items, tokenizer)
     else:
         ds = WordDataset(items, tokenizer, model.block_size)
-    return measure(model, ds, device=device, dtype=dtype, token_chars=chars), count_targets(ds.Y)
+    return mean_nats(model, ds, device=device, dtype=dtype, token_chars=chars), count_targets(ds.Y)
 
 
 def evaluate(model, ds, **kw) -> float:
-    """Mean cross-entropy in nats per predicted token (`measure`'s per_token)."""
-    return measure(model, ds, **kw).per_token
+    """Mean cross-entropy in nats per predicted token (`mean_nats`' per_token)."""
+    return mean_nats(model, ds, **kw).per_token
 
 
 # Evaluation batches of text data come from their own generator, seeded train.seed + 2,
@@ -155,17 +155,17 @@ EVAL_SEED_OFFSET = 2
 FULL_BATCH_EVAL_BATCH = 32
 
 
-def measure_split(model, ds, t, device, group: distributed.Group = distributed.SINGLE,
+def split_nats(model, ds, t, device, group: distributed.Group = distributed.SINGLE,
                   token_chars: torch.Tensor | None = None) -> Nats:
-    """measure() with a run's train settings (dtype, batch size, eval_iters, seed)."""
-    return measure(model, ds, device=device, dtype=t.dtype,
+    """mean_nats() with a run's train settings (dtype, batch size, eval_iters, seed)."""
+    return mean_nats(model, ds, device=device, dtype=t.dtype,
                    batch_size=t.batch_size or FULL_BATCH_EVAL_BATCH, iters=t.eval_iters,
                    seed=t.seed + EVAL_SEED_OFFSET, group=group, token_chars=token_chars)
 
 
 def evaluate_split(model, ds, t, device, group: distributed.Group = distributed.SINGLE) -> float:
-    """Nats per token with a run's train settings (`measure_split`'s per_token)."""
-    return measure_split(model, ds, t, device, group).per_token
+    """Nats per token with a run's train settings (`split_nats`'s per_token)."""
+    return split_nats(model, ds, t, device, group).per_token
 
 
 def evaluate_losses(model, data, t, device,

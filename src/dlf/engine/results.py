@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from dlf.engine.evaluate import measure_split
+from dlf.engine.evaluate import split_nats
 from dlf.engine.state import TrainState
 from dlf.engine.tensor_io import write_json
 from dlf.fileio import atomic_write_text
@@ -25,8 +25,8 @@ def base_result(plan, model, data, losses: dict, state: TrainState,
     t = plan.cfg.train
     steps, wall = state.step, state.wall_seconds
     chars = torch.tensor(data.tokenizer.token_chars())  # (V,) characters of each token id
-    val = measure_split(model, data.val, t, plan.device, group, chars)
-    test = measure_split(model, data.test, t, plan.device, group, chars) \
+    val = split_nats(model, data.val, t, plan.device, group, chars)
+    test = split_nats(model, data.test, t, plan.device, group, chars) \
         if data.test is not None else None
     return {
         "name": plan.cfg.name,

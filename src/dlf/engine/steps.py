@@ -17,10 +17,8 @@ from dlf import config as C
 from dlf import optim
 from dlf.data.datasets import IGNORE_INDEX
 from dlf.engine import distributed
-from dlf.engine.device import autocast
+from dlf.engine.device import TORCH_DTYPES, autocast
 from dlf.engine.gradients import GradReducer
-
-NS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def make_optimizer(model, t: C.TrainConfig):
@@ -35,7 +33,7 @@ def make_optimizer(model, t: C.TrainConfig):
         # AdamW's own eps (not the Muon reference's 1e-10): switching from adamw to muon
         # changes the hidden matrices' update only
         return optim.Muon(groups, lr=t.lr, momentum=t.momentum,
-                          ns_dtype=NS_DTYPES[t.muon_ns_dtype], betas=(t.beta1, t.beta2),
+                          ns_dtype=TORCH_DTYPES[t.muon_ns_dtype], betas=(t.beta1, t.beta2),
                           eps=1e-8, weight_decay=t.weight_decay)
     groups = optim.param_groups_for_decay(model, t.weight_decay)
     if t.optimizer == "adamw":

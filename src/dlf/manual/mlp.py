@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from dlf.errors import DlfError
+from dlf.rules import Above, AtLeast, Within, check_fields
 
 __all__ = [
     "GRADCHECK_LIMIT",
@@ -77,37 +78,25 @@ class ManualMLPConfig:
 
     type: ClassVar[str] = "manual-mlp"  # model-registry name (not a dataclass field)
 
-    vocab_size: int = 27
-    block_size: int = 3
-    n_embd: int = 10
-    n_hidden: int = 200
+    vocab_size: Annotated[int, AtLeast(1)] = 27
+    block_size: Annotated[int, AtLeast(1)] = 3
+    n_embd: Annotated[int, AtLeast(1)] = 10
+    n_hidden: Annotated[int, AtLeast(1)] = 200
     bias1: bool = True
-    eps: float = 1e-5
-    momentum: float = 0.001
+    eps: Annotated[float, Above(0)] = 1e-5
+    momentum: Annotated[float, Within(0, 1, closed=True)] = 0.001
     bessel: bool = True  # lecture: normalise with 1/(n-1); False: 1/n, as torch.nn.BatchNorm1d
     # "check": the lecture's deliberately non-standard init (random biases, gains != 1) so no
     # gradient is trivially zero in gradcheck; "standard": BN gain 1, bias 0, small output
     # layer, for training
-    init: str = "check"
+    init: Literal["check", "standard"] = "check"
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self) -> None:
-        """This config's own rules: checked when it is made, and by a run's plan."""
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DlfError(f"ManualMLPConfig.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.bias1, bool):
-            raise DlfError(f"ManualMLPConfig.bias1 must be a bool, got {self.bias1!r}")
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
-            raise DlfError(f"ManualMLPConfig.eps must be a finite number > 0, got {self.eps!r}")
-        if self.init not in ("check", "standard"):
-            raise DlfError(f"ManualMLPConfig.init must be check or standard, got {self.init!r}")
-        m = self.momentum
-        if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 <= m <= 1.0):
-            raise DlfError(f"ManualMLPConfig.momentum must be in [0, 1], got {m!r}")
+        """This config's rules (dlf.rules): checked when it is made, and by a run's plan."""
+        check_fields(self, "ManualMLPConfig")
 
 
 class ManualMLP:

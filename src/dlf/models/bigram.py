@@ -6,14 +6,16 @@ Both predict the next character from the previous one only (block_size 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from dlf.config import check_model_fields
 from dlf.errors import DlfError
 from dlf.models.protocol import Capabilities
 from dlf.nn import Module
+from dlf.rules import AtLeast
 
 
 @dataclass
@@ -21,13 +23,11 @@ class CountBigramConfig:
     type: ClassVar[str] = "count-bigram"
     vocab_size: int = 0  # filled in from the tokenizer
     block_size: int = 1  # a bigram sees one previous character
-    smoothing: float = 1.0  # add-k: every pair gets k fake counts
+    smoothing: Annotated[float, AtLeast(0)] = 1.0  # add-k: every pair gets k fake counts
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
         _check(self)
-        if self.smoothing < 0:
-            raise DlfError(f"model.smoothing must be >= 0, got {self.smoothing}")
 
 
 @dataclass
@@ -44,8 +44,7 @@ class NeuralBigramConfig:
 
 
 def _check(config) -> None:
-    if config.vocab_size < 2:
-        raise DlfError(f"model.vocab_size must be >= 2, got {config.vocab_size}")
+    check_model_fields(config)
     if config.block_size != 1:
         raise DlfError(f"a bigram model has block_size 1, got model.block_size={config.block_size}")
 

@@ -14,29 +14,29 @@ its cache (`prefill`, `advance`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
+from dlf.config import check_model_fields
 from dlf.errors import DlfError
 from dlf.models.protocol import Capabilities
 from dlf.models.sequence import sequence_loss
 from dlf.nn import Embedding, Linear, Module, Tanh
+from dlf.rules import AtLeast
 
 
 @dataclass
 class BoWConfig:
     type: ClassVar[str] = "bow"
     vocab_size: int = 0  # filled in from the tokenizer
-    block_size: int = 16  # positions (the names need longest + 1 = 16)
-    n_embd: int = 64  # embedding / residual width
-    n_hidden: int = 64  # MLP hidden width (makemore's n_embd2)
+    block_size: Annotated[int, AtLeast(1)] = 16  # positions (the names need longest + 1 = 16)
+    n_embd: Annotated[int, AtLeast(1)] = 64  # embedding / residual width
+    n_hidden: Annotated[int, AtLeast(1)] = 64  # MLP hidden width (makemore's n_embd2)
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
-            if getattr(self, name) < 1:
-                raise DlfError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check_model_fields(self)
 
 
 def causal_mean(x: torch.Tensor) -> torch.Tensor:

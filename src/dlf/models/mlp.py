@@ -7,44 +7,37 @@ Embed the previous block_size characters, concatenate, then n_layer blocks of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
+from dlf.config import check_model_fields
 from dlf.errors import DlfError
 from dlf.nn import BatchNorm1d, Embedding, Linear, Module, Sequential, Tanh
+from dlf.rules import AtLeast
 
 TANH_GAIN = 5 / 3  # Kaiming gain for tanh: keeps activations at unit scale
+# How the hidden weights start: Kaiming's gain for tanh, or plain N(0, 1) (the bad init)
+Init = Literal["kaiming", "normal"]
 
 
 @dataclass
 class MLPConfig:
     type: ClassVar[str] = "mlp"
     vocab_size: int = 0
-    block_size: int = 3  # characters of context
-    n_embd: int = 10  # embedding size per character
-    n_hidden: int = 200
-    n_layer: int = 1  # hidden [Linear -> BatchNorm1d -> Tanh] blocks
+    block_size: Annotated[int, AtLeast(1)] = 3  # characters of context
+    n_embd: Annotated[int, AtLeast(1)] = 10  # embedding size per character
+    n_hidden: Annotated[int, AtLeast(1)] = 200
+    n_layer: Annotated[int, AtLeast(1)] = 1  # hidden [Linear -> BatchNorm1d -> Tanh] blocks
     batchnorm: bool = True
     linear_bias: bool = False  # a bias before BatchNorm is redundant (BN subtracts the mean)
-    init: str = "kaiming"  # kaiming (gain 5/3 / sqrt(fan_in)) | normal (plain N(0, 1): the bad init)
+    init: Init = "kaiming"  # kaiming (gain 5/3 / sqrt(fan_in)) | normal (plain N(0, 1): the bad init)
     last_layer_scale: float = 0.1  # shrink the output layer so the initial loss is ~ln(V)
 
     def check(self) -> None:
-        """This config's own rules (the run's plan and the model call it)."""
-        check_common(self)
-        if self.n_layer < 1:
-            raise DlfError(f"model.n_layer must be >= 1, got {self.n_layer}")
-
-
-def check_common(c) -> None:
-    """The rules the MLP and the WaveNet share."""
-    for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
-        if getattr(c, name) < 1:
-            raise DlfError(f"model.{name} must be >= 1, got {getattr(c, name)}")
-    if c.init not in ("kaiming", "normal"):
-        raise DlfError(f"model.init must be kaiming or normal, got {c.init!r}")
+        """This config's rules (the run's plan and the model call it)."""
+        check_model_fields(self)
 
 
 def hidden_block(fan_in: int, c) -> list[Module]:

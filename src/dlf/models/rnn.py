@@ -13,29 +13,28 @@ state is the cache of generation (`prefill`, `advance`): one cell step per new t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
-from dlf.errors import DlfError
+from dlf.config import check_model_fields
 from dlf.models.protocol import Capabilities
 from dlf.models.sequence import sequence_loss
 from dlf.nn import Embedding, GRUCell, Linear, Module, RNNCell
+from dlf.rules import AtLeast
 
 
 @dataclass
 class RNNConfig:
     type: ClassVar[str] = "rnn"
     vocab_size: int = 0  # filled in from the tokenizer
-    block_size: int = 16  # longest sequence fed at once (the names need longest + 1 = 16)
-    n_embd: int = 64  # character embedding size
-    n_hidden: int = 64  # hidden state size
+    block_size: Annotated[int, AtLeast(1)] = 16  # longest sequence fed at once (the names need longest + 1 = 16)
+    n_embd: Annotated[int, AtLeast(1)] = 64  # character embedding size
+    n_hidden: Annotated[int, AtLeast(1)] = 64  # hidden state size
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden"):
-            if getattr(self, name) < 1:
-                raise DlfError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check_model_fields(self)
 
 
 @dataclass

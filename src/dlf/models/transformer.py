@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
+from dlf.config import check_model_fields
 from dlf.errors import DlfError
 from dlf.models.protocol import Capabilities
 from dlf.models.sequence import sequence_loss
@@ -42,11 +43,13 @@ from dlf.nn import (
     apply_rope,
     rope_tables,
 )
+from dlf.rules import AtLeast, Within
 
-ATTENTION_KINDS = ("auto", "manual", "sdpa")
-POSITIONS = ("learned", "rope")
-NORMS = ("layer", "rms")
-MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu2")
+# The design switches' values (see the module docstring), each declared once here
+Attention = Literal["auto", "manual", "sdpa"]
+Position = Literal["learned", "rope"]
+Norm = Literal["layer", "rms"]
+MlpActivation = Literal["gelu", "gelu_tanh", "relu2"]
 
 
 def pick_attention(device_type: str, dtype: str, dropout: float) -> str:
@@ -72,46 +75,37 @@ def pick_attention(device_type: str, dtype: str, dropout: float) -> str:
 class TransformerConfig:
     type: ClassVar[str] = "transformer"
     vocab_size: int = 0  # filled in from the tokenizer
-    block_size: int = 256  # longest context (learned positions 0 .. block_size - 1)
-    n_layer: int = 6  # transformer blocks
-    n_head: int = 6  # attention heads per block; head size is n_embd // n_head
-    n_embd: int = 384  # residual stream width
-    dropout: float = 0.2  # on embeddings, attention probabilities and residual branches
+    # longest context (learned positions 0 .. block_size - 1)
+    block_size: Annotated[int, AtLeast(1)] = 256
+    n_layer: Annotated[int, AtLeast(1)] = 6  # transformer blocks
+    # attention heads per block; head size is n_embd // n_head
+    n_head: Annotated[int, AtLeast(1)] = 6
+    n_embd: Annotated[int, AtLeast(1)] = 384  # residual stream width
+    # on embeddings, attention probabilities and residual branches
+    dropout: Annotated[float, Within(0, 1)] = 0.2
     bias: bool = True  # biases in the Linear and LayerNorm layers
     tie_weights: bool = False  # the head reuses the token embedding: logits = x @ wte.weight.T
-    attention: str = "auto"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
+    attention: Attention = "auto"  # "manual" (masked softmax) | "sdpa" (fused kernel, same maths)
     # | "auto" (the run's plan picks by device, dtype and dropout: pick_attention)
     fused: bool = True  # LayerNorm, GELU, Linear (addmm), dropout + residual as torch's
     # one-pass kernels (same maths, tested); false = the written-out formulas
-    position: str = "learned"  # "learned": a table of block_size position vectors added to
+    position: Position = "learned"  # "learned": a table of block_size position vectors added to
     # the token embedding | "rope": queries and keys rotated by position (dlf.nn.rope_tables,
     # base 10000), so attention scores see relative positions; no table (needs an even head size)
-    norm: str = "layer"  # "layer": LayerNorm | "rms": RMSNorm (no mean subtracted, no bias)
+    norm: Norm = "layer"  # "layer": LayerNorm | "rms": RMSNorm (no mean subtracted, no bias)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (a gain of head size
     # each) before the scores, bounding the softmax's input
-    mlp_activation: str = "gelu"  # "gelu": x * Phi(x), with the normal CDF Phi | "gelu_tanh":
+    mlp_activation: MlpActivation = "gelu"  # "gelu": x * Phi(x), with the normal CDF Phi | "gelu_tanh":
     # GPT-2's tanh approximation of it | "relu2": squared ReLU, max(x, 0) ** 2
-    norm_eps: float = 1e-5  # the epsilon of every LayerNorm / RMSNorm (GPT-2's
+    norm_eps: Annotated[float, Within(0, 1, above=True)] = 1e-5  # the epsilon of every LayerNorm / RMSNorm (GPT-2's
     # layer_norm_epsilon), added to the variance or mean square under the root
 
     def check(self) -> None:
-        """This config's own rules (the run's plan and the model call it)."""
-        if self.vocab_size < 2:
-            raise DlfError(f"model.vocab_size must be >= 2, got {self.vocab_size}")
-        for name in ("block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise DlfError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        """This config's rules (the run's plan and the model call it): each field's
+        (dlf.rules), a filled-in vocabulary, and what the fields must agree on."""
+        check_model_fields(self)
         if self.n_embd % self.n_head != 0:
             raise DlfError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise DlfError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 < self.norm_eps < 1.0:
-            raise DlfError(f"model.norm_eps must be in (0, 1), got {self.norm_eps}")
-        for name, known in (("attention", ATTENTION_KINDS), ("position", POSITIONS),
-                            ("norm", NORMS), ("mlp_activation", MLP_ACTIVATIONS)):
-            if getattr(self, name) not in known:
-                raise DlfError(f"unknown model.{name} {getattr(self, name)!r}; "
-                               f"known: {', '.join(known)}")
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise DlfError(f"model.position = \"rope\" rotates pairs of channels: the head "
                            f"size n_embd / n_head = {self.n_embd // self.n_head} must be even")

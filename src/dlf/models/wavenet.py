@@ -7,33 +7,33 @@ FlattenConsecutive(2) -> Linear -> BatchNorm1d -> Tanh, then the output Linear.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch.nn.functional as F
 
+from dlf.config import check_model_fields
 from dlf.errors import DlfError
-from dlf.models.mlp import check_common, hidden_block, output_layer
+from dlf.models.mlp import Init, hidden_block, output_layer
 from dlf.nn import Embedding, FlattenConsecutive, Module, Sequential
+from dlf.rules import AtLeast
 
 
 @dataclass
 class WaveNetConfig:
     type: ClassVar[str] = "wavenet"
     vocab_size: int = 0
-    block_size: int = 8  # a power of `group`
-    n_embd: int = 24
-    n_hidden: int = 128
-    group: int = 2  # positions fused per level
+    block_size: Annotated[int, AtLeast(1)] = 8  # a power of `group`
+    n_embd: Annotated[int, AtLeast(1)] = 24
+    n_hidden: Annotated[int, AtLeast(1)] = 128
+    group: Annotated[int, AtLeast(2)] = 2  # positions fused per level
     batchnorm: bool = True
     linear_bias: bool = False
-    init: str = "kaiming"
+    init: Init = "kaiming"
     last_layer_scale: float = 0.1
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
-        check_common(self)
-        if self.group < 2:
-            raise DlfError(f"model.group must be >= 2, got {self.group}")
+        check_model_fields(self)
         if self.levels() == 0:
             raise DlfError(f"model.block_size must be a power of model.group={self.group} "
                            f"(e.g. 8 for group 2), got {self.block_size}")
