@@ -87,6 +87,23 @@ def test_manual_and_sdpa_agree_in_eval_with_dropout():
     assert not torch.equal(a(idx)[0], a(idx)[0])
 
 
+def test_attention_dropout_off_drops_the_embeddings_and_residuals_only():
+    """attention_dropout = false in training: the manual kernel and torch's fused one (given
+    dropout_p 0) draw the same residual and embedding masks from the same seed and agree,
+    as they can only if neither drops attention probabilities; and those masks are live."""
+    a = make(dropout=0.3, attention_dropout=False)
+    b = Transformer(tiny(dropout=0.3, attention_dropout=False, attention="sdpa"))
+    b.load_state_dict(a.state_dict())
+    assert a.blocks[0].attn.attn_dropout.p == 0.0 and a.blocks[0].mlp.dropout.p == 0.3
+    idx = torch.randint(0, 11, (2, 8))
+    torch.manual_seed(5)
+    la = a(idx)[0]
+    torch.manual_seed(5)
+    assert_close_to_scale(la, b(idx)[0], tiny_tol(0))
+    a.eval()
+    assert not torch.allclose(la, a(idx)[0])
+
+
 def rotate(v: torch.Tensor, p: int) -> torch.Tensor:
     """RoPE as complex multiplication: v (..., hs) at position p, its pair j = (v[j],
     v[j + hs/2]) read as v[j] + i v[j + hs/2] and multiplied by exp(i p theta_j),

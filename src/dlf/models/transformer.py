@@ -17,6 +17,7 @@ Later designs are switches on the same model, each off by default (GPT-2's choic
     zero_proj       the projections into the residual stream start at zero
     logit_softcap   logits squashed to (-cap, cap) by cap * tanh(logits / cap)
     value_residual  each later layer's values mixed with the first layer's, v1
+    attention_dropout  dropout on the attention probabilities (true) or not
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ class TransformerConfig:
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 = off
     value_residual: bool = False  # layers after the first attend over v + l * (v1 - v), v1
     # the first layer's values, l a learned scalar per layer starting at 0.5
+    attention_dropout: bool = True  # model.dropout on the attention probabilities too; false:
+    # on the embeddings and residual branches only (a CPU draws one random number per
+    # dropped element, and the probabilities are n_head * block_size / n_embd times more)
 
     def check(self) -> None:
         """This config's own rules (the run's plan and the model call it)."""
@@ -184,12 +188,13 @@ class CausalSelfAttention(Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.dropout = config.dropout
+        # the attention probabilities' dropout (attention_dropout = false: none)
+        self.dropout = config.dropout if config.attention_dropout else 0.0
         self.attention = config.attention  # "auto" left unresolved: the written-out kernel
         c, fused = config, config.fused
         self.c_attn = Linear(c.n_embd, 3 * c.n_embd, bias=c.bias, fused=fused)  # q, k, v
         self.c_proj = Linear(c.n_embd, c.n_embd, bias=c.bias, fused=fused)
-        self.attn_dropout = Dropout(c.dropout, fused=fused)
+        self.attn_dropout = Dropout(self.dropout, fused=fused)
         self.resid_dropout = Dropout(c.dropout, fused=fused)
         # rebuilt on construction, so kept out of state_dict; a buffer so `to()` moves it
         T = config.block_size
