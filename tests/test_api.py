@@ -153,8 +153,9 @@ def test_attention_maps_are_causal_distributions(kernel):
         assert torch.all(att[..., upper] == 0)
 
 
-@pytest.mark.parametrize("switches", [{}, {"position": "rope", "qk_norm": True}],
-                         ids=["learned", "rope-qk-norm"])
+@pytest.mark.parametrize("switches", [{}, {"position": "rope", "qk_norm": True},
+                                      {"value_residual": True, "n_layer": 3}],
+                         ids=["learned", "rope-qk-norm", "value-residual"])
 def test_attention_maps_equal_what_the_manual_path_uses(monkeypatch, switches):
     """The maps equal the probabilities the manual kernel computes in its forward pass,
     also where RoPE and QK-norm change the queries and keys."""

@@ -252,7 +252,8 @@ def tiny_modern(text_file):
     cfg = tiny_transformer(text_file)
     return C.apply_overrides(cfg, ["model.position=rope", "model.norm=rms",
                                    "model.qk_norm=true", "model.mlp_activation=relu2",
-                                   "train.optimizer=muon", "train.momentum=0.95",
+                                   "model.zero_proj=true", "model.logit_softcap=30",
+                                   "model.value_residual=true", "train.optimizer=muon", "train.momentum=0.95",
                                    "train.schedule=wsd"])
 
 

@@ -632,6 +632,8 @@ def test_newton_schulz_singular_values_lie_in_0_5_to_1_5(shape, cond, dtype):
 def test_newton_schulz_refuses_a_non_matrix():
     with pytest.raises(DlfError, match=r"newton_schulz orthogonalises a matrix, got shape \(3,\)"):
         newton_schulz(torch.ones(3))
+    with pytest.raises(DlfError, match=r"got shape \(2, 2, 2, 2\)"):
+        newton_schulz(torch.ones(2, 2, 2, 2))
 
 
 def published_newton_schulz(G: torch.Tensor, steps: int) -> torch.Tensor:
@@ -651,6 +653,17 @@ def published_newton_schulz(G: torch.Tensor, steps: int) -> torch.Tensor:
     return X
 
 
+@pytest.mark.parametrize("shape", [(3, 12, 20), (3, 20, 12)], ids=["wide", "tall"])
+def test_newton_schulz_of_a_stack_is_each_matrix_alone(shape):
+    """A batch (k, m, n) in one call: each matrix as the published iteration computes it on
+    its own (float64)."""
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    O = newton_schulz(G, steps=5, dtype=torch.float64)
+    assert O.shape == G.shape
+    for k in range(shape[0]):
+        assert_close_to_scale(O[k], published_newton_schulz(G[k], 5), ns_tol(20), scale=1.21)
+
+
 def published_muon_step(W, grad, buf, lr, momentum, nesterov, weight_decay):
     """One step of the published Muon on a torch-layout weight W (fan_out, fan_in):
     SGD momentum, Nesterov look-ahead, orthogonalise, scale by sqrt(max(1, rows / cols))."""
@@ -664,12 +677,14 @@ def published_muon_step(W, grad, buf, lr, momentum, nesterov, weight_decay):
 @pytest.mark.parametrize("nesterov", [True, False], ids=["nesterov", "plain"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1], ids=["no-wd", "wd"])
 def test_muon_update_matches_the_published_algorithm(nesterov, weight_decay):
-    """Three steps on matrices of three shapes, float64, fixed gradients. The reference runs
-    on the transposed (torch.nn.Linear) layout, so the shape factor is checked too: our
-    (fan_in, fan_out) = (4, 8) has fan_out / fan_in = 2 and gets sqrt(2), (8, 4) gets 1."""
+    """Three steps on matrices of three shapes, two of them twice (orthogonalised together,
+    as one batch), float64, fixed gradients, against the published step on each matrix
+    alone. The reference runs on the transposed (torch.nn.Linear) layout, so the shape factor
+    is checked too: our (fan_in, fan_out) = (4, 8) has fan_out / fan_in = 2 and gets
+    sqrt(2), (8, 4) gets 1."""
     g = torch.Generator().manual_seed(11)
     f64 = torch.float64
-    shapes = [(4, 8), (8, 4), (6, 6)]
+    shapes = [(4, 8), (8, 4), (6, 6), (4, 8), (6, 6)]
     ours = [torch.randn(s, generator=g, dtype=f64).requires_grad_() for s in shapes]
     initial = [p.detach().clone() for p in ours]
     ref = [p.detach().T.clone() for p in ours]  # (fan_out, fan_in)

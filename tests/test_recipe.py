@@ -22,7 +22,8 @@ from dlf.experiments import RECIPE_CHANGES, RECIPE_PRESET, crossing, recipe_vari
 from dlf.models import build_model
 
 SWITCHES = ["model.position=rope", "model.norm=rms", "model.qk_norm=true",
-            "model.mlp_activation=relu2"]
+            "model.mlp_activation=relu2", "model.zero_proj=true", "model.logit_softcap=30",
+            "model.value_residual=true"]
 MUON = {"optimizer": "muon", "momentum": 0.95, "muon_lr": 0.02, "lr": 3e-3,
         "weight_decay": 0.1, "schedule": "wsd", "warmup_steps": 1}
 
@@ -133,7 +134,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(text_file, tie):
 
 
 def test_every_switch_with_muon_resumes_equal_to_uninterrupted(tmp_path, text_file):
-    """RoPE, RMSNorm, QK-norm, squared ReLU and Muon, in bf16 with dropout: a run stopped at
+    """Every Transformer switch and Muon, in bf16 with dropout: a run stopped at
     step 5 and resumed logs what the uninterrupted run logs, bit for bit (the same kernels
     on the same restored state in one process). The checkpoint holds Muon's momentum for
     the hidden matrices and AdamW's moments for the rest, tensors only."""

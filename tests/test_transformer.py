@@ -22,6 +22,9 @@ from tolerances import assert_close_to_scale, fp32_tol, network_terms
 MODERN = {"position": "rope", "norm": "rms", "qk_norm": True, "mlp_activation": "relu2"}
 # GPT-2's own GELU (the tanh approximation) and a LayerNorm epsilon other than the default
 GPT2_ACT = {"mlp_activation": "gelu_tanh", "norm_eps": 1e-3}
+# the speedrun's switches on top of them: zero-initialised projections, logit soft-capping
+# (a small cap, so that it bends the logits of these tests) and the value residual
+SPEEDRUN = {**MODERN, "zero_proj": True, "logit_softcap": 3.0, "value_residual": True}
 
 
 def tiny(**kw) -> TransformerConfig:
@@ -51,7 +54,8 @@ def test_registry_and_config_type():
     assert model.block_size == 8 and capabilities(model).sequence_targets
 
 
-@pytest.mark.parametrize(("tie", "switches"), [(False, {}), (True, {}), (False, MODERN)])
+@pytest.mark.parametrize(("tie", "switches"), [(False, {}), (True, {}), (False, MODERN),
+                                               (True, SPEEDRUN)])
 def test_manual_and_sdpa_attention_agree(tie, switches):
     a = make(tie_weights=tie, **switches)
     b = Transformer(tiny(tie_weights=tie, attention="sdpa", **switches))
@@ -85,6 +89,23 @@ def test_manual_and_sdpa_agree_in_eval_with_dropout():
     assert not torch.equal(a(idx)[0], a(idx)[0])
 
 
+def test_attention_dropout_off_drops_the_embeddings_and_residuals_only():
+    """attention_dropout = false in training: the manual kernel and torch's fused one (given
+    dropout_p 0) draw the same residual and embedding masks from the same seed and agree,
+    as they can only if neither drops attention probabilities; and those masks are live."""
+    a = make(dropout=0.3, attention_dropout=False)
+    b = Transformer(tiny(dropout=0.3, attention_dropout=False, attention="sdpa"))
+    b.load_state_dict(a.state_dict())
+    assert a.blocks[0].attn.attn_dropout.p == 0.0 and a.blocks[0].mlp.dropout.p == 0.3
+    idx = torch.randint(0, 11, (2, 8))
+    torch.manual_seed(5)
+    la = a(idx)[0]
+    torch.manual_seed(5)
+    assert_close_to_scale(la, b(idx)[0], tiny_tol(0))
+    a.eval()
+    assert not torch.allclose(la, a(idx)[0])
+
+
 def rotate(v: torch.Tensor, p: int) -> torch.Tensor:
     """RoPE as complex multiplication: v (..., hs) at position p, its pair j = (v[j],
     v[j + hs/2]) read as v[j] + i v[j + hs/2] and multiplied by exp(i p theta_j),
@@ -96,9 +117,12 @@ def rotate(v: torch.Tensor, p: int) -> torch.Tensor:
     return torch.cat([z.real, z.imag], dim=-1).to(v.dtype)
 
 
-def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None) -> torch.Tensor:
+def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None,
+                    v1: torch.Tensor | None = None) -> torch.Tensor:
     """One pre-norm block written the slow way: each head and each query position alone,
-    torch's own layer_norm / rms_norm, gelu / relu, and RoPE as complex rotations."""
+    torch's own layer_norm / rms_norm, gelu / relu, and RoPE as complex rotations. With v1
+    (B, nh, T, hs) and a block that mixes values, head h attends over its values moved
+    the share block.attn.v_mix toward v1[:, h]."""
     cfg = cfg or {}
     B, T, C = x.shape
     hs = C // n_head
@@ -129,7 +153,10 @@ def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None
     heads = []
     for head in range(n_head):
         cols = slice(head * hs, (head + 1) * hs)
-        qh, kh = q[..., cols], k[..., cols]  # (B, T, hs)
+        qh, kh, vh = q[..., cols], k[..., cols], v[..., cols]  # (B, T, hs)
+        if v1 is not None:
+            lam = block.attn.v_mix.item()
+            vh = (1 - lam) * vh + lam * v1[:, head]
         if cfg.get("qk_norm"):
             qh, kh = norm(attn.q_norm, qh), norm(attn.k_norm, kh)
         out = torch.zeros(B, T, hs)
@@ -137,17 +164,18 @@ def reference_block(block, x: torch.Tensor, n_head: int, cfg: dict | None = None
             keys = torch.stack([position(kh[:, s], s) for s in range(t + 1)], dim=1)
             scores = position(qh[:, t], t).unsqueeze(1) @ keys.transpose(1, 2)  # (B,1,t+1)
             weights = torch.softmax(scores / math.sqrt(hs), dim=-1)
-            out[:, t] = (weights @ v[:, : t + 1, cols]).squeeze(1)
+            out[:, t] = (weights @ vh[:, : t + 1]).squeeze(1)
         heads.append(out)
     x = x + lin(attn.c_proj, torch.cat(heads, dim=-1))
     h = norm(block.ln2, x)
     return x + lin(mlp.c_proj, act(lin(mlp.c_fc, h)))
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN, GPT2_ACT, {**MODERN, "norm_eps": 1e-3}],
-                         ids=["gpt2", "modern", "gelu_tanh", "modern-eps"])
+@pytest.mark.parametrize("switches", [{}, MODERN, GPT2_ACT, {**MODERN, "norm_eps": 1e-3}, SPEEDRUN],
+                         ids=["gpt2", "modern", "gelu_tanh", "modern-eps", "speedrun"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 def test_block_matches_per_head_loop(attention, switches):
+    """The first block, and with the value residual the second one given some v1."""
     model = make(attention=attention, n_head=4, n_embd=32, **switches)
     with torch.no_grad():  # nonzero biases so they are checked too
         for p in model.parameters():
@@ -156,6 +184,74 @@ def test_block_matches_per_head_loop(attention, switches):
     block = model.blocks[0]
     tol = fp32_tol(network_terms(0, 1, 4 * 32 + 6))  # one block, C = 32, T = 6
     assert_close_to_scale(block(x), reference_block(block, x, 4, switches), tol)
+    if switches.get("value_residual"):
+        v1 = torch.randn(2, 4, 6, 8)  # (B, nh, T, hs)
+        later = model.blocks[1]
+        assert_close_to_scale(later(x, None, v1), reference_block(later, x, 4, switches, v1),
+                              tol)
+
+
+def test_value_residual_mixes_in_the_first_layers_values():
+    """The whole model against reference blocks chained by hand: v1 is the first layer's
+    value projection of its normalised input, split into heads; each later layer starts
+    with its own share 0.5 of it, a learned scalar (AdamW's, not Muon's: a 1-element
+    tensor), and the first layer has none."""
+    model = make(n_layer=3, n_head=2, n_embd=16, value_residual=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for i in (1, 2):
+            model.blocks[i].attn.v_mix.fill_(0.2 * i)
+    assert model.blocks[0].attn.v_mix is None
+    assert [b.attn.v_mix.shape for b in model.blocks[1:]] == [(1,), (1,)]
+    assert torch.equal(make(n_layer=3, value_residual=True).blocks[2].attn.v_mix,
+                       torch.tensor([0.5]))
+    idx = torch.randint(0, 11, (2, 8))
+    x = model.wte(idx) + model.wpe.weight[:8]
+    first = model.blocks[0]
+    h = F.layer_norm(x, (16,), first.ln1.weight, first.ln1.bias)
+    v1 = (h @ first.attn.c_attn.weight + first.attn.c_attn.bias)[..., 32:]  # (B, T, C)
+    v1 = v1.view(2, 8, 2, 8).transpose(1, 2)  # (B, nh, T, hs)
+    x = reference_block(first, x, 2)
+    for block in model.blocks[1:]:
+        x = reference_block(block, x, 2, {}, v1)
+    ln_f = model.ln_f
+    expected = F.linear(F.layer_norm(x, (16,), ln_f.weight, ln_f.bias), model.lm_head.weight.T)
+    assert_close_to_scale(model(idx)[0], expected, fp32_tol(network_terms(0, 3, 4 * 16 + 8)))
+    model(idx, idx)[1].backward()
+    assert all(b.attn.v_mix.grad.abs().item() > 0 for b in model.blocks[1:])
+
+
+def test_logit_softcap_is_cap_times_tanh_of_the_plain_logits():
+    """The same weights with and without the cap: cap * tanh(plain / cap), never beyond the
+    cap, and the loss is the cross-entropy of the capped logits."""
+    plain = make()
+    capped = make(logit_softcap=2.0)
+    capped.load_state_dict(plain.state_dict())
+    with torch.no_grad():  # large weights: logits well beyond the cap
+        for p in (plain.lm_head.weight, capped.lm_head.weight):
+            p.mul_(200.0)
+    idx = torch.randint(0, 11, (3, 8))
+    logits, loss = capped(idx, idx)
+    reference = 2.0 * torch.tanh(plain(idx)[0] / 2.0)
+    assert_close_to_scale(logits, reference, tiny_tol(0))
+    assert plain(idx)[0].abs().max() > 4.0 and logits.abs().max() <= 2.0
+    torch.testing.assert_close(loss, F.cross_entropy(reference.view(-1, 11), idx.view(-1)))
+
+
+def test_zero_proj_starts_every_block_as_the_identity():
+    """The projections into the residual stream start at zero, every other weight as GPT-2's
+    initialisation draws it (the same draws: the random stream is not changed); so each
+    block returns its input."""
+    gpt2, zero = make(seed=3, n_layer=2), make(seed=3, n_layer=2, zero_proj=True)
+    for (name, a), (_, b) in zip(gpt2.named_parameters(), zero.named_parameters(), strict=True):
+        if name.endswith("c_proj.weight"):
+            assert torch.all(b == 0) and a.abs().max() > 0, name
+        else:
+            assert torch.equal(a, b), name
+    x = torch.randn(2, 8, 16)
+    for block in zero.blocks:
+        assert torch.equal(block(x), x)
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
@@ -203,15 +299,16 @@ def test_causal_future_tokens_do_not_change_the_past():
 
 def closed_form_params(V, T, L, C, bias, tie, switches=None) -> int:
     sw = switches or {}
+    v_mix = L - 1 if sw.get("value_residual") else 0  # one scalar per layer after the first
     ln = 2 * C if bias and sw.get("norm") != "rms" else C  # RMSNorm: a gain, no bias
     linear_bias = (3 * C + C + 4 * C + C) if bias else 0
     qk_norm = 2 * (C // 3) if sw.get("qk_norm") else 0  # a gain of head size for q and k
     per_layer = 2 * ln + 12 * C * C + linear_bias + qk_norm
     positions = 0 if sw.get("position") == "rope" else T * C
-    return V * C + positions + L * per_layer + ln + (0 if tie else C * V)
+    return V * C + positions + L * per_layer + ln + (0 if tie else C * V) + v_mix
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+@pytest.mark.parametrize("switches", [{}, MODERN, SPEEDRUN], ids=["gpt2", "modern", "speedrun"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("tie", [False, True])
 def test_parameter_count_closed_form(bias, tie, switches):
@@ -294,6 +391,8 @@ def test_last_position_targets():
         ({"norm_eps": 0.0}, r"model.norm_eps must be in \(0, 1\), got 0.0"),
         ({"norm_eps": -1e-5}, "model.norm_eps must be in"),
         ({"position": "rope", "n_embd": 18, "n_head": 2}, "n_embd / n_head = 9 must be even"),
+        ({"logit_softcap": -1.0}, r"model.logit_softcap must be >= 0 \(0 = off\), got -1.0"),
+        ({"logit_softcap": float("inf")}, "model.logit_softcap must be a finite number, got inf"),
     ],
 )
 def test_config_errors(kw, match):
@@ -305,6 +404,10 @@ def test_sequence_longer_than_block_size_is_an_error():
     model = make()
     with pytest.raises(DlfError, match=r"9.*block_size 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+# the weights of the cache test, by switch set: seeds whose greedy decoding is not one token
+SEEDS = {0: 0, len(MODERN): 1, len(SPEEDRUN): 2}
 
 
 def uncached(model, idx, n, pick) -> list[int]:
@@ -329,13 +432,13 @@ def greedy(logits):
     return logits.argmax(dim=-1, keepdim=True)
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+@pytest.mark.parametrize("switches", [{}, MODERN, SPEEDRUN], ids=["gpt2", "modern", "speedrun"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 @pytest.mark.parametrize("prompt_len", [1, 3, 8, 12])
 def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len, switches):
     """With RoPE the cache rotates each new key at its position after the cached ones; a
     re-prefill restarts at position 0, as the uncached loop's window does."""
-    model = make(seed=1 if switches else 0, attention=attention, dropout=0.1,
+    model = make(seed=SEEDS[len(switches)], attention=attention, dropout=0.1,
                  tie_weights=prompt_len == 3, **switches)
     # large random weights: sharp logits that depend on everything (squared ReLU makes
     # unit-scale weights a few dominant units that repeat one token: smaller ones there)
@@ -355,10 +458,11 @@ def test_kv_cache_matches_uncached_loop_past_block_size(attention, prompt_len, s
             assert len(set(ref)) > 1, name  # a non-trivial sequence
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+@pytest.mark.parametrize("switches", [{}, MODERN, SPEEDRUN], ids=["gpt2", "modern", "speedrun"])
 def test_flops_per_token_matches_counted_matmuls(switches):
     """Count the matmul FLOPs of one training step at full context with torch's counter.
-    RoPE, RMSNorm, QK-norm and squared ReLU add none; the head counts tied or not."""
+    RoPE, RMSNorm, QK-norm, squared ReLU, the soft cap and the value residual add none; the
+    head counts tied or not."""
     for tie in (False, True):
         model = make(tie_weights=tie, n_layer=2, n_head=2, n_embd=16, block_size=8,
                      attention="manual", **switches)  # the full (T, T) matmuls
@@ -396,7 +500,7 @@ def test_to_float64_keeps_the_mask_and_runs():
     assert model.blocks[0].attn.mask.dtype == torch.bool
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+@pytest.mark.parametrize("switches", [{}, MODERN, SPEEDRUN], ids=["gpt2", "modern", "speedrun"])
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 def test_fused_and_written_out_kernels_give_the_same_model(attention, switches):
     """Fused: LayerNorm or RMSNorm, GELU, addmm, dropout + residual, and (manual attention)

@@ -341,7 +341,8 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 def newton_schulz(G: torch.Tensor, steps: int = 5,
                   dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """An approximately orthogonal matrix with G's singular vectors. G (m, n) -> (m, n) in
-    ``dtype``.
+    ``dtype``; a batch G (k, m, n) -> (k, m, n), each matrix on its own, in one batched
+    product per step.
 
     With G = U S V^T, X = G / ||G||_F has singular values s in [0, 1], and each step
     X <- a X + b (X X^T) X + c (X X^T)^2 X = U f(S) V^T applies the odd quintic
@@ -350,19 +351,19 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
     (not exactly 1: the coefficients buy a steep slope at 0 instead); smaller singular values
     grow by at most a**5 ~ 485. The iteration runs on the wide orientation (m <= n), whose
     Gram matrix X X^T is the smaller."""
-    if G.ndim != 2:
+    if G.ndim not in (2, 3):
         raise DlfError(f"newton_schulz orthogonalises a matrix, got shape {tuple(G.shape)}")
     a, b, c = NS_COEFFICIENTS
-    tall = G.size(0) > G.size(1)
+    tall = G.size(-2) > G.size(-1)
     X = G.to(dtype)
     if tall:
-        X = X.T  # (n, m)
-    X = X / (torch.linalg.matrix_norm(X) + 1e-7)  # ||X||_2 <= ||X||_F = 1
+        X = X.mT  # (..., n, m)
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + 1e-7)  # ||X||_2 <= ||X||_F = 1
     for _ in range(steps):
-        A = X @ X.T  # (rows, rows)
+        A = X @ X.mT  # (..., rows, rows)
         B = b * A + c * A @ A
         X = a * X + B @ X
-    return X.T if tall else X
+    return X.mT if tall else X
 
 
 class Muon(Optimizer):
@@ -380,6 +381,9 @@ class Muon(Optimizer):
         d   = g + momentum * buf (nesterov, the default), else buf
         p  *= 1 - lr * weight_decay                               (decoupled; 0 by default)
         p  -= lr * sqrt(max(1, fan_out / fan_in)) * newton_schulz(d, ns_steps, ns_dtype)
+
+    The matrices of one shape are orthogonalised together, as one batch (``newton_schulz``
+    on a stack: the same products, fewer and larger kernels).
 
     The reference writes the momentum as an average (buf = momentum * buf + (1 - momentum)
     * g), which is this buf times (1 - momentum); the orthogonalisation divides by the norm,
@@ -446,18 +450,26 @@ class Muon(Optimizer):
             _adamw_update(self.state, group, lr, idx, params, grads, self.fused)
             return
         mu, wd = group["momentum"], group["weight_decay"]
-        for i, p, g in zip(idx, params, grads):
+        bufs = []
+        for i, p in zip(idx, params):
             state = self.state.setdefault(i, {})
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = torch.zeros_like(p)
-            buf.mul_(mu).add_(g)
-            d = g.add(buf, alpha=mu) if group["nesterov"] else buf
-            update = newton_schulz(d, group["ns_steps"], group["ns_dtype"])
-            fan_in, fan_out = p.shape
-            if wd != 0:
-                p.mul_(1.0 - lr * wd)
-            p.add_(update.to(p.dtype), alpha=-lr * max(1.0, fan_out / fan_in) ** 0.5)
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            bufs.append(state["momentum_buffer"])
+        torch._foreach_mul_(bufs, mu)
+        torch._foreach_add_(bufs, grads)
+        ds = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
+        of_shape: dict[tuple, list[int]] = {}  # shape -> positions in params
+        for k, p in enumerate(params):
+            of_shape.setdefault(tuple(p.shape), []).append(k)
+        for (fan_in, fan_out), ks in of_shape.items():
+            updates = newton_schulz(torch.stack([ds[k] for k in ks]), group["ns_steps"],
+                                    group["ns_dtype"])  # (len(ks), fan_in, fan_out)
+            for k, update in zip(ks, updates):
+                p = params[k]
+                if wd != 0:
+                    p.mul_(1.0 - lr * wd)
+                p.add_(update.to(p.dtype), alpha=-lr * max(1.0, fan_out / fan_in) ** 0.5)
 
 
 def param_groups_for_muon(model, weight_decay: float = 0.0, lr_scale: float = 1.0,

@@ -15,6 +15,10 @@ Later designs are switches on the same model, each off by default (GPT-2's choic
     mlp_activation  "gelu" | "relu2" (squared ReLU); "gelu_tanh", the tanh approximation
                     of GELU, is GPT-2's own (dlf.models.gpt2 maps GPT-2's weights in and out)
     tie_weights     the head reuses the token embedding
+    zero_proj       the projections into the residual stream start at zero
+    logit_softcap   logits squashed to (-cap, cap) by cap * tanh(logits / cap)
+    value_residual  each later layer's values mixed with the first layer's, v1
+    attention_dropout  dropout on the attention probabilities (true) or not
 """
 
 from __future__ import annotations
@@ -95,10 +99,20 @@ class TransformerConfig:
     norm: Norm = "layer"  # "layer": LayerNorm | "rms": RMSNorm (no mean subtracted, no bias)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (a gain of head size
     # each) before the scores, bounding the softmax's input
-    mlp_activation: MlpActivation = "gelu"  # "gelu": x * Phi(x), with the normal CDF Phi | "gelu_tanh":
-    # GPT-2's tanh approximation of it | "relu2": squared ReLU, max(x, 0) ** 2
-    norm_eps: Annotated[float, Within(0, 1, above=True)] = 1e-5  # the epsilon of every LayerNorm / RMSNorm (GPT-2's
-    # layer_norm_epsilon), added to the variance or mean square under the root
+    # "gelu": x * Phi(x), with the normal CDF Phi | "gelu_tanh": GPT-2's tanh approximation
+    # of it | "relu2": squared ReLU, max(x, 0) ** 2
+    mlp_activation: MlpActivation = "gelu"
+    # the epsilon of every LayerNorm / RMSNorm (GPT-2's layer_norm_epsilon), added to the
+    # variance or mean square under the root
+    norm_eps: Annotated[float, Within(0, 1, above=True)] = 1e-5
+    zero_proj: bool = False  # attn.c_proj and mlp.c_proj start at zero (each block starts as
+    # the identity) instead of N(0, 0.02 / sqrt(2 * n_layer))
+    logit_softcap: Annotated[float, AtLeast(0, "0 = off")] = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 = off
+    value_residual: bool = False  # layers after the first attend over v + l * (v1 - v), v1
+    # the first layer's values, l a learned scalar per layer starting at 0.5
+    attention_dropout: bool = True  # model.dropout on the attention probabilities too; false:
+    # on the embeddings and residual branches only (a CPU draws one random number per
+    # dropped element, and the probabilities are n_head * block_size / n_embd times more)
 
     def check(self) -> None:
         """This config's rules (the run's plan and the model call it): each field's
@@ -109,6 +123,12 @@ class TransformerConfig:
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise DlfError(f"model.position = \"rope\" rotates pairs of channels: the head "
                            f"size n_embd / n_head = {self.n_embd // self.n_head} must be even")
+
+
+def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap * tanh(logits / cap): about the logits where |logits| << cap, never beyond
+    (-cap, cap) (Gemma 2; the modded-nanogpt speedruns)."""
+    return cap * torch.tanh(logits / cap)
 
 
 class KVCache:
@@ -163,16 +183,17 @@ class CausalSelfAttention(Module):
     and with RoPE then rotated by their positions (a cache's new token sits after the
     cached ones); the cache holds the keys as the scores see them."""
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, layer: int = 0):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.dropout = config.dropout
+        # the attention probabilities' dropout (attention_dropout = false: none)
+        self.dropout = config.dropout if config.attention_dropout else 0.0
         self.attention = config.attention  # "auto" left unresolved: the written-out kernel
         c, fused = config, config.fused
         self.c_attn = Linear(c.n_embd, 3 * c.n_embd, bias=c.bias, fused=fused)  # q, k, v
         self.c_proj = Linear(c.n_embd, c.n_embd, bias=c.bias, fused=fused)
-        self.attn_dropout = Dropout(c.dropout, fused=fused)
+        self.attn_dropout = Dropout(self.dropout, fused=fused)
         self.resid_dropout = Dropout(c.dropout, fused=fused)
         # rebuilt on construction, so kept out of state_dict; a buffer so `to()` moves it
         T = config.block_size
@@ -189,10 +210,14 @@ class CausalSelfAttention(Module):
             cos, sin = rope_tables(hs, T)  # 2 x (T, hs/2)
             self.register_buffer("cos", cos, persistent=False)
             self.register_buffer("sin", sin, persistent=False)
+        # value residual: how far this layer's values move toward the first layer's
+        self.v_mix = torch.full((1,), 0.5, requires_grad=True) \
+            if c.value_residual and layer > 0 else None
 
-    def qkv(self, x: torch.Tensor, start: int = 0):
+    def qkv(self, x: torch.Tensor, start: int = 0, v1: torch.Tensor | None = None):
         """x (B, T, C) at positions start .. start + T - 1 -> q, k, v, each (B, nh, T, hs),
-        q and k as the scores use them (normalised with qk_norm, rotated with RoPE)."""
+        q and k as the scores use them (normalised with qk_norm, rotated with RoPE), v as
+        attention uses it (with value_residual, moved toward the first layer's v1)."""
         B, T, C = x.shape
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
@@ -202,12 +227,17 @@ class CausalSelfAttention(Module):
         if self.rope:  # q and k in one pass: half the kernel launches
             qk = apply_rope(qk, self.cos, self.sin, start)
         q, k = qk.unbind(0)  # 2 x (B, nh, T, hs)
+        if self.v_mix is not None:
+            v = torch.lerp(v, v1, self.v_mix.to(v.dtype))  # v + l * (v1 - v)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """The projected attention output before the residual dropout, (B, T, C)."""
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                v1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the projected attention output before the residual dropout (B, T, C), the
+        values attended over (B, nh, T, hs): the first layer's are the later layers' v1)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x, 0 if cache is None else len(cache))  # 3 x (B, nh, T, hs)
+        q, k, v = self.qkv(x, 0 if cache is None else len(cache), v1)  # 3 x (B, nh, T, hs)
+        values = v
         causal = True
         if cache is not None:
             if len(cache) > 0:
@@ -224,7 +254,7 @@ class CausalSelfAttention(Module):
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
-        return self.c_proj(y)
+        return self.c_proj(y), values
 
     def scores(self, q: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
         """q (B, nh, T, hs), k (B, nh, L, hs) -> q . k / sqrt(hs), (B, nh, T, L), -inf
@@ -271,17 +301,24 @@ class Block(Module):
     (B, T, C) -> same. ln1 and ln2 are LayerNorm or RMSNorm (config.norm). Each dropout and
     its residual add are one `Dropout.residual` call (one pass when fused)."""
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, layer: int = 0):
         super().__init__()
         self.ln1 = make_norm(config, config.n_embd)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = self.attn.resid_dropout.residual(x, self.attn(self.ln1(x), cache))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                v1: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run(x, cache, v1)[0]
+
+    def run(self, x: torch.Tensor, cache: KVCache | None = None,
+            v1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the block's output (B, T, C), its attention's values (B, nh, T, hs))."""
+        y, v = self.attn(self.ln1(x), cache, v1)
+        x = self.attn.resid_dropout.residual(x, y)
         x = self.mlp.dropout.residual(x, self.mlp(self.ln2(x)))
-        return x
+        return x, v
 
 
 class Transformer(Module):
@@ -304,7 +341,7 @@ class Transformer(Module):
         # RoPE: positions enter through the rotation of q and k, no table
         self.wpe = Embedding(c.block_size, c.n_embd) if c.position == "learned" else None
         self.drop = Dropout(c.dropout, fused=c.fused)
-        self.blocks = ModuleList(Block(c) for _ in range(c.n_layer))
+        self.blocks = ModuleList(Block(c, layer) for layer in range(c.n_layer))
         self.ln_f = make_norm(c, c.n_embd)
         # tied: no weight of its own (see head()), so the tensor is listed once, as wte.weight
         self.lm_head = None if c.tie_weights else Linear(c.n_embd, c.vocab_size, bias=False)
@@ -314,8 +351,8 @@ class Transformer(Module):
     def _init_weights(self) -> None:
         """GPT-2: weights N(0, 0.02), biases 0, LayerNorm 1/0 (RMSNorm gains 1); the
         projections that write into the residual stream get std 0.02 / sqrt(2 * n_layer),
-        since 2 * n_layer of them add up there."""
-        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        since 2 * n_layer of them add up there (0 with zero_proj)."""
+        resid_std = 0.0 if self.config.zero_proj else 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, mod in self.named_modules():
             if isinstance(mod, Linear):
                 mod.weight.normal_(0.0, resid_std if name.endswith("c_proj") else 0.02)
@@ -329,10 +366,13 @@ class Transformer(Module):
                     mod.bias.zero_()
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) -> logits (..., V)."""
+        """(..., C) -> logits (..., V), soft-capped with logit_softcap."""
         if self.lm_head is None:
-            return x @ self.wte.weight.T  # (..., V); wte.weight is (V, C)
-        return self.lm_head(x)
+            logits = x @ self.wte.weight.T  # (..., V); wte.weight is (V, C)
+        else:
+            logits = self.lm_head(x)
+        cap = self.config.logit_softcap
+        return softcap(logits, cap) if cap > 0 else logits
 
     def output_weights(self) -> list[torch.Tensor]:
         """The head's weight (C, V); none when tied (it is the embedding table)."""
@@ -352,8 +392,10 @@ class Transformer(Module):
         `last` the last position's alone, (B, 1, V): decoding needs no other, and the head
         is the largest matmul of a big vocabulary."""
         x = self.drop(self.embed(idx, start))  # (B, T, C)
+        v1 = None  # the first layer's values, for value_residual
         for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])  # (B, T, C)
+            x, v = block.run(x, None if caches is None else caches[i], v1)  # (B, T, C)
+            v1 = v if i == 0 else v1
         if last:
             x = x[:, -1:]  # (B, 1, C)
         x = self.ln_f(x)
@@ -423,12 +465,13 @@ class Transformer(Module):
         self.eval()
         try:
             x = self.embed(idx)  # (B, T, C)
-            maps = []
-            for block in self.blocks:
+            maps, v1 = [], None
+            for i, block in enumerate(self.blocks):
                 attn = block.attn
-                q, k, _ = attn.qkv(block.ln1(x))  # 2 x (B, nh, T, hs)
+                q, k, _ = attn.qkv(block.ln1(x), 0, v1)  # 2 x (B, nh, T, hs)
                 maps.append(torch.softmax(attn.scores(q, k, causal=True), dim=-1))
-                x = block(x)  # (B, T, C): the next layer's input
+                x, v = block.run(x, None, v1)  # (B, T, C): the next layer's input
+                v1 = v if i == 0 else v1
         finally:
             self.train(was_training)
         return maps
