@@ -242,14 +242,19 @@ def test_out_of_memory_before_the_first_checkpoint_says_none_was_written(tmp_pat
         "no checkpoint had been written")
 
 
-def test_a_batch_too_large_for_memory_is_one_line(tmp_path, names_file, text_file, capsys):
+def test_a_batch_larger_than_memory_is_refused_by_the_plan(tmp_path, names_file, text_file,
+                                                           capsys):
+    """Token ids alone beyond the machine's memory: refused before --out is made."""
+    from dlf.engine.plan import physical_memory
+
     for data, extra in ((names_file, []), (text_file, ["--set", "data.format=text"])):
         preset = "names-mlp" if data == names_file else "shakespeare-transformer-cpu-gpt2"
         code, err = cli(["train", preset, "--data", data, "--out", tmp_path / preset,
                          "--quiet", "--set", f"train.batch_size={2**45}", *extra], capsys)
         assert_one_line(code, err)
-        assert "out of memory training" in err and "train.micro_batch" in err, err
-        assert "no checkpoint had been written" in err
+        gib = physical_memory() / 2**30
+        assert "one batch's token ids alone need" in err and f"{gib:,.0f} GiB" in err, err
+        assert not (tmp_path / preset).exists()
 
 
 def test_out_of_memory_while_sampling_names_what_to_lower(tmp_path, names_file):
@@ -452,8 +457,8 @@ def bad_inputs(tmp, names, text):
              for k, v in NON_FINITE]
     cases += [
         ([*transformer, "--set", "model.dropout=nan"], "must be a finite number"),
-        ([*train, "--set", f"train.batch_size={2**45}"], "out of memory training"),
-        ([*transformer, "--set", f"train.batch_size={2**45}"], "out of memory training"),
+        ([*train, "--set", f"train.batch_size={2**45}"], "lower train.batch_size"),
+        ([*transformer, "--set", f"train.batch_size={2**45}"], "lower train.batch_size"),
         ([*train, "--set", "model.n_hidden=10000000000"], "out of memory building"),
         ([*train, "--set", "model.block_size=1000000000"], "lower model.block_size"),
         ([*train, "--set", "train.batch_size=-1"], "train.batch_size must be >= 0"),

@@ -86,6 +86,10 @@ def _add_train(sub):
                    help="with --nproc (1 too) and --resume auto: when a process fails, torchrun "
                    "restarts the job up to N times and it continues from the last checkpoint "
                    "(train.checkpoint_interval)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the logged records as TensorBoard scalars into "
+                   "RUN/tensorboard/ (train.tensorboard = true; needs pip install "
+                   "'dlf[tensorboard]'); view them with tensorboard --logdir RUN/tensorboard")
     p.add_argument("--diagnostics", action="store_true",
                    help="also record update:data ratios and write the tanh health plots "
                    "(activations, gradients, weight gradients, update ratios) at the end")
@@ -423,6 +427,8 @@ def cmd_train(args) -> int:
         cfg.train.seed = args.seed
     if args.device:
         cfg.train.device = args.device
+    if args.tensorboard:
+        cfg.train.tensorboard = True
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
     if args.nproc != 1 or args.max_restarts:

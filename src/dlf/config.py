@@ -95,6 +95,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: DType = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the training forward pass
+    # also write the logged records as TensorBoard scalars into RUN/tensorboard/ (needs the
+    # tensorboard extra: pip install 'dlf[tensorboard]')
+    tensorboard: bool = False
     # torch intra-op threads; 0 = torch's default (one per core)
     threads: Annotated[int, AtLeast(0, "0 = one per core")] = 0
     num_samples: Annotated[int, AtLeast(0)] = 20  # samples written to samples.txt at the end

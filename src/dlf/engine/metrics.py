@@ -43,6 +43,7 @@ class MetricsFile:
 
     def __init__(self, path: str | Path, resume_step: int | None = None):
         self.log = MetricsLog(path)
+        self.resume_step = resume_step
         self.kept: list[dict] = []
         if resume_step is not None:
             self.log.truncate_after(resume_step)

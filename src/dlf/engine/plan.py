@@ -21,6 +21,7 @@ import torch
 
 from dlf import config as C
 from dlf import optim
+from dlf.engine import tensorboard
 from dlf.engine.auto import default_threads, resolve_auto
 from dlf.engine.device import pick_device
 from dlf.engine.distributed import World
@@ -38,7 +39,7 @@ _IGNORED = {
     "autograd": (),
     "manual": _OPTIMIZER_FIELDS,  # plain SGD on hand-written gradients, in fp32
     "fitted": _OPTIMIZER_FIELDS + ("lr", "schedule", "milestones", "warmup_steps", "min_lr",
-                                   "decay_fraction", "batch_size", "max_seconds"),
+                                   "decay_fraction", "batch_size", "max_seconds", "tensorboard"),
 }
 # When a run is too short for its warm-up, the warm-up becomes this share of the run.
 SHORT_RUN_WARMUP = 0.1
@@ -86,12 +87,16 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     check_regime(cfg.train, cfg.model.type, caps.regime)
     check_optimizer(cfg.train, cfg.model.type, caps)
     check_world(cfg, world, caps.regime)
+    if cfg.train.tensorboard and not tensorboard.available():
+        raise DlfError("train.tensorboard = true writes through torch.utils.tensorboard, which "
+                       f"needs the tensorboard package: {tensorboard.EXTRA}")
     with out_of_memory_means(f"reading the data with model.block_size = "
                              f"{cfg.model.block_size}: lower model.block_size"):
         data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.check()
     check_model_fits_data(cfg, caps, data)
+    check_batch_fits_memory(cfg.train.batch_size, cfg.model.block_size)
     device = _device(cfg.train.device, world)
     notes = adapt(cfg.train)
     if data.tokenizer.vocab_size < cfg.data.vocab_size:
@@ -202,6 +207,27 @@ def check_model_fits_data(cfg: C.RunConfig, caps: Capabilities, data: RunData) -
                            f"model.block_size is {cfg.model.block_size}; raise model.block_size")
     if cfg.train.batch_size == 0 and data.format != "lines":
         raise DlfError("train.batch_size = 0 (full batch) needs line data")
+
+
+def check_batch_fits_memory(batch_size: int, block_size: int) -> None:
+    """Refuse a batch whose token ids alone (inputs and targets, int64) exceed this
+    machine's memory: it could never be drawn, and the run would fail only after its
+    directory was claimed. (A batch that fits here may still run out of memory in the
+    step: the model's activations are not known before it runs.)"""
+    need = 2 * 8 * batch_size * max(block_size, 1)
+    have = physical_memory()
+    if have and need > have:
+        raise DlfError(f"train.batch_size = {batch_size}: one batch's token ids alone need "
+                       f"{need / 2**30:,.0f} GiB, more than this machine's "
+                       f"{have / 2**30:,.0f} GiB of memory; lower train.batch_size")
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def check_same_run(requested: C.RunConfig, resume: Resumed) -> None:

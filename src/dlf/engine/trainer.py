@@ -36,10 +36,12 @@ from dlf.engine.metrics import MetricsFile
 from dlf.engine.plan import Plan, regime_of
 from dlf.engine.progress import Progress
 from dlf.engine.results import base_result, write_results
+from dlf.engine.rundir import TENSORBOARD_DIR
 from dlf.engine.session import Check, Session, open_session
 from dlf.engine.signals import StopSignals
 from dlf.engine.state import TrainState
 from dlf.engine.steps import STEPS
+from dlf.engine.tensorboard import TensorBoardSink
 from dlf.errors import DlfError
 
 
@@ -112,6 +114,8 @@ class Trainer:
             metrics = MetricsFile(run / "metrics.jsonl",
                                   state.step if s.checkpoint is not None else None)
             sinks = [metrics, LossPlot(run / "loss.png", plan.cfg.name, metrics.kept)]
+            if t.tensorboard:
+                sinks.append(TensorBoardSink(run / TENSORBOARD_DIR, metrics.resume_step))
         progress = Progress(t.max_steps, state.step, show=self.show_progress)
         signals = StopSignals(s.say, grace=group.active)
         divergence = Divergence()
