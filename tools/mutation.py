@@ -49,12 +49,14 @@ GROUPS = {
     # writes and reads back (checkpoint); the same tests run both, but as two groups each
     # can be finished (or rerun) on its own
     "checkpoint": ([f"src/dlf/engine/{f}.py" for f in
-                    ("checkpoint", "metrics", "lossplot", "resume")],
-                   ["tests/test_engine.py", "tests/test_reliability.py", "tests/test_faults.py"]),
+                    ("checkpoint", "tensor_io", "metrics", "lossplot", "tensorboard", "rundir")],
+                   ["tests/test_engine.py", "tests/test_reliability.py", "tests/test_faults.py",
+                    "tests/test_session.py"]),
     "engine": ([f"src/dlf/engine/{f}.py" for f in
-                ("plan", "loop", "trainer", "steps", "batches", "clock", "divergence",
-                 "results", "signals", "progress")],
+                ("session", "plan", "auto", "loop", "trainer", "steps", "batches", "clock",
+                 "divergence", "results", "signals", "progress")],
                ["tests/test_engine.py", "tests/test_reliability.py", "tests/test_faults.py",
+                "tests/test_session.py",
                 "tests/test_bench.py", "tests/test_cli.py", "tests/test_bigram.py",
                 # the behaviour tests of test_architecture; its others read the source,
                 # which mutmut's copy holds with every mutant beside each function
