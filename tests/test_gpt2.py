@@ -20,6 +20,7 @@ from dlf.errors import DlfError
 from dlf.models import gpt2
 from dlf.models.transformer import Transformer, TransformerConfig
 from dlf.sample import generate_ids
+from runs import records, without_timings
 
 V = 300  # the tiny models' vocabulary: 256 bytes, 43 merges and <|endoftext|>
 SIZES = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128, "vocab_size": V}
@@ -377,3 +378,61 @@ def test_export_refusals_write_nothing(tmp_path, capsys):
     refused(["export", "gpt2", str(tmp_path / "none"), str(out)], capsys,
             "is not a run directory", out)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def finetune_argv(imported, out, *extra):
+    """The fine-tuning preset shrunk to the tiny imported GPT-2 (2 x 64, 128 positions)
+    and a few steps on TinyShakespeare, in 32-token windows."""
+    return ["train", "shakespeare-gpt2-finetune", "--init-from", str(imported), "--out",
+            str(out), "--quiet", "--set", "model.n_layer=2", "--set", "model.n_head=2",
+            "--set", "model.n_embd=64", "--set", "model.block_size=128", "--set",
+            "data.context=32", "--set", "train.max_steps=30", "--set", "train.eval_interval=10",
+            "--set", "train.eval_iters=4", "--set", "train.lr=1e-3", "--set",
+            "train.dtype=fp32", "--set", "train.checkpoint_interval=10", "--set",
+            "train.threads=1", *extra]
+
+
+@pytest.fixture
+def imported(hf_dir, tmp_path):
+    out = tmp_path / "imported"
+    assert main(["import", "gpt2", str(hf_dir), "--out", str(out)]) == 0
+    return out
+
+
+def test_init_from_fine_tunes_an_imported_gpt2_and_resumes(imported, tmp_path, capsys):
+    """30 steps from the imported weights lower their validation loss on Shakespeare
+    (the same evaluation batches before and after); the run resumes as any run does."""
+    from dlf.engine.evaluate import split_nats
+    from dlf.engine.rundata import prepare_data
+    from dlf.engine.saved import load_run
+
+    out = tmp_path / "tuned"
+    assert main(finetune_argv(imported, out)) == 0, capsys.readouterr().err
+    tuned = load_run(out, device="cpu")
+    assert tuned.tokenizer.to_json() == load_run(imported).tokenizer.to_json()
+    data = prepare_data(tuned.config, tokenizer=tuned.tokenizer)
+    before = split_nats(load_run(imported).model, data.val, tuned.config.train,
+                        torch.device("cpu")).per_token
+    result = json.loads((out / "result.json").read_text())
+    assert result["val_loss"] < before - 0.1, (result["val_loss"], before)
+
+    stopped = tmp_path / "stopped"  # killed after its checkpoint at step 10, then resumed
+    code = main([*finetune_argv(imported, stopped), "--set", "train.max_steps=10"])
+    assert code == 0
+    assert main([*finetune_argv(imported, stopped), "--resume"]) == 0
+    # bit for bit: the same kernels on the same restored state in one process
+    assert without_timings(records(stopped)) == without_timings(records(out))
+
+
+def test_init_from_refuses_what_does_not_fit_and_writes_nothing(imported, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    for extra, message in (
+            (["--set", "model.n_layer=3"], "model.n_layer is 3 here and 2 in its config.toml"),
+            (["--set", "model.block_size=64"], "model.block_size is 64 here and 128"),
+            (["--set", "data.tokenizer=char"], ("its tokenizer is byte-level BPE and "
+                                               "data.tokenizer is char here"))):
+        refused([*finetune_argv(imported, out), *extra], capsys, message, out)
+    refused([*finetune_argv(tmp_path / "nothing", out)], capsys, "not a run directory", out)

@@ -76,7 +76,12 @@ def _add_train(sub):
                    "nothing (one command that both starts a job and continues it after a "
                    "restart)")
     p.add_argument("--force", action="store_true",
-                   help="replace an existing run in --out (its files are listed on stderr)")
+                   help="replace an existing run in --out (its files are listed on stderr; "
+                   "files dlf did not write are kept)")
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from another run's best weights and tokenizer with a fresh "
+                   "optimizer (fine-tuning, e.g. a GPT-2 from `dlf import gpt2`); the model "
+                   "must have that run's architecture")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes on this machine (torchrun; "
@@ -437,9 +442,10 @@ def cmd_train(args) -> int:
         from dlf.diagnostics import train_with_diagnostics
 
         r = train_with_diagnostics(cfg, out, resume=args.resume, force=args.force,
-                                   progress=progress)
+                                   init_from=args.init_from, progress=progress)
     else:
-        r = train(cfg, out, resume=args.resume, force=args.force, progress=progress)
+        r = train(cfg, out, resume=args.resume, force=args.force, init_from=args.init_from,
+                  progress=progress)
     if r.get("interrupted"):
         return EXIT_INTERRUPTED
     if World.from_env().rank != 0:  # a data-parallel job reports once, from rank 0
@@ -466,7 +472,7 @@ def _launch(args, cfg, out) -> int:
 
         checks = (diagnosable,)
     plan = check_job(cfg, out, args.nproc, resume=args.resume, force=args.force,
-                     max_restarts=args.max_restarts, checks=checks)
+                     init_from=args.init_from, max_restarts=args.max_restarts, checks=checks)
     return launch_local(args.nproc, strip_launch_options(args.argv), plan.threads,
                         args.max_restarts)
 

@@ -40,7 +40,7 @@ def launch_command(nproc: int, dlf_args: list[str], max_restarts: int = 0) -> li
 
 
 def check_job(cfg, out, nproc: int, *, resume: bool | str, force: bool,
-              max_restarts: int = 0, checks=()) -> Plan:
+              init_from=None, max_restarts: int = 0, checks=()) -> Plan:
     """Every refusal the job's processes would make, made before any starts: the session
     of `nproc` processes opened without changing anything (the plan, the caller's
     `checks`, the run directory `out`: its run, that it can be written)."""
@@ -51,7 +51,8 @@ def check_job(cfg, out, nproc: int, *, resume: bool | str, force: bool,
     if max_restarts and not resume:
         raise DlfError("--max-restarts restarts the same command: add --resume auto, so that "
                        "a restart continues from the last checkpoint")
-    session = open_session(cfg, out, resume=resume, force=force, checks=checks,
+    session = open_session(cfg, out, resume=resume, force=force, init_from=init_from,
+                           checks=checks,
                            world=World(size=nproc, local_size=nproc), check_only=True)
     return session.plan
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -26,6 +25,7 @@ from dlf.engine.auto import default_threads, resolve_auto
 from dlf.engine.device import pick_device
 from dlf.engine.distributed import World
 from dlf.engine.rundata import RunData, prepare_data
+from dlf.engine.saved import SavedRun, check_same_architecture, check_same_run
 from dlf.errors import DlfError, out_of_memory_means
 from dlf.models import model_class
 from dlf.models.protocol import Capabilities, capabilities
@@ -46,18 +46,6 @@ SHORT_RUN_WARMUP = 0.1
 
 
 @dataclass(frozen=True)
-class Resumed:
-    """The run a resumed run continues: its directory, config.toml and tokenizer.
-    `checkpoint` False: a run of the same config stopped before its first checkpoint,
-    which starts over (`--resume auto`); its tokenizer is learned again."""
-
-    path: Path
-    config: C.RunConfig
-    tokenizer: object  # CharTokenizer or BPETokenizer, as tokenizer.json holds; or None
-    checkpoint: bool = True
-
-
-@dataclass(frozen=True)
 class Plan:
     cfg: C.RunConfig  # resolved: what config.toml records; read, never changed
     caps: Capabilities  # what the model class declares (regime, sequence targets, ...)
@@ -74,11 +62,13 @@ class Plan:
 
 
 def plan_run(cfg: C.RunConfig, world: World | None = None, *,
-             resume: Resumed | None = None) -> tuple[Plan, RunData]:
+             resume: SavedRun | None = None,
+             init_from: SavedRun | None = None) -> tuple[Plan, RunData]:
     """Check `cfg` for `world`, read its data and decide everything; returns the plan and
     the data read to make it. `resume` is the run being continued: it must hold the same
-    model and data, and its tokenizer is reused. Raises DlfError with one line for
-    anything that cannot run."""
+    model and data, and its tokenizer is reused. `init_from` is the run a new run starts
+    from (--init-from): its tokenizer is used, and its model must have the requested
+    architecture. Raises DlfError with one line for anything that cannot run."""
     cfg = copy.deepcopy(cfg)  # the caller's config is never changed
     world = world or World()
     C.validate(cfg)
@@ -92,11 +82,14 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
                        f"needs the tensorboard package: {tensorboard.EXTRA}")
     with out_of_memory_means(f"reading the data with model.block_size = "
                              f"{cfg.model.block_size}: lower model.block_size"):
-        data = prepare_data(cfg, tokenizer=resume.tokenizer if resume else None)
+        source = resume or init_from
+        data = prepare_data(cfg, tokenizer=source.tokenizer if source else None)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.check()
+    if init_from is not None:
+        check_same_architecture(cfg, init_from)
     check_model_fits_data(cfg, caps, data)
-    check_batch_fits_memory(cfg.train.batch_size, cfg.model.block_size)
+    check_batch_fits_memory(cfg.train.batch_size, cfg.data.context or cfg.model.block_size)
     device = _device(cfg.train.device, world)
     notes = adapt(cfg.train)
     if data.tokenizer.vocab_size < cfg.data.vocab_size:
@@ -205,6 +198,9 @@ def check_model_fits_data(cfg: C.RunConfig, caps: Capabilities, data: RunData) -
         if data.train.block_size > cfg.model.block_size:
             raise DlfError(f"the longest line needs {data.train.block_size} positions but "
                            f"model.block_size is {cfg.model.block_size}; raise model.block_size")
+    if cfg.data.context > cfg.model.block_size:
+        raise DlfError(f"data.context = {cfg.data.context} is longer than the model's "
+                       f"model.block_size = {cfg.model.block_size} positions")
     if cfg.train.batch_size == 0 and data.format != "lines":
         raise DlfError("train.batch_size = 0 (full batch) needs line data")
 
@@ -228,17 +224,6 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def check_same_run(requested: C.RunConfig, resume: Resumed) -> None:
-    """Resuming: training settings may change (e.g. more steps); the model and data may not."""
-    saved = resume.config
-    if saved.model.type != requested.model.type:
-        raise DlfError(f"{resume.path} holds a {saved.model.type} run, "
-                       f"not {requested.model.type}")
-    if requested.model != saved.model or requested.data != saved.data:
-        raise DlfError(f"cannot resume {resume.path}: its model or data config differs from "
-                       "the requested one (see its config.toml)")
 
 
 def _device(name: str, world: World) -> torch.device:

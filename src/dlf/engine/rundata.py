@@ -35,6 +35,9 @@ def prepare_data(cfg: C.RunConfig, tokenizer=None) -> RunData:
     items, fmt = load_corpus(cfg.data.dataset, format=cfg.data.format or None)
     block_size = cfg.model.block_size
     if fmt == "lines":
+        if cfg.data.context:
+            raise DlfError("data.context is the window of text data; line data is cut into "
+                           "windows of model.block_size (or whole lines)")
         if cfg.data.tokenizer != "char":
             raise DlfError(f"data.tokenizer = {cfg.data.tokenizer} is for text data (format = "
                            "text); line data is tokenized by character, with a boundary token "
@@ -52,11 +55,12 @@ def prepare_data(cfg: C.RunConfig, tokenizer=None) -> RunData:
                        "stream is already trained at every position")
     train, val = split_text(items)
     tok = tokenizer or text_tokenizer(cfg.data, items, train)
+    window = cfg.data.context or block_size
     for name, part in (("train", train), ("val", val)):
-        if len(part) <= block_size:
-            raise DlfError(f"block size {block_size} is longer than the {name} split "
+        if len(part) <= window:
+            raise DlfError(f"block size {window} is longer than the {name} split "
                            f"({len(part)} characters) of {cfg.data.dataset}")
-    return RunData(fmt, tok, TextDataset(train, tok, block_size), TextDataset(val, tok, block_size),
+    return RunData(fmt, tok, TextDataset(train, tok, window), TextDataset(val, tok, window),
                    None, train)
 
 

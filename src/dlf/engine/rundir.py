@@ -34,7 +34,7 @@ from pathlib import Path
 from dlf import config as C
 from dlf import presets
 from dlf.data.tokenizer import load_tokenizer
-from dlf.engine.plan import Resumed
+from dlf.engine.saved import SavedRun
 from dlf.errors import DlfError
 from dlf.fileio import atomic_write_text
 
@@ -173,7 +173,7 @@ class RunDir:
         atomic_write_text(self.path / "config.toml", C.to_toml(cfg))
         tokenizer.save(self.path / "tokenizer.json")
 
-    def resumable(self, auto: bool = False) -> Resumed | None:
+    def resumable(self, auto: bool = False) -> SavedRun | None:
         """The run to continue: its config and tokenizer (refused without a checkpoint).
         `auto` (--resume auto): None, to start afresh, when the directory holds no run; a
         run stopped before its first checkpoint (config.toml, no result) starts over once
@@ -183,12 +183,22 @@ class RunDir:
             if auto and not existing:
                 return None
             if auto and "config.toml" in existing and "result.json" not in existing:
-                return Resumed(self.path, presets.load_toml(self.path / "config.toml"), None,
-                               checkpoint=False)
+                return SavedRun(self.path, presets.load_toml(self.path / "config.toml"), None,
+                                checkpoint=False)
             if auto:
                 raise DlfError(f"--resume auto: {self.path} holds a run ({existing[0]}) but no "
                                "checkpoint (state.safetensors) to continue; use --force to "
                                "replace it, or another --out")
             raise DlfError(f"cannot resume: {self.path}/state.safetensors not found")
-        return Resumed(self.path, presets.load_toml(self.path / "config.toml"),
-                       load_tokenizer(self.path / "tokenizer.json"))
+        return SavedRun(self.path, presets.load_toml(self.path / "config.toml"),
+                        load_tokenizer(self.path / "tokenizer.json"))
+
+    def source(self) -> SavedRun:
+        """The run this directory holds, for another run to start from (--init-from): its
+        config and tokenizer (its best weights are model.safetensors)."""
+        for name in ("config.toml", "tokenizer.json", "model.safetensors"):
+            if not (self.path / name).exists():
+                raise DlfError(f"--init-from {self.path}: not a run directory with weights "
+                               f"(no {name})")
+        return SavedRun(self.path, presets.load_toml(self.path / "config.toml"),
+                        load_tokenizer(self.path / "tokenizer.json"))

@@ -7,9 +7,11 @@
 the count bigram, launched in N processes):
 
     1. find the run to continue (--resume, --resume auto)     RunDir.resumable
+       or to start from (--init-from)                         RunDir.source
     2. plan it: every decision, and the plan's refusals        plan.plan_run
     3. join the processes of a data-parallel job              distributed.join
-    4. build the model (running out of memory is one line)
+    4. build the model (running out of memory is one line), with --init-from the
+       other run's best weights (weights that do not fit: refused)
     5. the caller's own refusals (`checks`: what --diagnostics needs, ...)
     6. read the checkpoint it continues (corrupt, incomplete or of another model: refused)
     7. claim the directory: lock it, refuse another run (without --resume or --force) and
@@ -37,7 +39,7 @@ import torch
 
 from dlf import config as C
 from dlf.engine import distributed
-from dlf.engine.checkpoint import Checkpoint, kept, read_checkpoint
+from dlf.engine.checkpoint import Checkpoint, kept, read_checkpoint, read_weights
 from dlf.engine.divergence import Diverged
 from dlf.engine.plan import Plan, plan_run
 from dlf.engine.rundata import RunData
@@ -114,29 +116,38 @@ def out_of_memory_in(t: C.TrainConfig, regime: str) -> str:
 
 
 def open_session(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = False,
-                 force: bool = False, world: distributed.World | None = None,
-                 checks: Iterable[Check] = (), check_only: bool = False) -> Session:
+                 force: bool = False, init_from: str | Path | None = None,
+                 world: distributed.World | None = None, checks: Iterable[Check] = (),
+                 check_only: bool = False) -> Session:
     """Take hold of `out_dir` for a run of `cfg` (see the module docstring): every refusal
     first, then the claim. `resume`: True continues the run there from its checkpoint,
-    "auto" continues it if there is one and starts one otherwise; `force` replaces a run.
-    Use the result as a context manager, or close() it."""
+    "auto" continues it if there is one and starts one otherwise; `force` replaces a run;
+    `init_from`: a run directory whose best weights and tokenizer a new run starts from
+    (a run continued from its checkpoint has its own). Use the result as a context
+    manager, or close() it."""
     if force and resume:
         raise DlfError("--force replaces the run in --out and --resume continues it: give one")
     run_dir = RunDir(out_dir)
     saved = run_dir.resumable(auto=resume == "auto") if resume else None
+    continues = saved is not None and saved.checkpoint  # the run there goes on
+    source = RunDir(init_from).source() if init_from is not None and not continues else None
     world = world or distributed.World.from_env()
-    plan, data = plan_run(cfg, world, resume=saved)
+    plan, data = plan_run(cfg, world, resume=saved, init_from=source)
     cfg = plan.cfg
+    if source is not None and plan.regime == "fitted":
+        raise DlfError(f"a {cfg.model.type} model is counted from the data: --init-from has "
+                       "nothing to start it from")
     group = distributed.Group(device=plan.device) if check_only else \
         distributed.join(plan.world, plan.device)
     torch.manual_seed(cfg.train.seed)
     with out_of_memory_means(f"building the {cfg.model.type} model: make it smaller (its "
                              "model.* sizes)"):
         model = build_model(cfg.model).to(plan.device)
+        if source is not None:  # a refusal names the weights that do not fit
+            model.load_state_dict(read_weights(source.path, source.config.model.type))
     distributed.share_batch_statistics(model, group)
     for check in checks:
         check(plan, model)
-    continues = saved is not None and saved.checkpoint  # the run there goes on
     # a fitted model is counted again; a trained one continues from its checkpoint
     trained = continues and plan.regime != "fitted"
     checkpoint = read_checkpoint(run_dir.path, cfg.model.type) if trained else None

@@ -50,13 +50,15 @@ class Trainer:
     directory claimed; see dlf.engine.session). `fit()` trains, then gives the directory
     back. `callback(step, state, model)` runs after every step; returning True stops the
     run there, checkpointed, as Ctrl-C does. `checks` are the caller's own refusals,
-    made before the directory is claimed."""
+    made before the directory is claimed. `init_from`: a run whose best weights and
+    tokenizer this run starts from, with a fresh optimizer (fine-tuning)."""
 
     def __init__(self, cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = False,
-                 force: bool = False, progress: bool | None = None,
-                 callback: OnStep | None = None, checks: tuple[Check, ...] = ()):
+                 force: bool = False, init_from: str | Path | None = None,
+                 progress: bool | None = None, callback: OnStep | None = None,
+                 checks: tuple[Check, ...] = ()):
         self.session = open_session(cfg, out_dir, resume=resume, force=force,
-                                    checks=(trained_only, *checks))
+                                    init_from=init_from, checks=(trained_only, *checks))
         self.callback, self.auto = callback, resume == "auto"
         self.show_progress = ((progress if progress is not None else sys.stderr.isatty())
                               and self.session.group.is_main)
@@ -155,12 +157,13 @@ def fitted_only(plan: Plan, model) -> None:
 
 
 def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = False,
-                force: bool = False, checks: tuple[Check, ...] = ()) -> dict:
+                force: bool = False, init_from: str | Path | None = None,
+                checks: tuple[Check, ...] = ()) -> dict:
     """Fit a counted model (the count bigram) on the train split and write its run.
     Counting is deterministic, so --resume simply counts again."""
     state = TrainState()
     clock = Clock(0, 0.0, 0, state)  # the whole fit is wall time; no optimizer steps
-    with open_session(cfg, out_dir, resume=resume, force=force,
+    with open_session(cfg, out_dir, resume=resume, force=force, init_from=init_from,
                       checks=(fitted_only, *checks)) as s:
         plan, data, model, run = s.plan, s.data, s.model, s.out
         s.run_dir.begin(plan.cfg, data.tokenizer)
@@ -180,12 +183,14 @@ def fit_counted(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = F
 
 
 def train(cfg: C.RunConfig, out_dir: str | Path, *, resume: bool | str = False,
-          force: bool = False, progress: bool | None = None, callback: OnStep | None = None,
+          force: bool = False, init_from: str | Path | None = None,
+          progress: bool | None = None, callback: OnStep | None = None,
           checks: tuple[Check, ...] = ()) -> dict:
     """Train or fit `cfg` into `out_dir`, as its model's regime says; returns result.json's
-    dict (or {"interrupted": True, "steps": N} after a stop request). `progress` and
-    `callback` are for trained models (a fitted one has no steps)."""
+    dict (or {"interrupted": True, "steps": N} after a stop request). `init_from`,
+    `progress` and `callback` are for trained models (a fitted one is counted)."""
     if regime_of(cfg.model.type) == "fitted":
-        return fit_counted(cfg, out_dir, resume=resume, force=force, checks=checks)
-    return Trainer(cfg, out_dir, resume=resume, force=force, progress=progress,
-                   callback=callback, checks=checks).fit()
+        return fit_counted(cfg, out_dir, resume=resume, force=force, init_from=init_from,
+                           checks=checks)
+    return Trainer(cfg, out_dir, resume=resume, force=force, init_from=init_from,
+                   progress=progress, callback=callback, checks=checks).fit()

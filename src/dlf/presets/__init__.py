@@ -130,9 +130,13 @@ def model_shape(m) -> str:
     return m.type
 
 
+GPT2_VOCAB = 50257  # GPT-2's tokens: 256 bytes, 50,000 merges and <|endoftext|>
+
+
 def count_parameters(cfg: C.RunConfig) -> int:
     """The parameters of a preset's model, counted on torch's meta device (no memory, no
-    training): the vocabulary is the data's characters, or data.vocab_size for BPE."""
+    training): the vocabulary is the data's characters, data.vocab_size for BPE, or the
+    model's own vocab_size for a pretrained tokenizer (that of the run it starts from)."""
     import copy
 
     import torch
@@ -143,6 +147,8 @@ def count_parameters(cfg: C.RunConfig) -> int:
     m = copy.deepcopy(cfg.model)
     if cfg.data.tokenizer == "bpe":
         m.vocab_size = cfg.data.vocab_size
+    elif cfg.data.tokenizer == "pretrained":
+        m.vocab_size = m.vocab_size or GPT2_VOCAB
     else:
         items, fmt = load_corpus(cfg.data.dataset, format=cfg.data.format or None)
         chars = set(items) if fmt == "text" else set().union(*map(set, items))
