@@ -101,7 +101,7 @@ def train_sides(hf, model, dtype: str, batch: int, T: int):
         batch_size=batch, optimizer="adamw", lr=1e-4, weight_decay=0.1, beta1=0.9,
         beta2=0.999, dtype=dtype, grad_clip=0.0))
     run.model.block_size = T
-    resolve_auto(run, device)
+    resolve_auto(run, device, torch.get_num_threads())
     for block in dlf_model.blocks:
         block.attn.attention = run.model.attention
     step = AutogradStep(dlf_model, run.train, device)
@@ -123,7 +123,7 @@ def train_sides(hf, model, dtype: str, batch: int, T: int):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return dlf_step, hf_step, run.train.micro_batch, run.model.attention
+    return dlf_step, hf_step, run.train.micro_batch or batch, run.model.attention  # rows a pass
 
 
 def time_train(hf, model, dtype: str, batch: int, T: int, rounds: int, steps: int) -> dict:

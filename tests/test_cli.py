@@ -194,7 +194,7 @@ def test_a_run_shorter_than_its_warmup_is_adapted_with_a_note(tmp_path, text_fil
     of the run, says so in one line, and records it in config.toml."""
     out = tmp_path / "run"
     tiny = ["data.format=text", "model.block_size=8", "model.n_embd=8", "model.n_head=2",
-            "model.n_layer=1", "train.eval_iters=1", "train.batch_size=4",
+            "model.n_layer=1", "train.eval_iters=1", "train.batch_size=4", "train.micro_batch=0",
             "train.num_samples=0", "train.dtype=fp32"]
     code, _, err = run(["train", "shakespeare-transformer-cpu-gpt2", "--data", str(text_file),
                         "--out", str(out), "--max-steps", "20", "--quiet",

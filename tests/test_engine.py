@@ -14,7 +14,7 @@ from dlf import optim
 from dlf import presets as P
 from dlf.data import load_lines, split_lines
 from dlf.engine import lossplot, tensor_io
-from dlf.engine.auto import last_level_cache_bytes, resolve_auto
+from dlf.engine.auto import resolve_auto
 from dlf.engine.clock import Clock
 from dlf.engine.evaluate import evaluate_split
 from dlf.engine.rundata import prepare_data
@@ -391,25 +391,20 @@ def test_micro_batches_equal_one_pass(tmp_path, text_file):
 
 
 def test_resolve_auto_rules():
-    """The one place "auto" is resolved: attention by device/dtype/dropout, micro-batch by
-    the attention scores' size against the last-level cache."""
+    """The one place "auto" is resolved. Without measuring: the attention kernel by
+    device, dtype and dropout, the whole batch in one pass."""
     cfg = P.load_preset("shakespeare-transformer")
     assert cfg.model.attention == "auto" and cfg.train.micro_batch == "auto"
-    resolve_auto(cfg, torch.device("cuda"))
+    assert resolve_auto(cfg, torch.device("cuda"), 2) == []
     assert cfg.model.attention == "sdpa" and cfg.train.micro_batch == 0
     for dtype, dropout, kind in (("bf16", 0.0, "manual"), ("fp32", 0.2, "manual"),
                                  ("fp32", 0.0, "sdpa")):
         cfg = P.load_preset("shakespeare-transformer")
-        cfg.train.dtype, cfg.model.dropout = dtype, dropout
-        resolve_auto(cfg, torch.device("cpu"))
-        assert cfg.model.attention == kind
-        m, B = cfg.train.micro_batch, cfg.train.batch_size
-        scores = cfg.model.n_head * cfg.model.block_size**2 * 4  # fp32 bytes per row
-        assert B % m == 0 and m * scores <= last_level_cache_bytes()
-        assert m == B or (2 * m > B or B % (2 * m) != 0
-                          or 2 * m * scores > last_level_cache_bytes())
+        cfg.train.dtype, cfg.model.dropout, cfg.train.probe = dtype, dropout, False
+        assert resolve_auto(cfg, torch.device("cpu"), 2) == []
+        assert cfg.model.attention == kind and cfg.train.micro_batch == 0
     cfg = P.load_preset("names-mlp")
-    resolve_auto(cfg, torch.device("cpu"))
+    resolve_auto(cfg, torch.device("cpu"), 2)
     assert cfg.train.micro_batch == 0  # no attention: the whole batch
     assert C.to_toml(cfg).count("micro_batch = 0") == 1
     C.apply_overrides(cfg, ["train.micro_batch=auto"])
@@ -806,17 +801,3 @@ def test_a_spent_time_budget_ends_the_run_after_that_step(tmp_path, names_file):
     tensors, _ = tensor_io.load_tensors(out / "state.safetensors")
     assert int(tensors["step"]) == 1
 
-
-def test_the_largest_cpu_cache_is_read_from_sysfs_sizes(tmp_path):
-    from dlf.engine.auto import last_level_cache_bytes
-
-    for index, size in enumerate(["48K", "2M", "1G", "junk", "4096", "M", ""]):
-        (tmp_path / f"index{index}").mkdir()
-        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
-    assert last_level_cache_bytes(caches=tmp_path) == 2**30
-    (tmp_path / "index2" / "size").write_text("3M")
-    assert last_level_cache_bytes(caches=tmp_path) == 3 * 2**20
-    for index in (1, 2):
-        (tmp_path / f"index{index}" / "size").unlink()
-    assert last_level_cache_bytes(caches=tmp_path) == 48 * 2**10  # 48K over 4096 bytes
-    assert last_level_cache_bytes(7, caches=tmp_path / "none") == 7

@@ -60,7 +60,7 @@ def test_the_plan_resolves_the_newton_schulz_dtype_by_device(text_file):
     assert cfg.train.muon_ns_dtype == "auto"
     plan, _ = plan_run(cfg)
     assert plan.cfg.train.muon_ns_dtype == "fp32"  # this run is on the CPU
-    resolve_auto(cfg, torch.device("cuda"))
+    resolve_auto(cfg, torch.device("cuda"), 1)
     assert cfg.train.muon_ns_dtype == "bf16"
     kept = tiny_transformer(text_file, muon_ns_dtype="bf16")
     assert plan_run(kept)[0].cfg.train.muon_ns_dtype == "bf16"  # an explicit choice stays

@@ -8,8 +8,6 @@ says how much of what this machine can do the training loop actually uses.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 import torch
@@ -17,28 +15,13 @@ import torch
 from dlf import config as C
 from dlf import presets
 from dlf.engine import distributed
-from dlf.engine.device import TORCH_DTYPES, autocast
+from dlf.engine.device import TORCH_DTYPES, autocast, machine
 from dlf.engine.launch import launch_command, strip_launch_options
 from dlf.engine.plan import plan_run
 from dlf.engine.steps import AutogradStep
 from dlf.errors import DlfError
 from dlf.models import build_model
 from dlf.sample import generate_ids, next_token
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def _sync(device: torch.device) -> None:

@@ -91,6 +91,9 @@ def _add_train(sub):
                    help="with --nproc (1 too) and --resume auto: when a process fails, torchrun "
                    "restarts the job up to N times and it continues from the last checkpoint "
                    "(train.checkpoint_interval)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="do not time candidate micro-batches and attention kernels for "
+                   "\"auto\" (train.probe = false): whole batches and the kernel rule")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write the logged records as TensorBoard scalars into "
                    "RUN/tensorboard/ (train.tensorboard = true; needs pip install "
@@ -182,6 +185,9 @@ def _add_bench(sub):
     t.add_argument("--device", default="auto")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
+    t.add_argument("--no-probe", action="store_true",
+                   help="time the rules' micro-batch and attention, not the probe's "
+                   "(train.probe = false)")
     t.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="also run the benchmark data-parallel in N processes (torchrun) and "
                    "report the scaling against 1 process")
@@ -434,6 +440,8 @@ def cmd_train(args) -> int:
         cfg.train.device = args.device
     if args.tensorboard:
         cfg.train.tensorboard = True
+    if args.no_probe:
+        cfg.train.probe = False
     out = Path(args.out or Path("runs") / cfg.name)
     progress = False if args.quiet else None
     if args.nproc != 1 or args.max_restarts:
@@ -589,8 +597,10 @@ def cmd_bench(args) -> int:
               f"{'one GPU' if r['one_share'] is None else 'C/N threads'}))")
         return 0
     if args.bench_command == "train":
+        overrides = [*args.set, *(["train.probe=false"] if args.no_probe else [])]
         r = bench.bench_train(args.preset, dtype=args.dtype, steps=args.steps,
-                              batch_size=args.batch_size, device=args.device, overrides=args.set)
+                              batch_size=args.batch_size, device=args.device,
+                              overrides=overrides)
         if World.from_env().rank != 0:  # a torchrun job reports once
             return 0
         if args.json:

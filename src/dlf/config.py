@@ -64,6 +64,9 @@ class TrainConfig:
     # rows per forward/backward pass: a batch runs as batch_size / micro_batch passes
     # with the same gradient; 0 = the whole batch; "auto" = resolve_auto's rule
     micro_batch: Annotated[int | str, AtLeast(0, '0 = the whole batch, or "auto"')] = "auto"
+    # "auto" settings measured by a short probe on a CPU, cached per machine and shape
+    # (dlf.engine.probe); false: the rules that need no measuring
+    probe: bool = True
     optimizer: OptimizerName = "sgd"  # sgd | adamw | muon: Muon (dlf.optim.Muon) for the
     # hidden matrices, AdamW (beta1, beta2, eps 1e-8) for embeddings, head, gains and biases
     lr: Annotated[float, AtLeast(0)] = 0.1  # muon: the AdamW part's lr

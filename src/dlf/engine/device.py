@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 
 import torch
 
@@ -37,3 +39,20 @@ def threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def machine() -> dict:
+    """What a measurement ran on: the CPU's name, its cores, torch's threads and version,
+    and the GPU if there is one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}

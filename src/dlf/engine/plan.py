@@ -95,11 +95,11 @@ def plan_run(cfg: C.RunConfig, world: World | None = None, *,
     if data.tokenizer.vocab_size < cfg.data.vocab_size:
         notes.append(f"data.vocab_size {cfg.data.vocab_size} -> {data.tokenizer.vocab_size}: "
                      "BPE found no more pairs to merge in the train split")
-    resolve_auto(cfg, device)
+    threads = cfg.train.threads or default_threads(world)
+    notes += resolve_auto(cfg, device, threads if world.size == 1 else 0)
     if resume is not None:
         check_same_run(cfg, resume)
     schedule = None if caps.regime == "fitted" else lr_schedule(cfg.train)
-    threads = cfg.train.threads or default_threads(world)
     plan = Plan(cfg, caps, world, device, threads, schedule,
                 debug=os.environ.get("DLF_DEBUG", "0") == "1", notes=tuple(notes))
     return plan, data
