@@ -143,3 +143,31 @@ def test_gpt_recipe_trains_every_variant_and_reports_time_to_target(tmp_path, te
                                                      > RECIPE_TARGET)
     assert result["settings"]["seeds"] == [1337]
     assert result["interpretation"] in table
+
+
+@pytest.mark.slow
+def test_speedrun_runs_both_presets_and_times_them_from_the_start(tmp_path, text_file):
+    """Quick mode: one seed of each preset, shrunk; the table's figures are the runs' own,
+    the curve's seconds count from before each run was planned, and the machine is named."""
+    from dlf.experiments import SPEEDRUN_BASELINE, SPEEDRUN_PRESET, SPEEDRUN_TARGET
+
+    out = tmp_path / "speedrun"
+    result = run_experiment("speedrun", out, data=text_file, quick=True)
+    assert (out / "val_seconds.png").stat().st_size > 0
+    assert [r["preset"] for r in result["variants"]] == [SPEEDRUN_PRESET, SPEEDRUN_BASELINE]
+    table = (out / "results.md").read_text()
+    for r in result["variants"]:
+        (run,) = r["runs"]
+        records = [json.loads(line) for line in
+                   (out / r["preset"] / "seed-1337" / "metrics.jsonl").read_text().splitlines()]
+        evals = [(x["step"], x["val_loss"]) for x in records if "val_loss" in x]
+        assert [(s, v) for s, _, v in run["curve"]] == evals and evals
+        seconds = [s for _, s, _ in run["curve"]]
+        saved = json.loads((out / r["preset"] / "seed-1337" / "result.json").read_text())
+        # from before the run was planned: more than the run's own steps took
+        assert seconds == sorted(seconds) and run["wall_seconds"] >= saved["train_seconds"]
+        assert run["val_loss"] == min(v for _, v in evals) == r["val_loss"]["mean"]
+        assert (run["seconds_to_target"] is None) == (run["val_loss"] > SPEEDRUN_TARGET)
+        assert f"{run['val_loss']:.4f}" in table
+    assert result["interpretation"] in table
+    assert result["settings"]["machine"] in table

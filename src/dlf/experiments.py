@@ -36,6 +36,7 @@ from dlf import config as C
 from dlf import presets
 from dlf.diagnostics import fixed_batch, measure
 from dlf.engine.clock import Clock
+from dlf.engine.device import machine
 from dlf.engine.evaluate import evaluate
 from dlf.engine.metrics import MetricsLog
 from dlf.engine.plan import regime_of
@@ -523,6 +524,135 @@ def _recipe_text(rows: list[dict], seconds: float, n_seeds: int) -> str:
     return text
 
 
+# ------------------------------------------------------------------------------ speedrun
+
+SPEEDRUN_PRESET = "shakespeare-transformer-speedrun"
+SPEEDRUN_BASELINE = "shakespeare-transformer-6x256"  # the GPT-2 design, 6 x 256
+SPEEDRUN_TARGET = 1.47  # nanoGPT's character-level Shakespeare run reaches 1.4697
+SPEEDRUN_LIMIT = 15 * 60.0  # the goal: the target within this many wall seconds
+SPEEDRUN_CAP = 20 * 60.0  # wall seconds after which a run is stopped
+SPEEDRUN_SEEDS = (1337, 1338, 1339)
+SPEEDRUN_BASELINE_EVAL = 250  # the GPT-2 design's evaluations, often enough to draw a curve
+SPEEDRUN_QUICK = ["model.n_layer=1", "model.block_size=32", "train.eval_iters=2",
+                  "train.num_samples=0", "train.threads=1", "train.eval_interval=2"]
+SPEEDRUN_QUICK_STEPS = 4
+
+
+class _WallCurve:
+    """Training callback: the wall seconds since `clock` started (before the run was
+    planned: data, model and every step count) at each evaluation; stops the run at the
+    cap, and once val reaches the target when `stop_at_target`."""
+
+    def __init__(self, clock: Clock, cap: float, stop_at_target: bool):
+        self.clock, self.state = clock, TrainState()
+        self.cap, self.stop_at_target = cap, stop_at_target
+        self.at: dict[int, float] = {}
+
+    def seconds(self) -> float:
+        return self.clock.tick(self.state).wall_seconds
+
+    def __call__(self, step: int, state: TrainState, model) -> bool:
+        wall = self.seconds()
+        self.at[step] = wall
+        reached = self.stop_at_target and state.best_val <= SPEEDRUN_TARGET
+        return wall >= self.cap or reached
+
+
+def _speedrun_cfg(preset: str, data: str, seed: int, opt: Options) -> C.RunConfig:
+    cfg = presets.load_preset(preset)
+    cfg.data = replace(cfg.data, dataset=data, format="text")
+    t = cfg.train
+    t.seed = seed
+    if preset == SPEEDRUN_BASELINE:
+        t.eval_interval = SPEEDRUN_BASELINE_EVAL
+    steps = min(opt.steps, SPEEDRUN_QUICK_STEPS) if opt.quick else opt.steps
+    if steps < t.max_steps:  # a shorter run: the schedule shrunk with it
+        C.shorten(t, steps)
+        t.eval_interval = min(t.eval_interval, max(1, steps // 2))
+    if opt.quick:
+        C.apply_overrides(cfg, SPEEDRUN_QUICK)
+    return cfg
+
+
+def _speedrun_run(cfg: C.RunConfig, out: Path, opt: Options, stop_at_target: bool) -> dict:
+    watch = _WallCurve(Clock(0, 0.0, 0, TrainState()), SPEEDRUN_CAP, stop_at_target)
+    trainer = Trainer(cfg, out, progress=opt.progress, force=opt.force, callback=watch)
+    result = trainer.fit()
+    wall = watch.seconds()
+    curve = [(r["step"], round(watch.at[r["step"]], 1), r["val_loss"])
+             for r in MetricsLog(out / "metrics.jsonl").read() if "val_loss" in r]
+    hit = next(((step, sec) for step, sec, val in curve if val <= SPEEDRUN_TARGET), None)
+    return {"seed": cfg.train.seed, "steps": curve[-1][0] if curve else 0,
+            "val_loss": min((v for _, _, v in curve), default=None),
+            "wall_seconds": round(wall, 1), "stopped": bool(result.get("interrupted")),
+            "steps_to_target": None if hit is None else hit[0],
+            "seconds_to_target": None if hit is None else hit[1],
+            "num_parameters": trainer.model.num_parameters(), "curve": curve}
+
+
+def _speedrun(opt: Options) -> Outcome:
+    seeds = SPEEDRUN_SEEDS[:1] if opt.quick else SPEEDRUN_SEEDS
+    variants = {SPEEDRUN_PRESET: ("speedrun recipe", False),
+                SPEEDRUN_BASELINE: ("GPT-2 design", True)}
+    rows = []
+    for preset, (label, stop_at_target) in variants.items():
+        runs = [_speedrun_run(_speedrun_cfg(preset, opt.data, seed, opt),
+                              opt.out / preset / f"seed-{seed}", opt, stop_at_target)
+                for seed in seeds]
+        hits = [r for r in runs if r["seconds_to_target"] is not None]
+        rows.append({"variant": preset, "label": label, "preset": preset,
+                     "curve_run": f"{preset}/seed-{seeds[0]}",
+                     "num_parameters": runs[0]["num_parameters"],
+                     "seconds_to_target": _stats([r["seconds_to_target"] for r in hits]),
+                     "steps_to_target": _stats([r["steps_to_target"] for r in hits]),
+                     "val_loss": _stats([r["val_loss"] for r in runs
+                                         if r["val_loss"] is not None]),
+                     "wall_seconds": _stats([r["wall_seconds"] for r in runs]),
+                     "reached": len(hits), "runs": runs})
+    header = ["preset", "params", f"wall s to val {SPEEDRUN_TARGET}",
+              f"steps to val {SPEEDRUN_TARGET}", "reached", "best val", "run wall s"]
+    table = [[f"{r['label']} (`{r['preset']}`)", f"{r['num_parameters']:,}",
+              _pm(r["seconds_to_target"], 0), _pm(r["steps_to_target"], 0),
+              f"{r['reached']}/{len(r['runs'])}", _pm(r["val_loss"], 4),
+              _pm(r["wall_seconds"], 0)] for r in rows]
+    plot_val_vs_seconds({r["label"]: [[(s, v) for _, s, v in x["curve"]] for x in r["runs"]]
+                         for r in rows}, opt.out / "val_seconds.png", SPEEDRUN_TARGET,
+                        f"speedrun: val loss vs wall seconds ({len(seeds)} seed(s) each)",
+                        xlabel="wall time since `dlf train` started (s)")
+    settings = {"target_val": SPEEDRUN_TARGET, "limit_seconds": SPEEDRUN_LIMIT,
+                "cap_seconds": SPEEDRUN_CAP, "seeds": list(seeds),
+                "steps_note": f"{len(seeds)} seed(s) per preset, at most "
+                              f"{SPEEDRUN_CAP / 60:g} min each",
+                "train": (f"each preset as it is; wall seconds from before the run is planned "
+                          f"to each evaluation; the GPT-2 design evaluates every "
+                          f"{SPEEDRUN_BASELINE_EVAL} steps and stops at val "
+                          f"{SPEEDRUN_TARGET}; best val is the best evaluation on the "
+                          "preset's evaluation batches; mean ± std over seeds")}
+    return Outcome(rows, _speedrun_text(rows), [header, *table], settings)
+
+
+def _speedrun_text(rows: list[dict]) -> str:
+    run, base = rows
+    parts = []
+    for r in rows:
+        if r["reached"]:
+            parts.append(f"the {r['label']} reaches val {SPEEDRUN_TARGET} in "
+                         f"{r['seconds_to_target']['mean']:.0f} s of wall time "
+                         f"({r['reached']}/{len(r['runs'])} seeds)")
+        else:
+            parts.append(f"the {r['label']} does not reach val {SPEEDRUN_TARGET} within "
+                         f"{SPEEDRUN_CAP / 60:g} minutes (best val {r['val_loss']['mean']:.4f})")
+    text = "On this machine " + " and ".join(parts) + "."
+    within = [x for x in run["runs"]
+              if x["seconds_to_target"] is not None and x["wall_seconds"] <= SPEEDRUN_LIMIT]
+    text += (f" {len(within)} of {len(run['runs'])} speedrun seeds end their whole run within "
+             f"{SPEEDRUN_LIMIT / 60:g} minutes at or below the target.")
+    if run["reached"] and base["reached"]:
+        ratio = run["seconds_to_target"]["mean"] / base["seconds_to_target"]["mean"]
+        text += f" The recipe takes {ratio:.2f}x the GPT-2 design's time."
+    return text
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "mlp-init": Experiment(
         "mlp-init", "how initialisation and BatchNorm change the start of training of a "
@@ -533,6 +663,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     "names-zoo": Experiment(
         "names-zoo", "every names model, each trained for the same wall-clock budget",
         full_steps=1_000_000, run=_names_zoo, figure="zoo.png"),
+    "speedrun": Experiment(
+        "speedrun", f"the speedrun recipe and the GPT-2 design to val {SPEEDRUN_TARGET} on "
+        "Shakespeare, in wall time on this machine", full_steps=1_000_000, run=_speedrun,
+        figure="val_seconds.png", dataset="shakespeare"),
     "gpt-recipe": Experiment(
         "gpt-recipe", "later Transformer design choices (RoPE, RMSNorm, QK-norm, squared "
         "ReLU, tied head, Muon, WSD), alone and together, at equal training time",
@@ -582,8 +716,11 @@ def run_experiment(name: str, out_dir: str | Path, *, data: str | Path | None = 
         curves[r["label"]] = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
     k = plot_loss_curves(curves, out / "loss_curves.png", name, exp.log_loss_axis)
     steps_note = settings.get("steps_note", f"{n_steps} steps per variant")
+    m = machine()
+    settings.setdefault("machine", f"{m['cpu']} ({m['cores']} cores), torch {m['torch']}")
     footer = (f"{steps_note} on {dataset}; {settings.get('train', '')}; "
-              f"total wall time {wall:.0f} s. Curves: loss_curves.png (running mean of {k}). "
+              f"measured on {settings['machine']}; total wall time {wall:.0f} s. "
+              f"Curves: loss_curves.png (running mean of {k}). "
               f"Runs: " + ", ".join(f"`{r['variant']}/`" for r in rows) + ".")
     result = {"experiment": name, "description": exp.description, "data": dataset,
               "quick": quick, "steps": n_steps, "settings": settings, "variants": rows,

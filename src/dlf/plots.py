@@ -317,9 +317,10 @@ def plot_zoo(rows: list[dict], curves: dict[str, list[dict]], path: Path,
 
 
 def plot_val_vs_seconds(curves: dict[str, list[list[tuple[float, float]]]], path: Path,
-                        target: float, title: str) -> None:
-    """Validation loss against training seconds: one colour per variant, one line per
-    seed, and the target as a dashed line. curves: label -> per seed, (seconds, val)."""
+                        target: float, title: str,
+                        xlabel: str = "training time (s, optimizer steps only)") -> None:
+    """Validation loss against seconds: one colour per variant, one line per seed, and
+    the target as a dashed line. curves: label -> per seed, (seconds, val)."""
     import matplotlib
 
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -334,7 +335,7 @@ def plot_val_vs_seconds(curves: dict[str, list[list[tuple[float, float]]]], path
     ends = [pts[-1][1] for runs in curves.values() for pts in runs if pts]
     if vals:  # from the best value to a little above the target or every run's end
         ax.set_ylim(min(*vals, target) - 0.05, max(target + 0.6, *(e + 0.1 for e in ends)))
-    ax.set_xlabel("training time (s, optimizer steps only)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("val loss (nats/char)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
