@@ -189,8 +189,8 @@ def test_crossing_interpolates_between_the_evaluations_around_the_target():
 
 def test_recipe_variants_are_the_baseline_each_change_and_all(text_file):
     variants = recipe_variants()
-    assert list(variants) == ["baseline", *RECIPE_CHANGES, "all"]
-    assert variants["baseline"][1] == []
+    assert list(variants) == ["baseline", *RECIPE_CHANGES, "all", "default"]
+    assert variants["baseline"][1] == [] and variants["default"][1] == []
     # every change is a valid override of the preset, and all of them together plan
     cfg = P.load_preset(RECIPE_PRESET)
     cfg.data.dataset, cfg.data.format = str(text_file), "text"

@@ -26,7 +26,7 @@ def few_steps(monkeypatch):
     monkeypatch.setattr(report, "MICRO_QUICK_STEPS", 1)
     variants = experiments.recipe_variants()
     monkeypatch.setattr(experiments, "recipe_variants",
-                        lambda: {k: variants[k] for k in ("baseline", "all")})
+                        lambda: {k: variants[k] for k in ("baseline", "all", "default")})
     monkeypatch.setattr(experiments, "ZOO", [z for z in experiments.ZOO
                                              if z[0] in ("names-bigram", "names-mlp", "names-gru")])
 
