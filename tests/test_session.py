@@ -17,16 +17,9 @@ from dlf.engine.rundir import RunDir
 from dlf.engine.tensor_io import load_tensors, save_tensors
 from dlf.engine.trainer import Trainer, train
 from dlf.errors import DlfError
+from test_faults import cli
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dlf"
-
-
-def cli(argv, capsys) -> tuple[int, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse
-        code = e.code
-    return code, capsys.readouterr().err
 
 
 def snapshot(run: Path) -> dict[str, bytes]:

@@ -435,6 +435,18 @@ def _stats(values: list[float]) -> dict | None:
     return {"mean": m, "std": math.sqrt(var), "n": len(values)}
 
 
+def _over_seeds(variant: str, label: str, runs: list[dict], first_seed: int) -> dict:
+    """A variant's row from its seeds' runs: the figures as mean and std, the seeds that
+    reached the target, and the runs themselves."""
+    hits = [r for r in runs if r["seconds_to_target"] is not None]
+    return {"variant": variant, "label": label, "curve_run": f"{variant}/seed-{first_seed}",
+            "num_parameters": runs[0]["num_parameters"],
+            "val_loss": _stats([r["val_loss"] for r in runs if r["val_loss"] is not None]),
+            "seconds_to_target": _stats([r["seconds_to_target"] for r in hits]),
+            "steps_to_target": _stats([r["steps_to_target"] for r in hits]),
+            "reached": len(hits), "runs": runs}
+
+
 def _pm(stats: dict | None, digits: int) -> str:
     if stats is None:
         return "-"
@@ -469,15 +481,8 @@ def _gpt_recipe(opt: Options) -> Outcome:
         runs = [_recipe_run(_recipe_cfg(variant, overrides, opt.data, seed, seconds, steps,
                                         quick), opt.out / variant / f"seed-{seed}", opt)
                 for seed in seeds]
-        hits = [r for r in runs if r["seconds_to_target"] is not None]
-        rows.append({"variant": variant, "label": label, "overrides": overrides,
-                     "curve_run": f"{variant}/seed-{seeds[0]}",
-                     "num_parameters": runs[0]["num_parameters"],
-                     "val_loss": _stats([r["val_loss"] for r in runs]),
-                     "steps": _stats([r["steps"] for r in runs]),
-                     "seconds_to_target": _stats([r["seconds_to_target"] for r in hits]),
-                     "steps_to_target": _stats([r["steps_to_target"] for r in hits]),
-                     "reached": len(hits), "runs": runs})
+        rows.append({**_over_seeds(variant, label, runs, seeds[0]), "overrides": overrides,
+                     "steps": _stats([r["steps"] for r in runs])})
     base = rows[0]["val_loss"]["mean"]
     header = ["variant", "params", f"val after {seconds:g} s", "vs baseline", "steps",
               f"seconds to val {RECIPE_TARGET}", f"steps to val {RECIPE_TARGET}", "reached"]
@@ -606,16 +611,8 @@ def _speedrun(opt: Options) -> Outcome:
         runs = [_speedrun_run(_speedrun_cfg(preset, opt.data, seed, opt),
                               opt.out / preset / f"seed-{seed}", opt, stop_at_target)
                 for seed in seeds]
-        hits = [r for r in runs if r["seconds_to_target"] is not None]
-        rows.append({"variant": preset, "label": label, "preset": preset,
-                     "curve_run": f"{preset}/seed-{seeds[0]}",
-                     "num_parameters": runs[0]["num_parameters"],
-                     "seconds_to_target": _stats([r["seconds_to_target"] for r in hits]),
-                     "steps_to_target": _stats([r["steps_to_target"] for r in hits]),
-                     "val_loss": _stats([r["val_loss"] for r in runs
-                                         if r["val_loss"] is not None]),
-                     "wall_seconds": _stats([r["wall_seconds"] for r in runs]),
-                     "reached": len(hits), "runs": runs})
+        rows.append({**_over_seeds(preset, label, runs, seeds[0]), "preset": preset,
+                     "wall_seconds": _stats([r["wall_seconds"] for r in runs])})
     header = ["preset", "params", f"wall s to val {SPEEDRUN_TARGET}",
               f"steps to val {SPEEDRUN_TARGET}", "reached", "best val", "run wall s"]
     table = [[f"{r['label']} (`{r['preset']}`)", f"{r['num_parameters']:,}",
